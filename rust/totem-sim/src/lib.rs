@@ -1,0 +1,1 @@
+//! Deterministic network simulator and EVS oracle for the `totem` crate.
