@@ -177,3 +177,12 @@ impl Processor {
         todo!()
     }
 }
+
+impl Processor {
+    /// The highest ring sequence number this processor has adopted or seen. A driver persists it
+    /// (or otherwise guarantees it never goes down) and hands it back in [`Start::ring_seq`] on
+    /// restart, so that a restarted processor never re-creates a ring id that already existed.
+    pub fn ring_seq_high_water(&self) -> u64 {
+        todo!()
+    }
+}
