@@ -64,6 +64,9 @@ pub struct Config {
     pub retransmit_list_max: usize,
     /// Slots of the receive sort queue beyond the last released sequence number.
     pub sort_queue_capacity: u64,
+    /// Sequence number every new ring starts from (its first message gets the next one). Tests
+    /// start near 2^32 to show that no 32-bit arithmetic hides anywhere.
+    pub initial_seq: u64,
 }
 
 impl Default for Config {
@@ -93,6 +96,7 @@ impl Default for Config {
             send_queue_bytes: 4 << 20,
             retransmit_list_max: 30,
             sort_queue_capacity: 16384,
+            initial_seq: 0,
         }
     }
 }
@@ -271,6 +275,9 @@ impl Config {
                 "sort_queue_capacity",
                 "must be at least 2 × window_size + 64",
             ));
+        }
+        if self.initial_seq > u64::MAX / 2 {
+            return Err(err("initial_seq", "must be at most 2^63"));
         }
         Ok(())
     }
