@@ -311,7 +311,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Case = (&'static str, Box<dyn Fn(&mut Config)>);
+        let cases: Vec<Case> = vec![
             ("token", Box::new(|c| c.token = Duration::from_millis(5))),
             ("join", Box::new(|c| c.join = Duration::ZERO)),
             ("max_messages", Box::new(|c| c.max_messages = 51)),

@@ -1,0 +1,288 @@
+//! Ring behaviour on a perfect network (no loss, FIFO, fixed latency): the smallest harness
+//! that drives several processors. Faults and the EVS oracle live in `totem-sim`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use totem::{
+    Config, ConfigKind, Destination, Event, Guarantee, Instant, NodeId, Processor, Start, State,
+};
+
+const LATENCY: Duration = Duration::from_micros(100);
+
+struct Net {
+    now: Instant,
+    procs: BTreeMap<NodeId, Processor>,
+    /// (arrival time, destination, packet) in send order; latency is fixed so this is sorted.
+    wire: VecDeque<(Instant, NodeId, Bytes)>,
+    events: BTreeMap<NodeId, Vec<Event>>,
+    /// Drop every packet addressed to these nodes.
+    deaf: Vec<NodeId>,
+}
+
+impl Net {
+    fn new(ids: &[NodeId], cfg: &Config) -> Net {
+        let mut net = Net {
+            now: Instant::ZERO,
+            procs: BTreeMap::new(),
+            wire: VecDeque::new(),
+            events: BTreeMap::new(),
+            deaf: Vec::new(),
+        };
+        for &id in ids {
+            let start = Start {
+                ring_seq: 0,
+                first_msg_no: 0,
+                seed: u64::from(id),
+            };
+            let p = Processor::new(cfg.clone(), id, start, net.now).unwrap();
+            net.procs.insert(id, p);
+            net.events.insert(id, Vec::new());
+            net.pump(id);
+        }
+        net
+    }
+
+    fn pump(&mut self, id: NodeId) {
+        let ids: Vec<NodeId> = self.procs.keys().copied().collect();
+        let p = self.procs.get_mut(&id).unwrap();
+        while let Some(t) = p.poll_transmit() {
+            let at = self.now + LATENCY;
+            match t.destination {
+                Destination::Multicast => {
+                    for &to in &ids {
+                        if to != id {
+                            self.wire.push_back((at, to, t.data.clone()));
+                        }
+                    }
+                }
+                Destination::Node(to) => self.wire.push_back((at, to, t.data.clone())),
+            }
+        }
+        while let Some(e) = p.poll_event() {
+            self.events.get_mut(&id).unwrap().push(e);
+        }
+    }
+
+    /// Advances to the next packet or timer and handles it.
+    fn step(&mut self) {
+        let next_timer = self
+            .procs
+            .iter()
+            .filter_map(|(&id, p)| p.poll_timeout().map(|t| (t, id)))
+            .min();
+        let next_packet = self.wire.front().map(|(t, _, _)| *t);
+        match (next_packet, next_timer) {
+            (Some(tp), Some((tt, _))) if tp <= tt => self.deliver_packet(),
+            (Some(_), None) => self.deliver_packet(),
+            (_, Some((tt, id))) => {
+                self.now = self.now.max(tt);
+                self.procs.get_mut(&id).unwrap().handle_timeout(self.now);
+                self.pump(id);
+            }
+            (None, None) => panic!("nothing to do"),
+        }
+    }
+
+    fn deliver_packet(&mut self) {
+        let (at, to, data) = self.wire.pop_front().unwrap();
+        self.now = self.now.max(at);
+        if self.deaf.contains(&to) {
+            return;
+        }
+        if let Some(p) = self.procs.get_mut(&to) {
+            p.handle_packet(self.now, data);
+            self.pump(to);
+        }
+    }
+
+    fn run_until(&mut self, mut done: impl FnMut(&Net) -> bool, limit: Duration) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(self.now < end, "condition not reached by {}", self.now);
+            self.step();
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    fn all_operational_with(&self, n: usize) -> bool {
+        self.procs
+            .values()
+            .all(|p| p.state() == State::Operational && p.members().len() == n)
+    }
+
+    fn deliveries(&self, id: NodeId) -> Vec<(NodeId, u64, Bytes)> {
+        self.events[&id]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Deliver(d) => Some((d.sender, d.msg_no, d.data.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn fast_config() -> Config {
+    Config {
+        token: Duration::from_millis(200),
+        token_coefficient: Duration::ZERO,
+        join: Duration::from_millis(30),
+        merge: Duration::from_millis(40),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn three_processors_form_one_ring() {
+    let mut net = Net::new(&[1, 2, 3], &fast_config());
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    let ring = net.procs[&1].ring_id();
+    assert_eq!(ring.rep, 1);
+    for p in net.procs.values() {
+        assert_eq!(p.ring_id(), ring);
+        assert_eq!(p.members(), &[1, 2, 3]);
+    }
+    // Every processor saw a regular configuration with all three as its last.
+    for id in [1, 2, 3] {
+        let last = net.events[&id]
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::ConfigChange(c) => Some(c.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(last.kind, ConfigKind::Regular);
+        assert_eq!(last.members, vec![1, 2, 3]);
+        assert_eq!(last.ring_id, ring);
+    }
+}
+
+#[test]
+fn all_processors_deliver_the_same_total_order_including_their_own() {
+    let mut net = Net::new(&[1, 2, 3], &fast_config());
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    let mut sent = 0;
+    for round in 0..50u32 {
+        for id in [1u32, 2, 3] {
+            let data = Bytes::from(format!("{id}:{round}").into_bytes());
+            let g = if round % 7 == 0 {
+                Guarantee::Safe
+            } else {
+                Guarantee::Agreed
+            };
+            let now = net.now;
+            net.procs.get_mut(&id).unwrap().submit(now, data, g).unwrap();
+            net.pump(id);
+            sent += 1;
+        }
+        net.run_for(Duration::from_millis(1));
+    }
+    net.run_until(
+        |n| [1, 2, 3].iter().all(|&id| n.deliveries(id).len() == sent),
+        Duration::from_secs(5),
+    );
+    let order = net.deliveries(1);
+    assert_eq!(net.deliveries(2), order);
+    assert_eq!(net.deliveries(3), order);
+    // Per-sender FIFO.
+    for id in [1u32, 2, 3] {
+        let mine: Vec<u64> = order.iter().filter(|d| d.0 == id).map(|d| d.1).collect();
+        assert_eq!(mine, (0..50).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn large_message_is_fragmented_and_reassembled() {
+    let mut net = Net::new(&[1, 2], &fast_config());
+    net.run_until(|n| n.all_operational_with(2), Duration::from_secs(5));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let now = net.now;
+    net.procs
+        .get_mut(&2)
+        .unwrap()
+        .submit(now, Bytes::from(big.clone()), Guarantee::Agreed)
+        .unwrap();
+    net.pump(2);
+    net.run_until(
+        |n| n.deliveries(1).len() == 1 && n.deliveries(2).len() == 1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(net.deliveries(1)[0].2, big);
+    assert_eq!(net.deliveries(2)[0].2, big);
+}
+
+#[test]
+fn too_large_message_is_refused_with_the_limit() {
+    let net = Net::new(&[1], &fast_config());
+    let mut p = net.procs.into_values().next().unwrap();
+    let err = p
+        .submit(Instant::ZERO, Bytes::from(vec![0u8; (1 << 20) + 1]), Guarantee::Agreed)
+        .unwrap_err();
+    assert!(err.to_string().contains("1048576"), "{err}");
+}
+
+#[test]
+fn token_loss_of_a_crashed_member_forms_a_new_ring() {
+    let mut net = Net::new(&[1, 2, 3], &fast_config());
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    net.procs.remove(&3);
+    net.run_until(
+        |n| n.all_operational_with(2) && n.procs.values().all(|p| p.members() == [1, 2]),
+        Duration::from_secs(10),
+    );
+    // The transitional configuration before the new regular one lists 3 as left.
+    let trans = net.events[&1]
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::ConfigChange(c) if c.kind == ConfigKind::Transitional => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(trans.members, vec![1, 2]);
+    assert_eq!(trans.left, vec![3]);
+}
+
+#[test]
+fn idle_ring_holds_the_token() {
+    let mut net = Net::new(&[1, 2, 3], &fast_config());
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    let before = net.procs[&2].stats().packets_in.total();
+    net.run_for(Duration::from_secs(2));
+    let after = net.procs[&2].stats().packets_in.total();
+    // Without hold the token would make thousands of rotations in 2 s at 100 µs per hop.
+    let hold = fast_config().timeouts(3).hold;
+    let bound = 2 * (2000 / hold.as_millis() as u64 + 40);
+    assert!(after - before < bound, "{} packets in 2 s on an idle ring", after - before);
+}
+
+#[test]
+fn safe_message_waits_for_a_member_that_lacks_it() {
+    let mut net = Net::new(&[1, 2, 3], &fast_config());
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    net.deaf.push(3);
+    let now = net.now;
+    net.procs
+        .get_mut(&1)
+        .unwrap()
+        .submit(now, Bytes::from_static(b"safe"), Guarantee::Safe)
+        .unwrap();
+    net.pump(1);
+    // Node 3 hears nothing, so no one may deliver the safe message until 3 is excluded.
+    net.run_for(Duration::from_millis(100));
+    assert!(net.deliveries(1).is_empty());
+    assert!(net.deliveries(2).is_empty());
+    net.deaf.clear();
+    net.run_until(
+        |n| [1, 2, 3].iter().all(|&id| n.deliveries(id).len() == 1),
+        Duration::from_secs(10),
+    );
+}
