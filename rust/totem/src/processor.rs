@@ -13,7 +13,9 @@ use crate::config::{Config, ConfigError, Timeouts};
 use crate::pack::{Packer, Reassembler, SubmitError, Unpacked};
 use crate::stats::{Ignored, Stats};
 use crate::types::{Guarantee, Instant, NodeId, RingId};
-use crate::wire::{self, CommitMember, CommitToken, Decoded, Join, Mcast, OrfToken, Packet, PacketType};
+use crate::wire::{
+    self, CommitMember, CommitToken, Decoded, Join, Mcast, OrfToken, Packet, PacketType,
+};
 /// Where a packet must go.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -315,7 +317,12 @@ fn sorted(set: &BTreeSet<NodeId>) -> Vec<NodeId> {
 impl Processor {
     /// Creates a processor that immediately starts a membership round: it forms a ring alone, or
     /// with the processors it hears.
-    pub fn new(config: Config, id: NodeId, start: Start, now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: Config,
+        id: NodeId,
+        start: Start,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         if id == 0 {
             return Err(ConfigError {
@@ -395,6 +402,7 @@ impl Processor {
     }
 
     /// The ring of the last installed regular configuration.
+    #[allow(clippy::misnamed_getters)] // `self.ring_id` is the ring being formed, not installed
     pub fn ring_id(&self) -> RingId {
         self.regular_ring
     }
@@ -821,7 +829,11 @@ impl Processor {
         }
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        if self.reasm.unpack(slot.sender, &slot.payload, &mut out).is_err() {
+        if self
+            .reasm
+            .unpack(slot.sender, &slot.payload, &mut out)
+            .is_err()
+        {
             self.ignore(Ignored::BadPayload);
         }
         for u in out.drain(..) {
@@ -957,7 +969,8 @@ impl Processor {
         // Flow control bookkeeping: replace our contribution from the previous rotation.
         let sent = rtr_sent + sent_new;
         let cbl = self.backlog();
-        tok.fcc = (i64::from(tok.fcc) + i64::from(sent) - i64::from(self.trc)).clamp(0, i64::from(u32::MAX)) as u32;
+        tok.fcc = (i64::from(tok.fcc) + i64::from(sent) - i64::from(self.trc))
+            .clamp(0, i64::from(u32::MAX)) as u32;
         tok.backlog = (i64::from(tok.backlog) + i64::from(cbl) - i64::from(self.pbl))
             .clamp(0, i64::from(u32::MAX)) as u32;
         self.trc = sent;
@@ -1313,7 +1326,8 @@ impl Processor {
             self.fail_set.insert(sender);
         } else if self.memb.contains(&sender) {
             // Only a ring-mate's view of failures is adopted; a newcomer cannot evict members.
-            self.fail_set.extend(jf.iter().copied().filter(|&n| n != self.me));
+            self.fail_set
+                .extend(jf.iter().copied().filter(|&n| n != self.me));
         }
         self.gather_enter(now);
     }
@@ -1374,8 +1388,12 @@ impl Processor {
     }
 
     fn forward_commit(&mut self, now: Instant, mut ct: CommitToken) {
+        // Both rotations go to the ring successor (members are in ring order).
         let n = ct.members.len();
-        let next = ct.members[usize::from(ct.memb_index) % n].node;
+        let next = match ct.members.iter().position(|m| m.node == self.me) {
+            Some(i) => ct.members[(i + 1) % n].node,
+            None => self.me,
+        };
         ct.token_seq += 1;
         let data = self.send(Destination::Node(next), &Packet::Commit(ct));
         self.last_token = Some((next, data, PacketType::CommitToken));
@@ -1571,14 +1589,13 @@ impl Processor {
             .copied()
             .collect();
         if self.installed_any {
-            self.events
-                .push_back(Event::ConfigChange(ConfigChange {
-                    kind: ConfigKind::Transitional,
-                    ring_id: self.ring_id,
-                    members: self.trans_memb.clone(),
-                    left,
-                    joined: Vec::new(),
-                }));
+            self.events.push_back(Event::ConfigChange(ConfigChange {
+                kind: ConfigKind::Transitional,
+                ring_id: self.ring_id,
+                members: self.trans_memb.clone(),
+                left,
+                joined: Vec::new(),
+            }));
         }
 
         // 7. Remaining old-ring messages, skipping gaps, only from transitional members.

@@ -92,6 +92,17 @@ impl Net {
             return;
         }
         if let Some(p) = self.procs.get_mut(&to) {
+            if std::env::var_os("RING_TRACE").is_some() {
+                let d = totem::wire::decode(&data).unwrap();
+                eprintln!(
+                    "{} {}->{} {:?} [{:?}]",
+                    self.now,
+                    d.sender,
+                    to,
+                    d.packet,
+                    p.state()
+                );
+            }
             p.handle_packet(self.now, data);
             self.pump(to);
         }
@@ -100,7 +111,18 @@ impl Net {
     fn run_until(&mut self, mut done: impl FnMut(&Net) -> bool, limit: Duration) {
         let end = self.now + limit;
         while !done(self) {
-            assert!(self.now < end, "condition not reached by {}", self.now);
+            if self.now >= end {
+                for (id, p) in &self.procs {
+                    eprintln!(
+                        "{id}: {:?} ring {} members {:?} {:?}",
+                        p.state(),
+                        p.ring_id(),
+                        p.members(),
+                        p.stats()
+                    );
+                }
+                panic!("condition not reached by {}", self.now);
+            }
             self.step();
         }
     }
@@ -179,7 +201,11 @@ fn all_processors_deliver_the_same_total_order_including_their_own() {
                 Guarantee::Agreed
             };
             let now = net.now;
-            net.procs.get_mut(&id).unwrap().submit(now, data, g).unwrap();
+            net.procs
+                .get_mut(&id)
+                .unwrap()
+                .submit(now, data, g)
+                .unwrap();
             net.pump(id);
             sent += 1;
         }
@@ -224,7 +250,11 @@ fn too_large_message_is_refused_with_the_limit() {
     let net = Net::new(&[1], &fast_config());
     let mut p = net.procs.into_values().next().unwrap();
     let err = p
-        .submit(Instant::ZERO, Bytes::from(vec![0u8; (1 << 20) + 1]), Guarantee::Agreed)
+        .submit(
+            Instant::ZERO,
+            Bytes::from(vec![0u8; (1 << 20) + 1]),
+            Guarantee::Agreed,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("1048576"), "{err}");
 }
@@ -261,7 +291,11 @@ fn idle_ring_holds_the_token() {
     // Without hold the token would make thousands of rotations in 2 s at 100 µs per hop.
     let hold = fast_config().timeouts(3).hold;
     let bound = 2 * (2000 / hold.as_millis() as u64 + 40);
-    assert!(after - before < bound, "{} packets in 2 s on an idle ring", after - before);
+    assert!(
+        after - before < bound,
+        "{} packets in 2 s on an idle ring",
+        after - before
+    );
 }
 
 #[test]
