@@ -869,6 +869,18 @@ impl Processor {
                 return;
             }
         }
+        // A correct token orders everything this processor holds, covers no more than it
+        // ordered, and stays inside the sort queue. Anything else is replayed or forged, and
+        // accepting it would hand out sequence numbers twice.
+        let base = self.current_queue().base;
+        if tok.seq < self.high_seq
+            || tok.aru > tok.seq
+            || tok.seq.saturating_sub(base) > self.cfg.sort_queue_capacity
+            || tok.rtr.iter().any(|&s| s > tok.seq)
+        {
+            self.ignore(Ignored::InconsistentToken);
+            return;
+        }
         self.process_token(now, tok);
     }
 
@@ -958,7 +970,7 @@ impl Processor {
         let base = self.current_queue().base;
         let cap = self.cfg.sort_queue_capacity;
         let window = u64::from(self.cfg.window_size);
-        if tok.seq + u64::from(allowed) + window > base + cap {
+        if tok.seq.saturating_add(u64::from(allowed) + window) > base.saturating_add(cap) {
             allowed = 0;
         }
 
@@ -1001,13 +1013,19 @@ impl Processor {
             install = self.recovery_progress(&mut tok);
         }
 
-        tok.token_seq += 1;
+        tok.token_seq = tok.token_seq.saturating_add(1);
         let to = self.successor();
         let data = Bytes::from(wire::encode(self.me, &Packet::Token(tok.clone())));
         self.last_token = Some((to, data.clone(), PacketType::OrfToken));
+        // Hold only a quiescent ring. Unlike Corosync, a ring where someone still misses a
+        // message (aru below seq) is not idle: holding it would slow repair to one rotation per
+        // hold period. `cancel_token_hold_on_retransmit` additionally forwards when requests or
+        // retransmissions were on this visit.
+        let quiescent = tok.aru == tok.seq;
         let hold = rep
             && self.token_held
             && operational
+            && quiescent
             && sent_new == 0
             && self.packer.is_empty()
             && !(self.cfg.cancel_token_hold_on_retransmit && (rtr_sent > 0 || !tok.rtr.is_empty()));
@@ -1342,7 +1360,7 @@ impl Processor {
             .filter(|n| !self.fail_set.contains(n))
             .copied()
             .collect();
-        let seq = self.ring_seq_high.max(self.ring_id.seq) + 4;
+        let seq = self.ring_seq_high.max(self.ring_id.seq).saturating_add(4);
         let ct = CommitToken {
             ring_id: RingId::new(self.me, seq),
             token_seq: 0,
@@ -1394,7 +1412,7 @@ impl Processor {
             Some(i) => ct.members[(i + 1) % n].node,
             None => self.me,
         };
-        ct.token_seq += 1;
+        ct.token_seq = ct.token_seq.wrapping_add(1);
         let data = self.send(Destination::Node(next), &Packet::Commit(ct));
         self.last_token = Some((next, data, PacketType::CommitToken));
         self.reset_token_timers(now);
@@ -1492,6 +1510,9 @@ impl Processor {
             }
         }
         self.high_ring_delivered = high_delivered;
+        // Nothing at or below the released point is held, and a commit token cannot make us
+        // walk further back than that.
+        let low = low.max(self.regular.base);
         self.retrans_queue.clear();
         let mut seq = low + 1;
         while seq <= old.high_seq {

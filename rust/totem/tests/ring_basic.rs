@@ -1,165 +1,12 @@
-//! Ring behaviour on a perfect network (no loss, FIFO, fixed latency): the smallest harness
-//! that drives several processors. Faults and the EVS oracle live in `totem-sim`.
+//! Ring behaviour on a perfect network.
 
-use std::collections::{BTreeMap, VecDeque};
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use totem::{
-    Config, ConfigKind, Destination, Event, Guarantee, Instant, NodeId, Processor, Start, State,
-};
-
-const LATENCY: Duration = Duration::from_micros(100);
-
-struct Net {
-    now: Instant,
-    procs: BTreeMap<NodeId, Processor>,
-    /// (arrival time, destination, packet) in send order; latency is fixed so this is sorted.
-    wire: VecDeque<(Instant, NodeId, Bytes)>,
-    events: BTreeMap<NodeId, Vec<Event>>,
-    /// Drop every packet addressed to these nodes.
-    deaf: Vec<NodeId>,
-}
-
-impl Net {
-    fn new(ids: &[NodeId], cfg: &Config) -> Net {
-        let mut net = Net {
-            now: Instant::ZERO,
-            procs: BTreeMap::new(),
-            wire: VecDeque::new(),
-            events: BTreeMap::new(),
-            deaf: Vec::new(),
-        };
-        for &id in ids {
-            let start = Start {
-                ring_seq: 0,
-                first_msg_no: 0,
-                seed: u64::from(id),
-            };
-            let p = Processor::new(cfg.clone(), id, start, net.now).unwrap();
-            net.procs.insert(id, p);
-            net.events.insert(id, Vec::new());
-            net.pump(id);
-        }
-        net
-    }
-
-    fn pump(&mut self, id: NodeId) {
-        let ids: Vec<NodeId> = self.procs.keys().copied().collect();
-        let p = self.procs.get_mut(&id).unwrap();
-        while let Some(t) = p.poll_transmit() {
-            let at = self.now + LATENCY;
-            match t.destination {
-                Destination::Multicast => {
-                    for &to in &ids {
-                        if to != id {
-                            self.wire.push_back((at, to, t.data.clone()));
-                        }
-                    }
-                }
-                Destination::Node(to) => self.wire.push_back((at, to, t.data.clone())),
-            }
-        }
-        while let Some(e) = p.poll_event() {
-            self.events.get_mut(&id).unwrap().push(e);
-        }
-    }
-
-    /// Advances to the next packet or timer and handles it.
-    fn step(&mut self) {
-        let next_timer = self
-            .procs
-            .iter()
-            .filter_map(|(&id, p)| p.poll_timeout().map(|t| (t, id)))
-            .min();
-        let next_packet = self.wire.front().map(|(t, _, _)| *t);
-        match (next_packet, next_timer) {
-            (Some(tp), Some((tt, _))) if tp <= tt => self.deliver_packet(),
-            (Some(_), None) => self.deliver_packet(),
-            (_, Some((tt, id))) => {
-                self.now = self.now.max(tt);
-                self.procs.get_mut(&id).unwrap().handle_timeout(self.now);
-                self.pump(id);
-            }
-            (None, None) => panic!("nothing to do"),
-        }
-    }
-
-    fn deliver_packet(&mut self) {
-        let (at, to, data) = self.wire.pop_front().unwrap();
-        self.now = self.now.max(at);
-        if self.deaf.contains(&to) {
-            return;
-        }
-        if let Some(p) = self.procs.get_mut(&to) {
-            if std::env::var_os("RING_TRACE").is_some() {
-                let d = totem::wire::decode(&data).unwrap();
-                eprintln!(
-                    "{} {}->{} {:?} [{:?}]",
-                    self.now,
-                    d.sender,
-                    to,
-                    d.packet,
-                    p.state()
-                );
-            }
-            p.handle_packet(self.now, data);
-            self.pump(to);
-        }
-    }
-
-    fn run_until(&mut self, mut done: impl FnMut(&Net) -> bool, limit: Duration) {
-        let end = self.now + limit;
-        while !done(self) {
-            if self.now >= end {
-                for (id, p) in &self.procs {
-                    eprintln!(
-                        "{id}: {:?} ring {} members {:?} {:?}",
-                        p.state(),
-                        p.ring_id(),
-                        p.members(),
-                        p.stats()
-                    );
-                }
-                panic!("condition not reached by {}", self.now);
-            }
-            self.step();
-        }
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            self.step();
-        }
-    }
-
-    fn all_operational_with(&self, n: usize) -> bool {
-        self.procs
-            .values()
-            .all(|p| p.state() == State::Operational && p.members().len() == n)
-    }
-
-    fn deliveries(&self, id: NodeId) -> Vec<(NodeId, u64, Bytes)> {
-        self.events[&id]
-            .iter()
-            .filter_map(|e| match e {
-                Event::Deliver(d) => Some((d.sender, d.msg_no, d.data.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn fast_config() -> Config {
-    Config {
-        token: Duration::from_millis(200),
-        token_coefficient: Duration::ZERO,
-        join: Duration::from_millis(30),
-        merge: Duration::from_millis(40),
-        ..Config::default()
-    }
-}
+use common::{fast_config, Net};
+use totem::{ConfigKind, Event, Guarantee, Instant};
 
 #[test]
 fn three_processors_form_one_ring() {
@@ -319,4 +166,34 @@ fn safe_message_waits_for_a_member_that_lacks_it() {
         |n| [1, 2, 3].iter().all(|&id| n.deliveries(id).len() == 1),
         Duration::from_secs(10),
     );
+}
+
+#[test]
+fn message_from_any_member_is_delivered_after_an_idle_period() {
+    let mut net = Net::new(&[1, 2, 3], &fast_config());
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    for sender in [3u32, 2, 1] {
+        net.run_for(Duration::from_secs(2));
+        let now = net.now;
+        let no = net
+            .procs
+            .get_mut(&sender)
+            .unwrap()
+            .submit(now, Bytes::from_static(b"wake up"), Guarantee::Agreed)
+            .unwrap();
+        net.pump(sender);
+        let t0 = net.now;
+        let got = |n: &Net, id: u32| {
+            n.events[&id]
+                .iter()
+                .any(|e| matches!(e, Event::Deliver(d) if d.sender == sender && d.msg_no == no))
+        };
+        net.run_until(
+            |n| [1, 2, 3].iter().all(|&id| got(n, id)),
+            Duration::from_secs(5),
+        );
+        // The hold is cancelled: delivery takes far less than a hold period.
+        let hold = fast_config().timeouts(3).hold;
+        assert!(net.now - t0 < hold, "took {:?}", net.now - t0);
+    }
 }
