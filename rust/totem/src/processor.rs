@@ -337,7 +337,10 @@ impl Processor {
             start.first_msg_no,
         );
         let reasm = Reassembler::new(config.max_message_size);
-        let pseudo = RingId::new(id, start.ring_seq);
+        // Before its first ring, a processor's "regular ring" is a pseudo ring with
+        // representative 0: no real ring has that id, so nothing of an earlier incarnation's
+        // rings can be mistaken for this one's.
+        let pseudo = RingId::new(0, start.ring_seq);
         let mut p = Processor {
             cfg: config,
             me: id,
