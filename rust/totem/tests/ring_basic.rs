@@ -197,3 +197,46 @@ fn message_from_any_member_is_delivered_after_an_idle_period() {
         assert!(net.now - t0 < hold, "took {:?}", net.now - t0);
     }
 }
+
+#[test]
+fn sequence_numbers_cross_the_32_bit_boundary() {
+    let start = (1u64 << 32) - 40;
+    let cfg = totem::Config {
+        initial_seq: start,
+        ..fast_config()
+    };
+    let mut net = Net::new(&[1, 2, 3], &cfg);
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    let mut sent = 0;
+    for round in 0..100u32 {
+        for id in [1u32, 2, 3] {
+            // Large enough that every message takes its own packet, so seqs advance per message.
+            let data = Bytes::from(vec![round as u8; 1200]);
+            let now = net.now;
+            net.procs
+                .get_mut(&id)
+                .unwrap()
+                .submit(now, data, Guarantee::Agreed)
+                .unwrap();
+            net.pump(id);
+            sent += 1;
+        }
+        net.run_for(Duration::from_millis(1));
+    }
+    net.run_until(
+        |n| [1, 2, 3].iter().all(|&id| n.deliveries(id).len() == sent),
+        Duration::from_secs(10),
+    );
+    let order = net.deliveries(1);
+    assert_eq!(net.deliveries(2), order);
+    assert_eq!(net.deliveries(3), order);
+    let seqs: Vec<u64> = net.events[&1]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Deliver(d) => Some(d.seq),
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs not increasing");
+    assert!(*seqs.first().unwrap() < 1 << 32 && *seqs.last().unwrap() > 1 << 32);
+}
