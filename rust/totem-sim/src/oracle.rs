@@ -57,9 +57,12 @@
 //!   one it is checked when a process installs it: nothing it delivered before may have been
 //!   delivered after it by another installer. The opposite order (delivered after it here, before
 //!   it by an earlier installer) is caught as D4 at the second install, which always comes first.
-//! * D8 when the safe message is delivered (every member of the regular configuration installed
-//!   it; no member that must deliver it has already moved on) and when a member moves on by
-//!   installing its next regular configuration.
+//! * D8 in the reference's form: a member of the configuration a safe message was delivered in
+//!   that does not deliver it must be excluded from the deliverer's next transitional
+//!   configuration. Checked when the deliverer installs that transitional configuration (the
+//!   members it keeps now owe the message), when such a member leaves the message's ring, and,
+//!   for a safe message delivered in a transitional configuration, against every member that
+//!   went through the same transitional configuration (all of them hold it after recovery).
 //!
 //! In [`Oracle::finish`] (any time, including a truncated run): the first violation again, and a
 //! C5 sweep. A run may stop while a ring is being installed (one member has installed it, the
@@ -82,7 +85,7 @@
 //! given a ring-seq high-water mark, so it never re-creates a ring id that already existed (C3
 //! checks that a new incarnation's rings are numbered above its predecessors').
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 
@@ -215,6 +218,9 @@ struct Process {
     last_submitted: Option<u64>,
     /// Highest msg_no delivered from each submitting process (D6).
     max_from: HashMap<ProcId, u64>,
+    /// Safe messages delivered since the last transitional configuration, with the nodes that
+    /// must deliver them unless this process's next transitional configuration excludes them.
+    safe_pending: Vec<(MsgId, Vec<NodeId>)>,
 }
 
 impl Process {
@@ -299,8 +305,6 @@ struct MsgRecord {
     /// Ring and seq fixed by the first delivery.
     ordered: Option<(RingId, u64)>,
     deliveries: Vec<(ProcId, Place)>,
-    /// Safe only: nodes that must deliver it unless they fail (D8).
-    safe_required: Vec<NodeId>,
 }
 
 impl MsgRecord {
@@ -320,6 +324,10 @@ pub struct Oracle {
     msgs: HashMap<MsgId, MsgRecord>,
     rings: HashMap<RingId, RingRecord>,
     transitionals: HashMap<(RingId, RingId), TransRecord>,
+    /// (safe message, node): the node was a member of the configuration the message was
+    /// delivered safe in, and is also in the deliverer's next transitional configuration, so
+    /// it must deliver the message before it leaves the message's ring (D8).
+    must_deliver: HashSet<(MsgId, NodeId)>,
     /// A violation found outside `observe` (in `submitted`), reported by the next call that can.
     pending: Option<Violation>,
     first: Option<Violation>,
@@ -437,6 +445,7 @@ impl Oracle {
                 own_pending: VecDeque::new(),
                 last_submitted: None,
                 max_from: HashMap::new(),
+                safe_pending: Vec::new(),
             },
         );
     }
@@ -500,7 +509,6 @@ impl Oracle {
                 guarantee,
                 ordered: None,
                 deliveries: Vec::new(),
-                safe_required: Vec::new(),
             },
         );
     }
@@ -810,6 +818,35 @@ impl Oracle {
             })
             .installers
             .push(p);
+        // D8: members kept in this transitional configuration owe every safe message this
+        // process delivered since its previous one.
+        let pending = std::mem::take(&mut self.procs.get_mut(&p).expect("known").safe_pending);
+        for (id, required) in &pending {
+            let Some((r, _)) = self.msgs[id].ordered else {
+                continue;
+            };
+            for q in required
+                .iter()
+                .filter(|q| **q != p.node && cc.members.contains(q))
+            {
+                self.must_deliver.insert((*id, *q));
+                let moved_on = self.rings[&r]
+                    .installers
+                    .iter()
+                    .filter(|i| i.node == *q)
+                    .any(|i| {
+                        self.procs[i].last_regular != Some(r) && !self.msgs[id].delivered_by(*i)
+                    });
+                if moved_on {
+                    return err(
+                        Property::D8Safe,
+                        format!(
+                            "{p} delivered safe {id} and kept n{q} in transitional {from}->{to}, but n{q} left ring {r} without delivering it"
+                        ),
+                    );
+                }
+            }
+        }
         let me = self.procs.get_mut(&p).expect("known");
         me.current = Some(Current::Transitional {
             from,
@@ -927,7 +964,14 @@ impl Oracle {
             // must have been delivered by now (D8).
             for id in &self.rings[&from].safe {
                 let m = &self.msgs[id];
-                if m.safe_required.contains(&p.node) && !m.delivered_by(p) {
+                // Owed because a deliverer kept us in its next transitional configuration, or
+                // because someone delivered it in the very transitional configuration we just
+                // went through (its members all hold it after recovery).
+                let owed = self.must_deliver.contains(&(*id, p.node))
+                    || m.deliveries
+                        .iter()
+                        .any(|(_, pl)| *pl == Place::Transitional { next: c });
+                if owed && !m.delivered_by(p) {
                     let (by, place) = m.deliveries[0];
                     return err(
                         Property::D8Safe,
@@ -1202,39 +1246,42 @@ impl Oracle {
             }
         }
 
-        // D8: a safe message is held by every member; each must deliver it before moving on.
+        // D8 (reference form): a safe message delivered in configuration X must be delivered by
+        // every member of X that is still with the deliverer in its next transitional
+        // configuration; a member that does not deliver it must be excluded there. Recorded
+        // here, decided when the deliverer installs that transitional configuration and when
+        // the member leaves the message's ring.
         let mut required: &[NodeId] = &[];
         if d.guarantee == Guarantee::Safe {
+            if let Place::Transitional { next } = place {
+                // Members of this transitional configuration that already installed `next`
+                // through it can no longer deliver the message.
+                if let Some(t) = self.transitionals.get(&(r, next)) {
+                    let gone = t.installers.iter().find(|q| {
+                        **q != p
+                            && self
+                                .rings
+                                .get(&next)
+                                .is_some_and(|n| n.installers.contains(q))
+                            && !m.delivered_by(**q)
+                    });
+                    if let Some(q) = gone {
+                        return err(
+                            Property::D8Safe,
+                            format!(
+                                "{p} delivered safe {id} in {}, but {q}, a member of it, already installed {next} without delivering it",
+                                describe_place(r, place)
+                            ),
+                        );
+                    }
+                }
+            }
             required = match (&me.current, place) {
                 (Some(Current::Transitional { members, .. }), Place::Transitional { .. }) => {
                     members
                 }
                 _ => &ring.members,
             };
-            if place == Place::Regular {
-                if let Some(q) = ring.members.iter().find(|q| !ring.installed_by_node(**q)) {
-                    return err(
-                        Property::D8Safe,
-                        format!(
-                            "{p} delivered safe {id} in regular {r}, but member n{q} never installed {r}"
-                        ),
-                    );
-                }
-            }
-            for q in ring.installers.iter().filter(|q| **q != p) {
-                if required.contains(&q.node)
-                    && self.procs[q].last_regular != Some(r)
-                    && !m.delivered_by(*q)
-                {
-                    return err(
-                        Property::D8Safe,
-                        format!(
-                            "{p} delivered safe {id} in {}, but {q}, which must deliver it, left ring {r} without doing so",
-                            describe_place(r, place)
-                        ),
-                    );
-                }
-            }
         }
         let required = required.to_vec();
 
@@ -1244,11 +1291,7 @@ impl Oracle {
         if is_new {
             m.ordered = Some((r, d.seq));
         }
-        for q in required {
-            if !m.safe_required.contains(&q) {
-                m.safe_required.push(q);
-            }
-        }
+        let safe_pending = (d.guarantee == Guarantee::Safe).then_some((id, required));
         let ring = self.rings.get_mut(&r).expect("known");
         if is_new {
             ring.groups.entry(d.seq).or_default().insert(pos, id);
@@ -1290,6 +1333,13 @@ impl Oracle {
         me.max_from.insert(s, d.msg_no);
         if s == p && me.own_pending.front() == Some(&d.msg_no) {
             me.own_pending.pop_front();
+        }
+        if let Some(entry) = safe_pending {
+            self.procs
+                .get_mut(&p)
+                .expect("known")
+                .safe_pending
+                .push(entry);
         }
         Ok(())
     }

@@ -790,31 +790,53 @@ fn d7_message_on_both_sides_of_a_transitional_configuration_is_caught() {
 }
 
 #[test]
-fn d8_safe_message_missing_at_a_member_is_caught() {
+fn d8_safe_message_missing_at_a_member_kept_in_the_next_transitional_is_caught() {
+    // Node 1 delivers safe m1:1 in regular A; node 2 moves on without it, yet node 1 keeps node 2
+    // in its next transitional configuration: node 2 neither delivered it nor was excluded.
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.dlv(p(1), 1, 1, A, 1).unwrap();
     run.trans(p(2), G, &[2], &[1]).unwrap();
-    caught(run.reg(p(2), G, &[2], &[]), Property::D8Safe);
+    run.reg(p(2), G, &[2], &[]).unwrap();
+    caught(run.trans(p(1), B, &[1, 2], &[]), Property::D8Safe);
 }
 
 #[test]
-fn d8_safe_message_delivered_after_a_member_moved_on_is_caught() {
+fn d8_safe_message_delivered_after_a_member_moved_on_is_caught_when_it_is_kept() {
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.trans(p(2), G, &[2], &[1]).unwrap();
     run.reg(p(2), G, &[2], &[]).unwrap();
-    caught(run.dlv(p(1), 1, 1, A, 1), Property::D8Safe);
+    run.dlv(p(1), 1, 1, A, 1).unwrap();
+    caught(run.trans(p(1), B, &[1, 2], &[]), Property::D8Safe);
 }
 
 #[test]
-fn d8_safe_message_in_a_ring_a_member_never_installed_is_caught() {
+fn d8_safe_message_missing_at_a_member_that_is_excluded_passes() {
+    // The reference's form of D8: a member that does not deliver the safe message must be
+    // excluded from the deliverer's next transitional configuration, and here it is.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, SAFE);
+    run.dlv(p(1), 1, 1, A, 1).unwrap();
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.reg(p(2), G, &[2], &[]).unwrap();
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    run.finish().unwrap();
+}
+
+#[test]
+fn d8_safe_message_in_a_ring_a_member_never_installed_passes_when_it_is_excluded() {
     let mut run = Run::new(&[1, 2]);
     run.reg(p(1), A, &[1, 2], &[1, 2]).unwrap();
     run.submit(1, 1, SAFE);
-    caught(run.dlv(p(1), 1, 1, A, 1), Property::D8Safe);
+    run.dlv(p(1), 1, 1, A, 1).unwrap();
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    run.finish().unwrap();
 }
 
 #[test]
