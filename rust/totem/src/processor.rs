@@ -1340,6 +1340,7 @@ impl Processor {
             }
             return;
         }
+        let before = (self.proc_set.len(), self.fail_set.len());
         self.proc_set.extend(jp.iter().copied());
         if jf.contains(&self.me) {
             // We disagree about each other: treat the sender as failed so that the two sides
@@ -1350,7 +1351,13 @@ impl Processor {
             self.fail_set
                 .extend(jf.iter().copied().filter(|&n| n != self.me));
         }
-        self.gather_enter(now);
+        // Re-enter GATHER (re-sending our join) only when our sets grew. Two processors whose
+        // joins teach each other nothing would otherwise answer each other's joins forever; the
+        // consensus timeout settles their disagreement instead.
+        let changed = (self.proc_set.len(), self.fail_set.len()) != before;
+        if changed || self.state != State::Gather {
+            self.gather_enter(now);
+        }
     }
 
     // ---------------------------------------------------------------------------------------
