@@ -1358,8 +1358,12 @@ impl Processor {
         self.proc_set.extend(jp.iter().copied());
         if jf.contains(&self.me) {
             // We disagree about each other: treat the sender as failed so that the two sides
-            // can form separate rings instead of livelocking.
-            self.fail_set.insert(sender);
+            // can form separate rings instead of livelocking. But a sender that has not seen
+            // our latest ring judged an older us: its late joins must not make us fail it
+            // again, or two sides exclude each other in every round forever.
+            if j.ring_seq >= self.ring_id.seq {
+                self.fail_set.insert(sender);
+            }
         } else if self.memb.contains(&sender) {
             // Only a ring-mate's view of failures is adopted; a newcomer cannot evict members.
             self.fail_set
