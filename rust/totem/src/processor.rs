@@ -493,6 +493,7 @@ impl Processor {
             .collect();
         let join = Join {
             ring_seq: self.ring_id.seq,
+            high_seq: self.ring_seq_high_water(),
             leave: true,
             installed: self.installed_any && self.ring_id == self.regular_ring,
             proc_list,
@@ -740,6 +741,9 @@ impl Processor {
     /// A packet of another ring: a reason to merge, unless it is a straggler of an older ring
     /// from a member of this one.
     fn on_foreign(&mut self, now: Instant, sender: NodeId, ring: RingId) {
+        // Rings we create must be numbered above every ring we have heard of, and our joins
+        // tell others how recent our knowledge is.
+        self.ring_seq_high = self.ring_seq_high.max(ring.seq);
         if ring == self.ring_id || ring == self.regular_ring || self.is_stale(sender, ring) {
             self.ignore(Ignored::ForeignRing);
             return;
@@ -1236,6 +1240,7 @@ impl Processor {
     fn send_join(&mut self) {
         let join = Join {
             ring_seq: self.ring_id.seq,
+            high_seq: self.ring_seq_high_water(),
             leave: false,
             installed: self.installed_any && self.ring_id == self.regular_ring,
             proc_list: sorted(&self.proc_set),
@@ -1299,7 +1304,15 @@ impl Processor {
             self.ignore(Ignored::OwnPacket);
             return;
         }
-        self.ring_seq_high = self.ring_seq_high.max(j.ring_seq);
+        self.ring_seq_high = self.ring_seq_high.max(j.ring_seq).max(j.high_seq);
+        if j.high_seq < self.regular_ring.seq {
+            // Sent before its sender had heard of the ring we installed: its sets describe a
+            // past we have left (typically a join of the round that formed our ring, arriving
+            // late). Mixing it into the current round only spreads stale failures. The sender
+            // hears of our ring from our own traffic and its next joins count.
+            self.ignore(Ignored::WrongState);
+            return;
+        }
         match self.state {
             State::Operational => {
                 if j.fail_list.contains(&self.me)
@@ -1310,7 +1323,14 @@ impl Processor {
                 }
                 self.join_process(now, sender, &j);
             }
-            State::Gather => self.join_process(now, sender, &j),
+            State::Gather => {
+                if self.memb.contains(&sender) && j.ring_seq < self.regular_ring.seq {
+                    // A ring-mate's join from before our current ring: stale.
+                    self.ignore(Ignored::WrongState);
+                    return;
+                }
+                self.join_process(now, sender, &j)
+            }
             State::Recovery
                 if j.installed
                     && j.ring_seq == self.ring_id.seq
@@ -1347,6 +1367,9 @@ impl Processor {
             self.check_consensus(now);
             return;
         }
+        // Whatever happens below, the sender's latest sets differ from ours: a consensus it
+        // gave earlier no longer holds.
+        self.consensus.remove(&sender);
         let knows_less = jp.is_subset(&self.proc_set) && jf.is_subset(&self.fail_set);
         if knows_less || self.fail_set.contains(&sender) {
             if self.state == State::Operational {
@@ -1358,16 +1381,27 @@ impl Processor {
         self.proc_set.extend(jp.iter().copied());
         if jf.contains(&self.me) {
             // We disagree about each other: treat the sender as failed so that the two sides
-            // can form separate rings instead of livelocking. But a sender that has not seen
-            // our latest ring judged an older us: its late joins must not make us fail it
-            // again, or two sides exclude each other in every round forever.
-            if j.ring_seq >= self.ring_id.seq {
+            // can form separate rings instead of livelocking. But a sender that had not yet
+            // seen our installed ring when it sent this judged an older configuration of us:
+            // its late joins must not make us fail it, or two sides keep excluding each other
+            // in every round.
+            if j.high_seq >= self.regular_ring.seq {
                 self.fail_set.insert(sender);
             }
         } else if self.memb.contains(&sender) {
-            // Only a ring-mate's view of failures is adopted; a newcomer cannot evict members.
+            // A ring-mate's view of failures is adopted whole.
             self.fail_set
                 .extend(jf.iter().copied().filter(|&n| n != self.me));
+        } else {
+            // An outsider cannot evict our ring-mates, but its view of other processors
+            // counts: groups that time out at different moments then still agree on who is
+            // gone instead of excluding each other.
+            let others: Vec<NodeId> = jf
+                .iter()
+                .copied()
+                .filter(|n| *n != self.me && !self.memb.contains(n))
+                .collect();
+            self.fail_set.extend(others);
         }
         // Re-enter GATHER (re-sending our join) only when our sets grew. Two processors whose
         // joins teach each other nothing would otherwise answer each other's joins forever; the

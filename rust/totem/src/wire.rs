@@ -20,7 +20,7 @@
 //!   fcc u32 flags u8 rtr_count u16 rtr[rtr_count] u64` — flags bit 0 = retrans_flg.
 //!   `rtr_count` ≤ [`MAX_RTR_ENTRIES`].
 //! * `MergeDetect` (type 2): `ring_id[12]`.
-//! * `Join` (type 3): `ring_seq u64 flags u8 proc_count u16 fail_count u16 proc[proc_count] u32
+//! * `Join` (type 3): `ring_seq u64 high_seq u64 flags u8 proc_count u16 fail_count u16 proc[proc_count] u32
 //!   fail[fail_count] u32` — flags bit 0 = leave, bit 1 = installed (the sender installed the
 //!   ring numbered `ring_seq`). Each count ≤ [`MAX_PROCESSORS`].
 //! * `CommitToken` (type 4): `ring_id[12] token_seq u64 memb_index u16 count u16` then `count`
@@ -91,7 +91,12 @@ pub struct OrfToken {
 /// A join (or, when `leave`, a leave) message of the membership protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Join {
+    /// Sequence number of the sender's current ring.
     pub ring_seq: u64,
+    /// Highest ring sequence number the sender has seen. A join whose `high_seq` is below the
+    /// receiver's installed ring was sent before its sender knew that ring: its fail list
+    /// judges an older configuration of the receiver.
+    pub high_seq: u64,
     pub leave: bool,
     /// The sender installed (reached OPERATIONAL in) the ring numbered `ring_seq`: a member
     /// still recovering that ring knows from this that its recovery is complete everywhere.
@@ -230,7 +235,7 @@ impl TryFrom<u8> for PacketType {
 /// Size of a `MergeDetect` or `TokenHoldCancel` packet (header included).
 pub const RING_ONLY_LEN: usize = HEADER_LEN + RING_ID_LEN;
 /// Size of a `Join` without list entries (header included).
-pub const JOIN_FIXED_LEN: usize = HEADER_LEN + 8 + 1 + 2 + 2;
+pub const JOIN_FIXED_LEN: usize = HEADER_LEN + 8 + 8 + 1 + 2 + 2;
 /// Size of a `CommitToken` without member entries (header included).
 pub const COMMIT_FIXED_LEN: usize = HEADER_LEN + RING_ID_LEN + 8 + 2 + 2;
 /// Size of one member entry of a `CommitToken`.
@@ -306,6 +311,7 @@ pub fn encode_into(sender: NodeId, packet: &Packet, out: &mut Vec<u8>) {
         }
         Packet::Join(j) => {
             out.extend_from_slice(&j.ring_seq.to_le_bytes());
+            out.extend_from_slice(&j.high_seq.to_le_bytes());
             out.push(flag(j.leave, JOIN_FLAG_LEAVE) | flag(j.installed, JOIN_FLAG_INSTALLED));
             out.extend_from_slice(&count_u16(j.proc_list.len()));
             out.extend_from_slice(&count_u16(j.fail_list.len()));
@@ -458,6 +464,7 @@ fn decode_token(r: &mut Reader<'_>) -> Result<OrfToken, DecodeError> {
 
 fn decode_join(r: &mut Reader<'_>) -> Result<Join, DecodeError> {
     let ring_seq = r.u64()?;
+    let high_seq = r.u64()?;
     let flags = r.u8()?;
     let proc_count = r.count(MAX_PROCESSORS)?;
     let fail_count = r.count(MAX_PROCESSORS)?;
@@ -469,6 +476,7 @@ fn decode_join(r: &mut Reader<'_>) -> Result<Join, DecodeError> {
     let fail_list = r.node_list(fail_count)?;
     Ok(Join {
         ring_seq,
+        high_seq,
         leave: flags & JOIN_FLAG_LEAVE != 0,
         installed: flags & JOIN_FLAG_INSTALLED != 0,
         proc_list,
@@ -649,6 +657,7 @@ mod tests {
     fn join() -> Packet {
         Packet::Join(Join {
             ring_seq: 4,
+            high_seq: 9,
             leave: true,
             installed: false,
             proc_list: vec![1, 2],
@@ -690,7 +699,7 @@ mod tests {
     const TOKEN_FLAGS: usize = TOKEN_FIXED_LEN - 3;
     const TOKEN_RTR_COUNT: usize = TOKEN_FIXED_LEN - 2;
     const MCAST_FLAGS: usize = MCAST_OVERHEAD - 1;
-    const JOIN_FLAGS: usize = HEADER_LEN + 8;
+    const JOIN_FLAGS: usize = HEADER_LEN + 16;
     const JOIN_PROC_COUNT: usize = JOIN_FLAGS + 1;
     const JOIN_FAIL_COUNT: usize = JOIN_FLAGS + 3;
     const COMMIT_MEMB_INDEX: usize = COMMIT_FIXED_LEN - 4;
@@ -746,7 +755,7 @@ mod tests {
     #[test]
     fn layout_join() {
         let want = hex("5A7E 01 03 03000000
-             0400000000000000 01 0200 0100
+             0400000000000000 0900000000000000 01 0200 0100
              01000000 02000000 02000000");
         assert_eq!(encode(3, &join()), want);
         assert_eq!(dec(want).unwrap().packet, join());
