@@ -1,0 +1,73 @@
+//! Seeded runs through the library entry point: a handful of seeds must pass, and a seed must
+//! replay identically (the whole point of a seed). CI runs the long range through the CLI.
+
+use totem_sim::plan::{Options, TraceMode};
+use totem_sim::run_seed;
+
+fn recorded() -> Options {
+    Options {
+        trace: TraceMode::Record,
+        record: true,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn first_seeds_pass() {
+    let opts = Options::default();
+    let failures: Vec<String> = (0..24)
+        .map(|seed| run_seed(seed, &opts))
+        .filter_map(|r| {
+            r.outcome.err().map(|f| {
+                format!(
+                    "seed {}: {f}\n    replay: {}",
+                    r.seed,
+                    opts.replay_command(r.seed)
+                )
+            })
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn same_seed_replays_identically() {
+    for seed in [3, 17] {
+        let a = run_seed(seed, &recorded());
+        let b = run_seed(seed, &recorded());
+        assert_eq!(a.outcome, b.outcome);
+        assert_eq!(a.summary, b.summary);
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.submissions, b.submissions);
+        assert!(a.trace == b.trace, "seed {seed}: traces differ");
+        assert!(!a.trace.is_empty());
+    }
+}
+
+#[test]
+fn different_seeds_differ() {
+    let a = run_seed(1, &Options::default());
+    let b = run_seed(2, &Options::default());
+    assert_ne!(a.summary, b.summary);
+}
+
+#[test]
+fn quiet_runs_on_fixed_ring_sizes_pass() {
+    // No faults at all: the steady state must work for every ring size.
+    for nodes in 1..=9 {
+        let opts = Options {
+            nodes: Some(nodes),
+            faults: totem_sim::FaultKinds::NONE,
+            ..Options::default()
+        };
+        let r = run_seed(100 + nodes as u64, &opts);
+        assert!(
+            r.passed(),
+            "{nodes} nodes: {}\n    replay: {}",
+            r.outcome.unwrap_err(),
+            opts.replay_command(r.seed)
+        );
+        assert!(r.summary.delivered > 0);
+        assert_eq!(r.live.len(), nodes);
+    }
+}
