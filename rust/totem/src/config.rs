@@ -64,6 +64,9 @@ pub struct Config {
     pub retransmit_list_max: usize,
     /// Slots of the receive sort queue beyond the last released sequence number.
     pub sort_queue_capacity: u64,
+    /// Sequence number every new ring starts from (its first message gets the next one). Tests
+    /// start near 2^32 to show that no 32-bit arithmetic hides anywhere.
+    pub initial_seq: u64,
 }
 
 impl Default for Config {
@@ -93,6 +96,7 @@ impl Default for Config {
             send_queue_bytes: 4 << 20,
             retransmit_list_max: 30,
             sort_queue_capacity: 16384,
+            initial_seq: 0,
         }
     }
 }
@@ -272,6 +276,9 @@ impl Config {
                 "must be at least 2 × window_size + 64",
             ));
         }
+        if self.initial_seq > u64::MAX / 2 {
+            return Err(err("initial_seq", "must be at most 2^63"));
+        }
         Ok(())
     }
 }
@@ -304,7 +311,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Case = (&'static str, Box<dyn Fn(&mut Config)>);
+        let cases: Vec<Case> = vec![
             ("token", Box::new(|c| c.token = Duration::from_millis(5))),
             ("join", Box::new(|c| c.join = Duration::ZERO)),
             ("max_messages", Box::new(|c| c.max_messages = 51)),

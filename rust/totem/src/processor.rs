@@ -1,12 +1,21 @@
 //! The Totem processor: ordering ring, flow control, membership and EVS delivery.
+//!
+//! One [`Processor`] is one member of a Totem single ring. It owns no I/O: see the crate docs.
+//! The names follow Corosync's `totemsrp.c` and the Totem paper (aru, token_seq, gather,
+//! commit, recovery, transitional configuration) so that a reader of either finds each concept.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::{Config, ConfigError};
-use crate::pack::SubmitError;
-use crate::stats::Stats;
+use crate::config::{Config, ConfigError, Timeouts};
+use crate::pack::{Packer, Reassembler, SubmitError, Unpacked};
+use crate::stats::{Ignored, Stats};
 use crate::types::{Guarantee, Instant, NodeId, RingId};
-
+use crate::wire::{
+    self, CommitMember, CommitToken, Decoded, Join, Mcast, OrfToken, Packet, PacketType,
+};
 /// Where a packet must go.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Destination {
@@ -89,100 +98,1566 @@ pub enum State {
     Left,
 }
 
+/// A message held in a sort queue: what delivery needs, and the packet as received, which is
+/// what a retransmission sends again.
+#[derive(Clone, Debug)]
+struct Slot {
+    /// Sender of the packet (for an encapsulated packet: the processor that re-sent it).
+    sender: NodeId,
+    guarantee: Guarantee,
+    encapsulated: bool,
+    payload: Bytes,
+    raw: Bytes,
+}
+
+/// Messages of one ring indexed by sequence number, from just above the last released one.
+#[derive(Debug)]
+struct SortQueue {
+    /// Highest released sequence number; `slots[i]` holds `base + 1 + i`.
+    base: u64,
+    slots: VecDeque<Option<Slot>>,
+    /// Token visits each missing slot was seen missing, parallel to `slots`.
+    misses: VecDeque<u32>,
+}
+
+impl SortQueue {
+    fn new(base: u64) -> Self {
+        SortQueue {
+            base,
+            slots: VecDeque::new(),
+            misses: VecDeque::new(),
+        }
+    }
+
+    fn index(&self, seq: u64) -> Option<usize> {
+        if seq <= self.base {
+            return None;
+        }
+        usize::try_from(seq - self.base - 1).ok()
+    }
+
+    fn get(&self, seq: u64) -> Option<&Slot> {
+        self.index(seq)
+            .and_then(|i| self.slots.get(i))
+            .and_then(Option::as_ref)
+    }
+
+    fn has(&self, seq: u64) -> bool {
+        self.get(seq).is_some()
+    }
+
+    /// Stores `slot` at `seq`. `capacity` bounds how far beyond `base` a slot may be.
+    fn insert(&mut self, seq: u64, slot: Slot, capacity: u64) -> Result<(), Ignored> {
+        if seq <= self.base {
+            return Err(Ignored::DuplicateMcast);
+        }
+        if seq - self.base > capacity {
+            return Err(Ignored::OutOfWindow);
+        }
+        let i = (seq - self.base - 1) as usize;
+        while self.slots.len() <= i {
+            self.slots.push_back(None);
+            self.misses.push_back(0);
+        }
+        if self.slots[i].is_some() {
+            return Err(Ignored::DuplicateMcast);
+        }
+        self.slots[i] = Some(slot);
+        Ok(())
+    }
+
+    /// Counts one more token visit on which `seq` was missing; returns the new count.
+    fn bump_miss(&mut self, seq: u64, capacity: u64) -> u32 {
+        if seq <= self.base || seq - self.base > capacity {
+            return 0;
+        }
+        let i = (seq - self.base - 1) as usize;
+        while self.misses.len() <= i {
+            self.slots.push_back(None);
+            self.misses.push_back(0);
+        }
+        self.misses[i] = self.misses[i].saturating_add(1);
+        self.misses[i]
+    }
+
+    /// Frees every slot up to and including `seq`.
+    fn release_to(&mut self, seq: u64) {
+        while self.base < seq {
+            self.slots.pop_front();
+            self.misses.pop_front();
+            self.base += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// What a processor remembers of its old ring while it forms a new one, so that a failed
+/// attempt can be undone and the old ring's messages delivered at installation.
+#[derive(Copy, Clone, Debug)]
+struct OldRingState {
+    aru: u64,
+    high_seq: u64,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum TimerKind {
+    TokenLoss,
+    TokenRetransmit,
+    Hold,
+    Join,
+    Consensus,
+    MergeDetect,
+    TokenWarning,
+}
+
+const TIMER_KINDS: [TimerKind; 7] = [
+    TimerKind::TokenLoss,
+    TimerKind::TokenRetransmit,
+    TimerKind::Hold,
+    TimerKind::Join,
+    TimerKind::Consensus,
+    TimerKind::MergeDetect,
+    TimerKind::TokenWarning,
+];
+
+/// A deadline, tagged with the membership epoch it was armed in: a timer that fires after the
+/// processor moved to another ring or state is stale and does nothing.
+#[derive(Copy, Clone, Debug)]
+struct Timer {
+    at: Instant,
+    epoch: u64,
+}
+
 /// One Totem processor.
 #[derive(Debug)]
 pub struct Processor {
-    _private: (),
+    cfg: Config,
+    me: NodeId,
+    state: State,
+    rng: u64,
+    /// Bumped at every membership state change; timers armed earlier are stale.
+    epoch: u64,
+
+    /// The ring this processor works on: the regular ring when OPERATIONAL, the ring being
+    /// formed in COMMIT and RECOVERY (Corosync's `my_ring_id`).
+    ring_id: RingId,
+    /// Ring of the regular queue: the last installed ring (or the start pseudo-ring).
+    regular_ring: RingId,
+    /// Highest ring sequence number adopted or seen (Corosync's `token_ring_id_seq`).
+    ring_seq_high: u64,
+    /// Members of the last installed regular configuration (initially just this processor).
+    memb: Vec<NodeId>,
+    installed_any: bool,
+
+    proc_set: BTreeSet<NodeId>,
+    fail_set: BTreeSet<NodeId>,
+    consensus: BTreeSet<NodeId>,
+    failed_to_recv: bool,
+
+    /// Members of the ring being formed (from the commit token).
+    new_memb: Vec<NodeId>,
+    /// Members of the new ring that come from this processor's old regular ring.
+    trans_memb: Vec<NodeId>,
+    old_state: Option<OldRingState>,
+    /// Old-ring packets to re-send, encapsulated, during RECOVERY.
+    retrans_queue: VecDeque<Bytes>,
+    set_retrans_flg: bool,
+    retrans_flg_count: u32,
+    install_seq: u64,
+    rotation_counter: u32,
+    originated_orf_token: bool,
+    /// Highest old-ring sequence number delivered by any transitional member before the
+    /// failure: SAFE messages up to it were safe in the old regular configuration.
+    high_ring_delivered: u64,
+
+    regular: SortQueue,
+    recovery: SortQueue,
+    /// All-received-up-to in the current queue (regular, or recovery in RECOVERY).
+    aru: u64,
+    high_seq: u64,
+    /// Highest sequence number of the regular queue delivered to the application.
+    high_delivered: u64,
+    /// `token.aru` as received on the previous token visit.
+    last_aru: u64,
+    /// SAFE messages up to here are held by every member of the regular configuration.
+    safe_bound: u64,
+    /// `token_seq` of the last accepted token (duplicate filter).
+    token_seq_seen: Option<u64>,
+    /// `token.seq` on the previous visit (idle detection).
+    last_token_seq_value: Option<u64>,
+    seq_unchanged: u32,
+    aru_count: u32,
+    /// Flow control: packets sent on the previous visit, and backlog published then.
+    trc: u32,
+    pbl: u32,
+    token_held: bool,
+    hold_cancel_sent: bool,
+    /// The representative holds the token (idle ring) and will send `last_token` later.
+    holding: bool,
+    /// The last token (ORF or commit) sent, and to whom: re-sent by the retransmit timer.
+    last_token: Option<(NodeId, Bytes, PacketType)>,
+    last_token_at: Option<Instant>,
+
+    packer: Packer,
+    reasm: Reassembler,
+    scratch: Vec<Unpacked>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    timers: [Option<Timer>; TIMER_KINDS.len()],
+    stats: Stats,
+}
+
+fn sorted(set: &BTreeSet<NodeId>) -> Vec<NodeId> {
+    set.iter().copied().collect()
 }
 
 impl Processor {
-    /// Creates a processor that immediately starts a membership round (it forms a ring alone or
-    /// joins the processors it hears).
+    /// Creates a processor that immediately starts a membership round: it forms a ring alone, or
+    /// with the processors it hears.
     pub fn new(
         config: Config,
         id: NodeId,
         start: Start,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let _ = (config, id, start, now);
-        todo!()
+        config.validate()?;
+        if id == 0 {
+            return Err(ConfigError {
+                key: "nodeid",
+                reason: "node id 0 is reserved".into(),
+            });
+        }
+        let s0 = config.initial_seq;
+        let packer = Packer::new(
+            config.max_message_size,
+            config.send_queue_bytes,
+            start.first_msg_no,
+        );
+        let reasm = Reassembler::new(config.max_message_size);
+        // Before its first ring, a processor's "regular ring" is a pseudo ring with
+        // representative 0: no real ring has that id, so nothing of an earlier incarnation's
+        // rings can be mistaken for this one's.
+        let pseudo = RingId::new(0, start.ring_seq);
+        let mut p = Processor {
+            cfg: config,
+            me: id,
+            state: State::Gather,
+            rng: start.seed ^ 0x9E37_79B9_7F4A_7C15,
+            epoch: 0,
+            ring_id: pseudo,
+            regular_ring: pseudo,
+            ring_seq_high: start.ring_seq,
+            memb: vec![id],
+            installed_any: false,
+            proc_set: BTreeSet::new(),
+            fail_set: BTreeSet::new(),
+            consensus: BTreeSet::new(),
+            failed_to_recv: false,
+            new_memb: Vec::new(),
+            trans_memb: Vec::new(),
+            old_state: None,
+            retrans_queue: VecDeque::new(),
+            set_retrans_flg: false,
+            retrans_flg_count: 0,
+            install_seq: s0,
+            rotation_counter: 0,
+            originated_orf_token: false,
+            high_ring_delivered: s0,
+            regular: SortQueue::new(s0),
+            recovery: SortQueue::new(s0),
+            aru: s0,
+            high_seq: s0,
+            high_delivered: s0,
+            last_aru: s0,
+            safe_bound: s0,
+            token_seq_seen: None,
+            last_token_seq_value: None,
+            seq_unchanged: 0,
+            aru_count: 0,
+            trc: 0,
+            pbl: 0,
+            token_held: false,
+            hold_cancel_sent: false,
+            holding: false,
+            last_token: None,
+            last_token_at: None,
+            packer,
+            reasm,
+            scratch: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: [None; TIMER_KINDS.len()],
+            stats: Stats::default(),
+        };
+        p.gather_enter(now);
+        Ok(p)
     }
 
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.me
     }
 
-    /// Feeds one received datagram (already authenticated). Never panics on any input.
-    pub fn handle_packet(&mut self, now: Instant, data: Bytes) {
-        let _ = (now, data);
-        todo!()
+    pub fn state(&self) -> State {
+        self.state
     }
 
-    /// Runs every timer that expired at or before `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+    /// The ring of the last installed regular configuration.
+    #[allow(clippy::misnamed_getters)] // `self.ring_id` is the ring being formed, not installed
+    pub fn ring_id(&self) -> RingId {
+        self.regular_ring
     }
 
-    /// Queues an application message; returns its message number.
+    /// Members of the last installed regular configuration, ascending.
+    pub fn members(&self) -> &[NodeId] {
+        &self.memb
+    }
+
+    /// The highest ring sequence number this processor has adopted or seen. A driver persists it
+    /// (or otherwise guarantees it never goes down) and hands it back in [`Start::ring_seq`] on
+    /// restart, so that a restarted processor never re-creates a ring id that already existed.
+    pub fn ring_seq_high_water(&self) -> u64 {
+        self.ring_seq_high.max(self.ring_id.seq)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.ring_id = self.regular_ring;
+        s.members = self.memb.len();
+        s.send_queue_messages = self.packer.queued_messages();
+        s.send_queue_bytes = self.packer.queued_bytes();
+        s.sort_queue_len = self.regular.len() + self.recovery.len();
+        s
+    }
+
+    /// Next packet to send. Poll until `None` after every `handle_*`, `submit` or `leave` call.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the application, in agreed order. Poll until `None` after every call
+    /// that feeds the processor.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline at which `handle_timeout` must be called, if any.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().flatten().map(|t| t.at).min()
+    }
+
+    /// Queues an application message; returns its message number. The message is sent when
+    /// this processor next holds the token.
     pub fn submit(
         &mut self,
         now: Instant,
         data: Bytes,
         guarantee: Guarantee,
     ) -> Result<u64, SubmitError> {
-        let _ = (now, data, guarantee);
-        todo!()
+        let no = self.packer.push(data, guarantee)?;
+        self.stats.messages_submitted += 1;
+        if self.state == State::Operational && self.token_held {
+            if self.ring_id.rep == self.me {
+                if self.holding {
+                    self.release_held_token(now);
+                }
+            } else if !self.hold_cancel_sent {
+                self.hold_cancel_sent = true;
+                let ring_id = self.ring_id;
+                self.send(Destination::Multicast, &Packet::HoldCancel { ring_id });
+            }
+        }
+        Ok(no)
     }
 
     /// Leaves the ring: multicasts a leave message and ignores all further input.
-    pub fn leave(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+    pub fn leave(&mut self, _now: Instant) {
+        if self.state == State::Left {
+            return;
+        }
+        let mut fail = self.fail_set.clone();
+        fail.insert(self.me);
+        let proc_list: Vec<NodeId> = self
+            .proc_set
+            .iter()
+            .chain(self.memb.iter())
+            .copied()
+            .filter(|&n| n != self.me)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let join = Join {
+            ring_seq: self.ring_id.seq,
+            leave: true,
+            proc_list,
+            fail_list: sorted(&fail),
+        };
+        // Twice: a lost leave only costs the others a token timeout, but it is cheap to avoid.
+        for _ in 0..2 {
+            self.send(Destination::Multicast, &Packet::Join(join.clone()));
+        }
+        self.state = State::Left;
+        self.timers = [None; TIMER_KINDS.len()];
     }
 
-    /// Next packet to send. Poll until `None` after every `handle_*`, `submit` or `leave` call.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        todo!()
+    /// Feeds one received datagram (already authenticated). Never panics on any input; every
+    /// packet that is rejected or not used is counted in [`Stats`].
+    pub fn handle_packet(&mut self, now: Instant, data: Bytes) {
+        if self.state == State::Left {
+            return;
+        }
+        let decoded = match wire::decode(&data) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.rejected[e.index()] += 1;
+                return;
+            }
+        };
+        self.stats.packets_in.add(decoded.packet.packet_type());
+        let sender = decoded.sender;
+        match decoded.packet {
+            Packet::Mcast(m) => self.on_mcast(now, sender, m, data),
+            Packet::Token(t) => self.on_token(now, t),
+            Packet::Join(j) => self.on_join(now, sender, j),
+            Packet::Commit(c) => self.on_commit(now, c),
+            Packet::MergeDetect { ring_id } => self.on_merge_detect(now, sender, ring_id),
+            Packet::HoldCancel { ring_id } => self.on_hold_cancel(now, sender, ring_id),
+        }
     }
 
-    /// Next event for the application. Poll until `None` after every `handle_*` call.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+    /// Runs every timer that expired at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (i, kind) in TIMER_KINDS.iter().enumerate() {
+            let Some(t) = self.timers[i] else { continue };
+            if t.at > now {
+                continue;
+            }
+            self.timers[i] = None;
+            if t.epoch != self.epoch {
+                self.stats.stale_timers += 1;
+                continue;
+            }
+            self.fire(now, *kind);
+        }
     }
 
-    /// The earliest deadline at which `handle_timeout` must be called, if any.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+    // ---------------------------------------------------------------------------------------
+    // Plumbing
+
+    fn send(&mut self, destination: Destination, packet: &Packet) -> Bytes {
+        let data = Bytes::from(wire::encode(self.me, packet));
+        self.stats.packets_out.add(packet.packet_type());
+        self.transmits.push_back(Transmit {
+            destination,
+            data: data.clone(),
+        });
+        data
     }
 
-    pub fn state(&self) -> State {
-        todo!()
+    fn send_raw(&mut self, destination: Destination, data: Bytes, kind: PacketType) {
+        self.stats.packets_out.add(kind);
+        self.transmits.push_back(Transmit { destination, data });
     }
 
-    /// The ring of the last installed regular configuration.
-    pub fn ring_id(&self) -> RingId {
-        todo!()
+    fn arm(&mut self, kind: TimerKind, at: Instant) {
+        self.timers[kind as usize] = Some(Timer {
+            at,
+            epoch: self.epoch,
+        });
     }
 
-    /// Members of the last installed regular configuration, ascending.
-    pub fn members(&self) -> &[NodeId] {
-        todo!()
+    fn cancel(&mut self, kind: TimerKind) {
+        self.timers[kind as usize] = None;
     }
 
-    pub fn stats(&self) -> Stats {
-        todo!()
+    fn is_armed(&self, kind: TimerKind) -> bool {
+        self.timers[kind as usize].is_some()
     }
-}
 
-impl Processor {
-    /// The highest ring sequence number this processor has adopted or seen. A driver persists it
-    /// (or otherwise guarantees it never goes down) and hands it back in [`Start::ring_seq`] on
-    /// restart, so that a restarted processor never re-creates a ring id that already existed.
-    pub fn ring_seq_high_water(&self) -> u64 {
-        todo!()
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: the only randomness, seeded by the caller.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn ring_members(&self) -> &[NodeId] {
+        match self.state {
+            State::Recovery | State::Commit => &self.new_memb,
+            _ => &self.memb,
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        let n = match self.state {
+            State::Gather => self.proc_set.len().saturating_sub(self.fail_set.len()),
+            _ => self.ring_members().len(),
+        };
+        self.cfg.timeouts(n.max(1))
+    }
+
+    fn successor(&self) -> NodeId {
+        let members = self.ring_members();
+        match members.iter().position(|&n| n == self.me) {
+            Some(i) => members[(i + 1) % members.len()],
+            None => self.me,
+        }
+    }
+
+    fn fire(&mut self, now: Instant, kind: TimerKind) {
+        match kind {
+            TimerKind::TokenLoss => match self.state {
+                State::Operational | State::Commit | State::Recovery => {
+                    self.stats.token_lost += 1;
+                    self.gather_enter(now);
+                }
+                _ => {}
+            },
+            TimerKind::TokenRetransmit => {
+                if let Some((to, data, kind)) = self.last_token.clone() {
+                    if matches!(
+                        self.state,
+                        State::Operational | State::Commit | State::Recovery
+                    ) && !self.holding
+                    {
+                        self.stats.token_retransmits += 1;
+                        self.send_raw(Destination::Node(to), data, kind);
+                    }
+                }
+                let t = self.timeouts().token_retransmit;
+                self.arm(TimerKind::TokenRetransmit, now + t);
+            }
+            TimerKind::Hold => {
+                if self.holding {
+                    self.release_held_token(now);
+                }
+            }
+            TimerKind::Join => {
+                if self.state == State::Gather {
+                    self.send_join();
+                    let at = now + self.cfg.join + self.join_jitter();
+                    self.arm(TimerKind::Join, at);
+                }
+            }
+            TimerKind::Consensus => {
+                if self.state == State::Gather {
+                    self.consensus_timeout(now);
+                }
+            }
+            TimerKind::MergeDetect => {
+                if self.state == State::Operational && self.ring_id.rep == self.me {
+                    let ring_id = self.ring_id;
+                    self.send(Destination::Multicast, &Packet::MergeDetect { ring_id });
+                }
+            }
+            TimerKind::TokenWarning => {
+                self.stats.token_warnings += 1;
+            }
+        }
+    }
+
+    fn join_jitter(&mut self) -> Duration {
+        let max = u64::try_from(self.cfg.send_join.as_micros()).unwrap_or(u64::MAX);
+        if max == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(self.next_random() % max)
+        }
+    }
+
+    fn reset_token_timers(&mut self, now: Instant) {
+        let t = self.timeouts();
+        let loss = t.heartbeat.unwrap_or(t.token);
+        self.arm(TimerKind::TokenLoss, now + loss);
+        self.arm(TimerKind::TokenRetransmit, now + t.token_retransmit);
+        if let Some(w) = t.token_warning {
+            self.arm(TimerKind::TokenWarning, now + w);
+        }
+    }
+
+    fn cancel_token_timers(&mut self) {
+        for k in [
+            TimerKind::TokenLoss,
+            TimerKind::TokenRetransmit,
+            TimerKind::Hold,
+            TimerKind::MergeDetect,
+            TimerKind::TokenWarning,
+        ] {
+            self.cancel(k);
+        }
+        self.holding = false;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Multicasts
+
+    fn on_mcast(&mut self, now: Instant, sender: NodeId, m: Mcast, raw: Bytes) {
+        if sender == self.me {
+            self.ignore(Ignored::OwnPacket);
+            return;
+        }
+        let into_regular = matches!(self.state, State::Operational | State::Gather)
+            && self.old_state.is_none()
+            && m.ring_id == self.regular_ring;
+        let into_recovery = self.state == State::Recovery && m.ring_id == self.ring_id;
+        if !into_regular && !into_recovery {
+            self.on_foreign(now, sender, m.ring_id);
+            return;
+        }
+        let seq = m.seq;
+        let slot = Slot {
+            sender,
+            guarantee: m.guarantee,
+            encapsulated: m.encapsulated,
+            payload: m.payload,
+            raw,
+        };
+        let cap = self.cfg.sort_queue_capacity;
+        let queue = if into_recovery {
+            &mut self.recovery
+        } else {
+            &mut self.regular
+        };
+        if let Err(why) = queue.insert(seq, slot, cap) {
+            self.ignore(why);
+            return;
+        }
+        self.high_seq = self.high_seq.max(seq);
+        self.advance_aru();
+        if self.state == State::Operational {
+            self.deliver_ready();
+        }
+    }
+
+    /// A packet of another ring: a reason to merge, unless it is a straggler of an older ring
+    /// from a member of this one.
+    fn on_foreign(&mut self, now: Instant, sender: NodeId, ring: RingId) {
+        if ring == self.ring_id || ring == self.regular_ring || self.is_stale(sender, ring) {
+            self.ignore(Ignored::ForeignRing);
+            return;
+        }
+        match self.state {
+            State::Operational => {
+                self.proc_set.insert(sender);
+                self.gather_enter(now);
+            }
+            State::Gather if !self.proc_set.contains(&sender) => {
+                self.proc_set.insert(sender);
+                self.gather_enter(now);
+            }
+            _ => self.ignore(Ignored::ForeignRing),
+        }
+    }
+
+    fn is_stale(&self, sender: NodeId, ring: RingId) -> bool {
+        self.memb.contains(&sender) && ring.seq < self.regular_ring.seq
+    }
+
+    fn on_merge_detect(&mut self, now: Instant, sender: NodeId, ring: RingId) {
+        if sender == self.me {
+            self.ignore(Ignored::OwnPacket);
+            return;
+        }
+        self.on_foreign(now, sender, ring);
+    }
+
+    fn on_hold_cancel(&mut self, now: Instant, sender: NodeId, ring: RingId) {
+        if sender == self.me {
+            self.ignore(Ignored::OwnPacket);
+            return;
+        }
+        if ring != self.ring_id || !matches!(self.state, State::Operational | State::Recovery) {
+            self.ignore(Ignored::ForeignRing);
+            return;
+        }
+        self.seq_unchanged = 0;
+        if self.holding {
+            self.release_held_token(now);
+        }
+    }
+
+    fn ignore(&mut self, why: Ignored) {
+        self.stats.ignored[why as usize] += 1;
+    }
+
+    fn current_queue(&self) -> &SortQueue {
+        if self.state == State::Recovery {
+            &self.recovery
+        } else {
+            &self.regular
+        }
+    }
+
+    fn advance_aru(&mut self) {
+        let mut aru = self.aru;
+        let q = self.current_queue();
+        while q.has(aru + 1) {
+            aru += 1;
+        }
+        self.aru = aru;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Delivery
+
+    /// Delivers, in order, every regular-queue message that is contiguous and (for SAFE) known
+    /// to be held by every member.
+    fn deliver_ready(&mut self) {
+        while self.high_delivered < self.aru {
+            let seq = self.high_delivered + 1;
+            let Some(slot) = self.regular.get(seq) else {
+                break;
+            };
+            if slot.guarantee == Guarantee::Safe && seq > self.safe_bound {
+                break;
+            }
+            let slot = slot.clone();
+            self.high_delivered = seq;
+            let ring = self.regular_ring;
+            self.deliver_slot(ring, seq, &slot);
+        }
+    }
+
+    fn deliver_slot(&mut self, ring_id: RingId, seq: u64, slot: &Slot) {
+        if slot.encapsulated {
+            // Recovery traffic of this ring: its contents were delivered at installation.
+            return;
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        if self
+            .reasm
+            .unpack(slot.sender, &slot.payload, &mut out)
+            .is_err()
+        {
+            self.ignore(Ignored::BadPayload);
+        }
+        for u in out.drain(..) {
+            self.stats.messages_delivered += 1;
+            self.stats.bytes_delivered += u.data.len() as u64;
+            self.events.push_back(Event::Deliver(Delivery {
+                sender: slot.sender,
+                msg_no: u.msg_no,
+                ring_id,
+                seq,
+                guarantee: slot.guarantee,
+                data: u.data,
+            }));
+        }
+        self.scratch = out;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The ORF token
+
+    fn on_token(&mut self, now: Instant, tok: OrfToken) {
+        if !matches!(self.state, State::Operational | State::Recovery) {
+            self.ignore(Ignored::WrongState);
+            return;
+        }
+        if tok.ring_id != self.ring_id {
+            self.ignore(Ignored::ForeignRing);
+            return;
+        }
+        if let Some(seen) = self.token_seq_seen {
+            if tok.token_seq <= seen {
+                self.ignore(Ignored::DuplicateToken);
+                return;
+            }
+        }
+        // A correct token orders everything this processor holds, covers no more than it
+        // ordered, and stays inside the sort queue. Anything else is replayed or forged, and
+        // accepting it would hand out sequence numbers twice.
+        let base = self.current_queue().base;
+        if tok.seq < self.high_seq
+            || tok.aru > tok.seq
+            || tok.seq.saturating_sub(base) > self.cfg.sort_queue_capacity
+            || tok.rtr.iter().any(|&s| s > tok.seq)
+        {
+            self.ignore(Ignored::InconsistentToken);
+            return;
+        }
+        self.process_token(now, tok);
+    }
+
+    fn process_token(&mut self, now: Instant, mut tok: OrfToken) {
+        let operational = self.state == State::Operational;
+        self.token_seq_seen = Some(tok.token_seq);
+        self.holding = false;
+        self.cancel(TimerKind::Hold);
+
+        // Rotation time, measured by the representative between its visits.
+        if self.ring_id.rep == self.me {
+            if let Some(prev) = self.last_token_at {
+                let rot = now - prev;
+                self.stats.last_rotation = rot;
+                self.stats.mean_rotation = if self.stats.mean_rotation.is_zero() {
+                    rot
+                } else {
+                    (self.stats.mean_rotation * 7 + rot) / 8
+                };
+            }
+            self.stats.token_rotations += 1;
+        }
+        self.last_token_at = Some(now);
+
+        // Idle detection drives token hold and merge detection.
+        if self.last_token_seq_value == Some(tok.seq) {
+            self.seq_unchanged = self.seq_unchanged.saturating_add(1);
+            if !self.is_armed(TimerKind::MergeDetect) {
+                self.arm(TimerKind::MergeDetect, now + self.cfg.merge);
+            }
+        } else {
+            self.seq_unchanged = 0;
+            self.cancel(TimerKind::MergeDetect);
+        }
+        self.last_token_seq_value = Some(tok.seq);
+        let rep = self.ring_id.rep == self.me;
+        let threshold = self.cfg.seqno_unchanged_const;
+        self.token_held = if rep {
+            self.seq_unchanged > threshold
+        } else {
+            self.seq_unchanged >= threshold
+        };
+        if !self.token_held {
+            self.hold_cancel_sent = false;
+        }
+
+        // Garbage collection: messages every member holds (two visits) and we delivered.
+        let prev_aru = self.last_aru;
+        if operational {
+            let to = tok.aru.min(prev_aru).min(self.high_delivered);
+            self.regular.release_to(to);
+            self.safe_bound = tok.aru.min(prev_aru);
+        }
+        self.last_aru = tok.aru;
+
+        let mut allowed = self.fcc_allowed(&tok);
+
+        // Answer retransmission requests first.
+        let mut rtr_sent = 0u32;
+        if !tok.rtr.is_empty() {
+            let mut keep = Vec::with_capacity(tok.rtr.len());
+            for &seq in &tok.rtr {
+                let have = if rtr_sent >= allowed {
+                    None
+                } else if operational {
+                    self.regular.get(seq).map(|s| s.raw.clone())
+                } else {
+                    self.recovery.get(seq).map(|s| s.raw.clone())
+                };
+                match have {
+                    Some(raw) => {
+                        rtr_sent += 1;
+                        self.stats.retransmits_sent += 1;
+                        self.send_raw(Destination::Multicast, raw, PacketType::Mcast);
+                    }
+                    _ => keep.push(seq),
+                }
+            }
+            tok.rtr = keep;
+        }
+        allowed -= rtr_sent;
+
+        // Ask for what we miss, once it was missing for miss_count_const visits.
+        self.request_missing(&mut tok);
+
+        // Never let the sort queue overflow.
+        let base = self.current_queue().base;
+        let cap = self.cfg.sort_queue_capacity;
+        let window = u64::from(self.cfg.window_size);
+        if tok.seq.saturating_add(u64::from(allowed) + window) > base.saturating_add(cap) {
+            allowed = 0;
+        }
+
+        // Send new messages (old-ring messages during RECOVERY).
+        let sent_new = self.send_new(&mut tok, allowed);
+        self.advance_aru();
+
+        // Flow control bookkeeping: replace our contribution from the previous rotation.
+        let sent = rtr_sent + sent_new;
+        let cbl = self.backlog();
+        tok.fcc = (i64::from(tok.fcc) + i64::from(sent) - i64::from(self.trc))
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        tok.backlog = (i64::from(tok.backlog) + i64::from(cbl) - i64::from(self.pbl))
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        self.trc = sent;
+        self.pbl = cbl;
+
+        // The ARU rule: anyone may lower it; only the one who lowered it (or anyone, if no one
+        // holds it down) may raise it.
+        if self.aru < tok.aru || tok.aru_addr == self.me || tok.aru_addr == 0 {
+            tok.aru = self.aru;
+            tok.aru_addr = if tok.aru == tok.seq { 0 } else { self.me };
+        }
+
+        // Fail to receive: we keep holding the aru down while others cannot help us.
+        if tok.aru == prev_aru && tok.aru_addr != 0 {
+            self.aru_count = self.aru_count.saturating_add(1);
+        } else {
+            self.aru_count = 0;
+        }
+        if self.aru_count > self.cfg.fail_recv_const && tok.aru_addr == self.me {
+            self.failed_to_recv = true;
+            self.fail_set.insert(self.me);
+            self.gather_enter(now);
+            return;
+        }
+
+        let mut install = false;
+        if self.state == State::Recovery {
+            install = self.recovery_progress(&mut tok);
+        }
+
+        tok.token_seq = tok.token_seq.saturating_add(1);
+        let to = self.successor();
+        let data = Bytes::from(wire::encode(self.me, &Packet::Token(tok.clone())));
+        self.last_token = Some((to, data.clone(), PacketType::OrfToken));
+        // Hold only a quiescent ring. Unlike Corosync, a ring where someone still misses a
+        // message (aru below seq) is not idle: holding it would slow repair to one rotation per
+        // hold period. `cancel_token_hold_on_retransmit` additionally forwards when requests or
+        // retransmissions were on this visit.
+        let quiescent = tok.aru == tok.seq;
+        let hold = rep
+            && self.token_held
+            && operational
+            && quiescent
+            && sent_new == 0
+            && self.packer.is_empty()
+            && !(self.cfg.cancel_token_hold_on_retransmit && (rtr_sent > 0 || !tok.rtr.is_empty()));
+        if install {
+            self.install(now);
+        }
+        if hold {
+            self.holding = true;
+            let h = self.timeouts().hold;
+            self.arm(TimerKind::Hold, now + h);
+            let t = self.timeouts();
+            self.arm(TimerKind::TokenLoss, now + t.heartbeat.unwrap_or(t.token));
+            self.cancel(TimerKind::TokenRetransmit);
+        } else {
+            self.send_raw(Destination::Node(to), data, PacketType::OrfToken);
+            self.reset_token_timers(now);
+        }
+        if self.state == State::Operational {
+            self.deliver_ready();
+        }
+    }
+
+    fn release_held_token(&mut self, now: Instant) {
+        self.holding = false;
+        self.cancel(TimerKind::Hold);
+        if let Some((to, data, kind)) = self.last_token.clone() {
+            self.send_raw(Destination::Node(to), data, kind);
+            self.reset_token_timers(now);
+        }
+    }
+
+    fn backlog(&self) -> u32 {
+        let n = if self.state == State::Recovery {
+            self.retrans_queue.len()
+        } else {
+            self.packer.backlog_packets(self.cfg.payload_budget())
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// How many packets this visit may send (Corosync's `fcc_calculate`, with the paper's
+    /// current backlog in the proportional share).
+    fn fcc_allowed(&self, tok: &OrfToken) -> u32 {
+        let mut allowed = self
+            .cfg
+            .max_messages
+            .min(self.cfg.window_size.saturating_sub(tok.fcc));
+        let cbl = i64::from(self.backlog());
+        let denom = i64::from(tok.backlog) + cbl - i64::from(self.pbl);
+        if denom > 0 {
+            let share = i64::from(self.cfg.window_size) * cbl / denom;
+            if share > 0 && i64::from(allowed) > share {
+                allowed = share as u32;
+            }
+        }
+        allowed
+    }
+
+    fn request_missing(&mut self, tok: &mut OrfToken) {
+        let max = self.cfg.retransmit_list_max;
+        let cap = self.cfg.sort_queue_capacity;
+        let miss_const = self.cfg.miss_count_const;
+        let mut seq = self.aru + 1;
+        let recovery = self.state == State::Recovery;
+        while seq <= tok.seq && tok.rtr.len() < max {
+            let q = if recovery {
+                &mut self.recovery
+            } else {
+                &mut self.regular
+            };
+            if seq - q.base > cap {
+                break;
+            }
+            if !q.has(seq) && q.bump_miss(seq, cap) >= miss_const && !tok.rtr.contains(&seq) {
+                tok.rtr.push(seq);
+                self.stats.retransmits_requested += 1;
+            }
+            seq += 1;
+        }
+    }
+
+    /// Originates up to `allowed` multicasts, stamping each with the next sequence number.
+    fn send_new(&mut self, tok: &mut OrfToken, allowed: u32) -> u32 {
+        let mut sent = 0;
+        let budget = self.cfg.payload_budget();
+        while sent < allowed {
+            let (guarantee, payload, encapsulated) = if self.state == State::Recovery {
+                match self.retrans_queue.pop_front() {
+                    Some(inner) => {
+                        self.stats.recovery_messages_originated += 1;
+                        (Guarantee::Agreed, inner, true)
+                    }
+                    None => break,
+                }
+            } else {
+                match self.packer.next_payload(budget) {
+                    Some((g, p)) => (g, p, false),
+                    None => break,
+                }
+            };
+            tok.seq += 1;
+            let seq = tok.seq;
+            let m = Mcast {
+                ring_id: self.ring_id,
+                seq,
+                guarantee,
+                encapsulated,
+                payload,
+            };
+            let raw = Bytes::from(wire::encode(self.me, &Packet::Mcast(m.clone())));
+            let slot = Slot {
+                sender: self.me,
+                guarantee,
+                encapsulated,
+                payload: m.payload,
+                raw: raw.clone(),
+            };
+            let cap = self.cfg.sort_queue_capacity;
+            let q = if self.state == State::Recovery {
+                &mut self.recovery
+            } else {
+                &mut self.regular
+            };
+            // Cannot fail: seq is new and flow control kept it inside the window.
+            let _ = q.insert(seq, slot, cap);
+            self.high_seq = self.high_seq.max(seq);
+            self.send_raw(Destination::Multicast, raw, PacketType::Mcast);
+            sent += 1;
+        }
+        sent
+    }
+
+    /// RECOVERY completion (Corosync's retrans_flg / install_seq / rotation counter logic).
+    /// Returns true when the new configuration must be installed.
+    fn recovery_progress(&mut self, tok: &mut OrfToken) -> bool {
+        if !self.retrans_queue.is_empty() {
+            if !tok.retrans_flg {
+                tok.retrans_flg = true;
+                self.set_retrans_flg = true;
+            }
+        } else if tok.retrans_flg && self.set_retrans_flg {
+            tok.retrans_flg = false;
+            self.set_retrans_flg = false;
+        }
+        if tok.retrans_flg {
+            self.retrans_flg_count = 0;
+        } else {
+            self.retrans_flg_count = self.retrans_flg_count.saturating_add(1);
+        }
+        if self.retrans_flg_count == 2 {
+            self.install_seq = tok.seq;
+        }
+        if self.retrans_flg_count >= 3 && self.install_seq <= tok.aru {
+            self.rotation_counter += 1;
+        } else {
+            self.rotation_counter = 0;
+        }
+        if self.rotation_counter == 2 {
+            self.rotation_counter = 0;
+            self.retrans_flg_count = 0;
+            return true;
+        }
+        false
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Membership: GATHER
+
+    fn new_epoch(&mut self) {
+        self.epoch += 1;
+    }
+
+    fn gather_enter(&mut self, now: Instant) {
+        if self.state == State::Recovery {
+            // Undo the failed recovery: the old ring's queue is intact, its counters come back.
+            if let Some(old) = self.old_state {
+                self.aru = old.aru;
+                self.high_seq = old.high_seq;
+            }
+            self.recovery = SortQueue::new(self.cfg.initial_seq);
+            self.retrans_queue.clear();
+        }
+        self.new_epoch();
+        self.state = State::Gather;
+        self.stats.gather_entered += 1;
+        self.proc_set.insert(self.me);
+        self.consensus.clear();
+        self.consensus.insert(self.me);
+        self.cancel_token_timers();
+        self.cancel(TimerKind::Join);
+        self.last_token = None;
+        let jitter = self.join_jitter();
+        if jitter.is_zero() {
+            self.send_join();
+            self.arm(TimerKind::Join, now + self.cfg.join);
+        } else {
+            self.arm(TimerKind::Join, now + jitter);
+        }
+        let c = self.timeouts().consensus;
+        self.arm(TimerKind::Consensus, now + c);
+        self.check_consensus(now);
+    }
+
+    fn send_join(&mut self) {
+        let join = Join {
+            ring_seq: self.ring_id.seq,
+            leave: false,
+            proc_list: sorted(&self.proc_set),
+            fail_list: sorted(&self.fail_set),
+        };
+        self.send(Destination::Multicast, &Packet::Join(join));
+    }
+
+    fn consensus_timeout(&mut self, now: Instant) {
+        self.stats.consensus_timeouts += 1;
+        if self.consensus_agreed() {
+            // Everyone agreed but no commit token came: its creator may be gone. Start over.
+            self.consensus.clear();
+            self.consensus.insert(self.me);
+            let c = self.timeouts().consensus;
+            self.arm(TimerKind::Consensus, now + c);
+        } else {
+            let silent: Vec<NodeId> = self
+                .proc_set
+                .iter()
+                .filter(|n| !self.fail_set.contains(n) && !self.consensus.contains(n))
+                .copied()
+                .collect();
+            self.fail_set.extend(silent);
+            self.gather_enter(now);
+        }
+    }
+
+    fn consensus_agreed(&self) -> bool {
+        self.proc_set
+            .iter()
+            .filter(|n| !self.fail_set.contains(n))
+            .all(|n| self.consensus.contains(n))
+    }
+
+    fn check_consensus(&mut self, now: Instant) {
+        if self.state != State::Gather || !self.consensus_agreed() {
+            return;
+        }
+        if self.failed_to_recv {
+            // We kept the ring back: leave the others and form a ring alone.
+            self.failed_to_recv = false;
+            self.proc_set.clear();
+            self.proc_set.insert(self.me);
+            self.fail_set.clear();
+            self.create_commit_token(now);
+            return;
+        }
+        let lowest = self
+            .proc_set
+            .iter()
+            .find(|n| !self.fail_set.contains(n))
+            .copied();
+        if lowest == Some(self.me) {
+            self.create_commit_token(now);
+        }
+    }
+
+    fn on_join(&mut self, now: Instant, sender: NodeId, j: Join) {
+        if sender == self.me {
+            self.ignore(Ignored::OwnPacket);
+            return;
+        }
+        self.ring_seq_high = self.ring_seq_high.max(j.ring_seq);
+        match self.state {
+            State::Operational => {
+                if j.fail_list.contains(&self.me)
+                    || (self.memb.contains(&sender) && j.ring_seq < self.regular_ring.seq)
+                {
+                    self.ignore(Ignored::WrongState);
+                    return;
+                }
+                self.join_process(now, sender, &j);
+            }
+            State::Gather => self.join_process(now, sender, &j),
+            State::Commit | State::Recovery => {
+                if self.new_memb.contains(&sender) && j.ring_seq >= self.ring_id.seq {
+                    self.join_process(now, sender, &j);
+                    if self.state != State::Gather {
+                        self.gather_enter(now);
+                    }
+                } else {
+                    self.ignore(Ignored::WrongState);
+                }
+            }
+            State::Left => {}
+        }
+    }
+
+    fn join_process(&mut self, now: Instant, sender: NodeId, j: &Join) {
+        let jp: BTreeSet<NodeId> = j.proc_list.iter().copied().collect();
+        let jf: BTreeSet<NodeId> = j.fail_list.iter().copied().collect();
+        if self.state == State::Gather && jp == self.proc_set && jf == self.fail_set {
+            if !j.leave {
+                self.consensus.insert(sender);
+            }
+            self.check_consensus(now);
+            return;
+        }
+        let knows_less = jp.is_subset(&self.proc_set) && jf.is_subset(&self.fail_set);
+        if knows_less || self.fail_set.contains(&sender) {
+            if self.state == State::Operational {
+                self.gather_enter(now);
+            }
+            return;
+        }
+        self.proc_set.extend(jp.iter().copied());
+        if jf.contains(&self.me) {
+            // We disagree about each other: treat the sender as failed so that the two sides
+            // can form separate rings instead of livelocking.
+            self.fail_set.insert(sender);
+        } else if self.memb.contains(&sender) {
+            // Only a ring-mate's view of failures is adopted; a newcomer cannot evict members.
+            self.fail_set
+                .extend(jf.iter().copied().filter(|&n| n != self.me));
+        }
+        self.gather_enter(now);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Membership: COMMIT
+
+    fn create_commit_token(&mut self, now: Instant) {
+        let members: Vec<NodeId> = self
+            .proc_set
+            .iter()
+            .filter(|n| !self.fail_set.contains(n))
+            .copied()
+            .collect();
+        let seq = self.ring_seq_high.max(self.ring_id.seq).saturating_add(4);
+        let ct = CommitToken {
+            ring_id: RingId::new(self.me, seq),
+            token_seq: 0,
+            memb_index: 0,
+            members: members
+                .iter()
+                .map(|&node| CommitMember {
+                    node,
+                    ..CommitMember::default()
+                })
+                .collect(),
+        };
+        self.commit_enter(now, ct);
+    }
+
+    fn commit_enter(&mut self, now: Instant, mut ct: CommitToken) {
+        let old = *self.old_state.get_or_insert(OldRingState {
+            aru: self.aru,
+            high_seq: self.high_seq,
+        });
+        let idx = usize::from(ct.memb_index);
+        let Some(entry) = ct.members.get_mut(idx) else {
+            return;
+        };
+        entry.old_ring_id = self.regular_ring;
+        entry.aru = old.aru;
+        entry.high_delivered = self.high_delivered;
+        entry.received_flg = old.aru == old.high_seq;
+        ct.memb_index += 1;
+
+        self.new_epoch();
+        self.state = State::Commit;
+        self.ring_id = ct.ring_id;
+        self.ring_seq_high = self.ring_seq_high.max(ct.ring_id.seq);
+        self.new_memb = ct.members.iter().map(|m| m.node).collect();
+        self.cancel(TimerKind::Join);
+        self.cancel(TimerKind::Consensus);
+        self.cancel_token_timers();
+        self.trc = 0;
+        self.pbl = 0;
+        self.token_seq_seen = None;
+        self.forward_commit(now, ct);
+    }
+
+    fn forward_commit(&mut self, now: Instant, mut ct: CommitToken) {
+        // Both rotations go to the ring successor (members are in ring order).
+        let n = ct.members.len();
+        let next = match ct.members.iter().position(|m| m.node == self.me) {
+            Some(i) => ct.members[(i + 1) % n].node,
+            None => self.me,
+        };
+        ct.token_seq = ct.token_seq.wrapping_add(1);
+        let data = self.send(Destination::Node(next), &Packet::Commit(ct));
+        self.last_token = Some((next, data, PacketType::CommitToken));
+        self.reset_token_timers(now);
+    }
+
+    fn on_commit(&mut self, now: Instant, ct: CommitToken) {
+        let n = ct.members.len();
+        let well_formed = n > 0
+            && usize::from(ct.memb_index) <= n
+            && ct.members.windows(2).all(|w| w[0].node < w[1].node)
+            && ct.members.iter().any(|m| m.node == self.me);
+        if !well_formed {
+            self.ignore(Ignored::WrongState);
+            return;
+        }
+        match self.state {
+            State::Gather => {
+                let expect: Vec<NodeId> = self
+                    .proc_set
+                    .iter()
+                    .filter(|n| !self.fail_set.contains(n))
+                    .copied()
+                    .collect();
+                let listed: Vec<NodeId> = ct.members.iter().map(|m| m.node).collect();
+                let idx = usize::from(ct.memb_index);
+                if listed == expect
+                    && ct.ring_id.seq > self.ring_id.seq
+                    && idx < n
+                    && ct.members[idx].node == self.me
+                {
+                    self.commit_enter(now, ct);
+                } else {
+                    self.ignore(Ignored::WrongState);
+                }
+            }
+            State::Commit => {
+                if ct.ring_id == self.ring_id && usize::from(ct.memb_index) == n {
+                    self.recovery_enter(now, ct);
+                } else {
+                    self.ignore(Ignored::WrongState);
+                }
+            }
+            State::Recovery => {
+                if ct.ring_id == self.ring_id
+                    && self.ring_id.rep == self.me
+                    && !self.originated_orf_token
+                {
+                    self.originated_orf_token = true;
+                    let s0 = self.cfg.initial_seq;
+                    let tok = OrfToken {
+                        ring_id: self.ring_id,
+                        token_seq: 0,
+                        seq: s0,
+                        aru: s0,
+                        aru_addr: 0,
+                        backlog: 0,
+                        fcc: 0,
+                        retrans_flg: false,
+                        rtr: Vec::new(),
+                    };
+                    self.process_token(now, tok);
+                } else {
+                    self.ignore(Ignored::WrongState);
+                }
+            }
+            _ => self.ignore(Ignored::WrongState),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Membership: RECOVERY
+
+    fn recovery_enter(&mut self, now: Instant, ct: CommitToken) {
+        let Some(old) = self.old_state else {
+            return;
+        };
+        self.new_epoch();
+        self.state = State::Recovery;
+        self.new_memb = ct.members.iter().map(|m| m.node).collect();
+        self.trans_memb = ct
+            .members
+            .iter()
+            .filter(|m| m.old_ring_id == self.regular_ring && self.memb.contains(&m.node))
+            .map(|m| m.node)
+            .collect();
+
+        // Every old-ring message some transitional member may lack is re-sent by everyone
+        // holding it: from the lowest aru of the transitional members to our highest seq.
+        let mut low = old.high_seq;
+        let mut high_delivered = self.cfg.initial_seq;
+        for m in &ct.members {
+            if self.trans_memb.contains(&m.node) {
+                low = low.min(m.aru);
+                high_delivered = high_delivered.max(m.high_delivered);
+            }
+        }
+        self.high_ring_delivered = high_delivered;
+        // Nothing at or below the released point is held, and a commit token cannot make us
+        // walk further back than that.
+        let low = low.max(self.regular.base);
+        self.retrans_queue.clear();
+        let mut seq = low + 1;
+        while seq <= old.high_seq {
+            if let Some(slot) = self.regular.get(seq) {
+                self.retrans_queue.push_back(slot.raw.clone());
+            }
+            seq += 1;
+        }
+
+        let s0 = self.cfg.initial_seq;
+        self.recovery = SortQueue::new(s0);
+        self.aru = s0;
+        self.high_seq = s0;
+        self.install_seq = s0;
+        self.last_aru = s0;
+        self.safe_bound = s0;
+        self.aru_count = 0;
+        self.seq_unchanged = 0;
+        self.last_token_seq_value = None;
+        self.token_seq_seen = None;
+        self.retrans_flg_count = 0;
+        self.rotation_counter = 0;
+        self.set_retrans_flg = false;
+        self.originated_orf_token = false;
+        self.forward_commit(now, ct);
+    }
+
+    /// Installs the new ring in the order extended virtual synchrony requires: old-ring
+    /// messages up to the first gap (regular configuration), the transitional configuration,
+    /// the remaining old-ring messages of transitional members, the regular configuration.
+    fn install(&mut self, _now: Instant) {
+        let old = self.old_state.take().unwrap_or(OldRingState {
+            aru: self.aru,
+            high_seq: self.high_seq,
+        });
+        let old_ring = self.regular_ring;
+        let cap = self.cfg.sort_queue_capacity;
+
+        // 1. Unwrap recovered messages into the old ring's queue.
+        let mut old_high = old.high_seq;
+        let mut seq = self.recovery.base + 1;
+        while seq <= self.install_seq {
+            if let Some(slot) = self.recovery.get(seq) {
+                if slot.encapsulated {
+                    if let Ok(Decoded {
+                        sender,
+                        packet: Packet::Mcast(inner),
+                    }) = wire::decode(&slot.payload)
+                    {
+                        if inner.ring_id == old_ring && !inner.encapsulated {
+                            let s = inner.seq;
+                            let restored = Slot {
+                                sender,
+                                guarantee: inner.guarantee,
+                                encapsulated: false,
+                                payload: inner.payload,
+                                raw: slot.payload.clone(),
+                            };
+                            if self.regular.insert(s, restored, cap).is_ok() {
+                                old_high = old_high.max(s);
+                            }
+                        }
+                    }
+                }
+            }
+            seq += 1;
+        }
+
+        // 2. Deliver in the old regular configuration up to the first gap, and no SAFE message
+        // that no transitional member delivered before the failure.
+        while self.high_delivered < old_high {
+            let seq = self.high_delivered + 1;
+            let Some(slot) = self.regular.get(seq) else {
+                break;
+            };
+            if slot.guarantee == Guarantee::Safe && seq > self.high_ring_delivered {
+                break;
+            }
+            let slot = slot.clone();
+            self.high_delivered = seq;
+            self.deliver_slot(old_ring, seq, &slot);
+        }
+
+        // 3-5. The transitional configuration.
+        let left: Vec<NodeId> = self
+            .memb
+            .iter()
+            .filter(|n| !self.trans_memb.contains(n))
+            .copied()
+            .collect();
+        let joined: Vec<NodeId> = self
+            .new_memb
+            .iter()
+            .filter(|n| !self.trans_memb.contains(n))
+            .copied()
+            .collect();
+        if self.installed_any {
+            self.events.push_back(Event::ConfigChange(ConfigChange {
+                kind: ConfigKind::Transitional,
+                ring_id: self.ring_id,
+                members: self.trans_memb.clone(),
+                left,
+                joined: Vec::new(),
+            }));
+        }
+
+        // 7. Remaining old-ring messages, skipping gaps, only from transitional members.
+        let mut seq = self.high_delivered + 1;
+        while seq <= old_high {
+            if let Some(slot) = self.regular.get(seq) {
+                if self.trans_memb.contains(&slot.sender) {
+                    let slot = slot.clone();
+                    self.deliver_slot(old_ring, seq, &slot);
+                }
+            }
+            seq += 1;
+        }
+        // No message spans two rings: partial fragments are dropped here and re-sent whole.
+        self.stats.partial_messages_dropped += self.reasm.pending() as u64;
+        self.reasm.reset();
+        self.packer.restart_partial();
+
+        // 8. The regular configuration.
+        self.events.push_back(Event::ConfigChange(ConfigChange {
+            kind: ConfigKind::Regular,
+            ring_id: self.ring_id,
+            members: self.new_memb.clone(),
+            left: Vec::new(),
+            joined,
+        }));
+
+        // 9. The recovery queue becomes the regular queue; recovery traffic counts as delivered.
+        self.regular = std::mem::replace(&mut self.recovery, SortQueue::new(self.cfg.initial_seq));
+        self.regular_ring = self.ring_id;
+        self.high_delivered = self.install_seq;
+        self.safe_bound = self.install_seq;
+        self.memb = self.new_memb.clone();
+        self.proc_set = self.memb.iter().copied().collect();
+        self.fail_set.clear();
+        self.installed_any = true;
+        self.new_epoch();
+        self.state = State::Operational;
+        self.stats.rings_formed += 1;
     }
 }

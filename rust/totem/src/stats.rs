@@ -38,10 +38,14 @@ pub enum Ignored {
     WrongState,
     /// A payload that could not be unpacked into application messages.
     BadPayload,
+    /// A token of this ring whose fields contradict what this processor holds (its `seq` is
+    /// below a sequence number already ordered, its `aru` above its `seq`, or it reaches beyond
+    /// the sort queue): a replayed or forged token.
+    InconsistentToken,
 }
 
 impl Ignored {
-    pub const ALL: [Ignored; 7] = [
+    pub const ALL: [Ignored; 8] = [
         Ignored::OwnPacket,
         Ignored::ForeignRing,
         Ignored::DuplicateToken,
@@ -49,6 +53,7 @@ impl Ignored {
         Ignored::OutOfWindow,
         Ignored::WrongState,
         Ignored::BadPayload,
+        Ignored::InconsistentToken,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -59,6 +64,7 @@ impl Ignored {
             Ignored::OutOfWindow => "out_of_window",
             Ignored::WrongState => "wrong_state",
             Ignored::BadPayload => "bad_payload",
+            Ignored::InconsistentToken => "inconsistent_token",
         }
     }
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of evs-rs: formatting and lints, the Rust unit, property and scenario tests,
+# and a batch of random deterministic-simulation seeds checked by the EVS oracle.
+# Exits non-zero at the first failing step. SIM_SEEDS overrides the seed range (default 0..500).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "cargo test (unit, property and scenario tests)"
+cargo test --workspace --release 2>&1 | tee /tmp/evs-cargo-test.log
+grep -E '^test result:' /tmp/evs-cargo-test.log | awk '{p+=$4; f+=$6} END {printf "cargo test summary: %d passed, %d failed\n", p, f}'
+
+step "deterministic simulation: seeds ${SIM_SEEDS:-0..500}, 2-9 processors, every fault kind"
+cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}"
