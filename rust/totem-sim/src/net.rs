@@ -472,6 +472,14 @@ impl Network {
         self.params.set_loss(loss);
     }
 
+    pub fn set_link_loss(&mut self, from: &[NodeId], to: &[NodeId], loss: f64) {
+        for (&(a, b), l) in self.params.links.iter_mut() {
+            if from.contains(&a) && to.contains(&b) {
+                l.loss = loss;
+            }
+        }
+    }
+
     /// The end of the fault phase: heals partitions, unclogs links, removes drop rules and
     /// stops loss. Latency, jitter and duplication stay (they never prevent progress).
     pub fn clear_faults(&mut self) {

@@ -59,6 +59,12 @@ pub enum Fault {
     },
     /// Sets the loss probability of every link.
     SetLoss(f64),
+    /// Sets the loss probability of the links from every node of `from` to every node of `to`.
+    LinkLoss {
+        from: Vec<NodeId>,
+        to: Vec<NodeId>,
+        loss: f64,
+    },
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -93,6 +99,13 @@ impl fmt::Display for Fault {
                 write!(f, "crash n{node} {delay:?} after it is seen in {state:?}")
             }
             Fault::SetLoss(p) => write!(f, "loss {:.1}% on every link", p * 100.0),
+            Fault::LinkLoss { from, to, loss } => write!(
+                f,
+                "loss {:.1}% on {}→{}",
+                loss * 100.0,
+                fmt_nodes(from),
+                fmt_nodes(to)
+            ),
             Fault::Submit {
                 node,
                 size,
@@ -498,6 +511,12 @@ fn random_config(rng: &mut Rng) -> Config {
         },
         max_message_size: 64 << 10,
         send_queue_bytes: *rng.pick(&[64 << 10, 128 << 10, 256 << 10, 1 << 20]),
+        // Sometimes every ring starts just below 2^32, so sequence numbers cross it.
+        initial_seq: if rng.chance(0.2) {
+            u64::from(u32::MAX) - rng.range(0, 2_000)
+        } else {
+            0
+        },
         ..Config::default()
     };
     if let Err(e) = config.validate() {
@@ -672,7 +691,7 @@ pub fn fmt_ms(d: Duration) -> String {
 pub fn config_summary(c: &Config, nodes: usize) -> String {
     let t = c.timeouts(nodes);
     format!(
-        "token {} (+{}/node beyond 2: {} at {nodes} nodes), token_retransmit {} (x{}), hold {}, consensus {}, join {}, send_join {}, merge {}, window {}/{}, seqno_unchanged {}, miss_count {}, fail_recv {}, packet {}B, message {}B, send queue {}B",
+        "token {} (+{}/node beyond 2: {} at {nodes} nodes), token_retransmit {} (x{}), hold {}, consensus {}, join {}, send_join {}, merge {}, window {}/{}, seqno_unchanged {}, miss_count {}, fail_recv {}, packet {}B, message {}B, send queue {}B, initial seq {:#x}",
         fmt_ms(c.token),
         fmt_ms(c.token_coefficient),
         fmt_ms(t.token),
@@ -691,6 +710,7 @@ pub fn config_summary(c: &Config, nodes: usize) -> String {
         c.max_packet_size,
         c.max_message_size,
         c.send_queue_bytes,
+        c.initial_seq,
     )
 }
 

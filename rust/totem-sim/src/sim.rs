@@ -36,9 +36,15 @@ const SETTLE_CHECK_PERIOD: Duration = Duration::from_millis(5);
 /// A processor asking for its timer again and again at the same instant is stuck.
 const MAX_TIMEOUTS_AT_ONE_INSTANT: u32 = 10_000;
 /// More packets in flight than this is a packet storm, not a protocol at work.
-const MAX_IN_FLIGHT: usize = 2_000_000;
+const MAX_IN_FLIGHT: usize = 250_000;
 /// Upper bound on steps of one run (a run normally takes well under a million).
 const MAX_STEPS: u64 = 200_000_000;
+/// A processor sending more than this many packets within `STORM_WINDOW` of virtual time is in
+/// a packet storm (a feedback loop between processors). The workload offers at most a few
+/// thousand packets per second per node, and the token paces everything else, so a healthy
+/// processor stays far below.
+const STORM_TRANSMITS: u32 = 20_000;
+const STORM_WINDOW: Duration = Duration::from_millis(100);
 
 /// Why a run failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,6 +250,8 @@ struct Slot {
     disk_ring_seq: u64,
     timer: Option<Instant>,
     timeouts_at_now: (Instant, u32),
+    /// Packets sent since the start of the current storm-detection window.
+    transmit_window: (Instant, u32),
     paused_until: Option<Instant>,
     deferred: VecDeque<InFlight>,
     workload: Option<NodeWorkload>,
@@ -352,6 +360,7 @@ impl<'p> Sim<'p> {
                 disk_ring_seq: plan.base_ring_seq,
                 timer: None,
                 timeouts_at_now: (Instant::ZERO, 0),
+                transmit_window: (Instant::ZERO, 0),
                 paused_until: None,
                 deferred: VecDeque::new(),
                 workload: None,
@@ -528,6 +537,19 @@ impl<'p> Sim<'p> {
         self.context = format!("{pid} poll_transmit");
         while let Some(t) = p.poll_transmit() {
             self.summary.transmits += 1;
+            if now - slot.transmit_window.0 >= STORM_WINDOW {
+                slot.transmit_window = (now, 0);
+            }
+            slot.transmit_window.1 += 1;
+            if slot.transmit_window.1 > STORM_TRANSMITS {
+                return Err(Failure {
+                    at: now,
+                    kind: FailureKind::Stuck(format!(
+                        "packet storm: {pid} sent more than {STORM_TRANSMITS} packets within {STORM_WINDOW:?} (the last: {})",
+                        describe(&t.data)
+                    )),
+                });
+            }
             let line = tracing.then(|| {
                 let dest = match t.destination {
                     Destination::Multicast => "*".to_string(),
@@ -895,6 +917,7 @@ impl<'p> Sim<'p> {
                     } => self.net.clog(from, to, extra, now + duration),
                     Fault::Drop(rule) => self.net.add_rule(rule),
                     Fault::SetLoss(p) => self.net.set_loss(p),
+                    Fault::LinkLoss { from, to, loss } => self.net.set_link_loss(&from, &to, loss),
                     Fault::Pause { node, duration } => {
                         let i = self.index[&node];
                         let slot = &mut self.slots[i];
@@ -1051,9 +1074,10 @@ impl<'p> Sim<'p> {
         let live = self.live();
         self.context = "oracle.check_converged".into();
         if !live.is_empty() {
-            self.oracle
-                .check_converged(now, &live)
-                .map_err(|v| self.violation(v))?;
+            if let Err(mut v) = self.oracle.check_converged(now, &live) {
+                v.detail += &format!(" (simulator: not settled by the convergence bound: {why})");
+                return Err(self.violation(v));
+            }
         }
         Err(self.violation(Violation {
             property: Property::D9Liveness,

@@ -196,19 +196,27 @@ fn representative_crash_during_recovery() {
 
 #[test]
 fn sender_failing_mid_send_delivered_by_all_or_none() {
-    // Node 4 sends a heavy stream of multi-fragment messages. From 1 s only node 1 hears its
-    // multicasts directly (2 and 3 depend on retransmissions), and node 4 crashes a few
-    // milliseconds later, so its last messages are held by some survivors and not others.
-    for (seed, crash_after_us) in [(1, 500), (2, 2_000), (3, 5_000), (4, 9_000), (5, 15_000)] {
-        let r = Scenario::new("sender_failing_mid_send_delivered_by_all_or_none", 4)
+    // Node 4 sends a steady stream, and at 1 s a burst of 64 messages, small and large (about
+    // 70 multicasts, several token visits' worth). From 1 s only node 1 hears node 4's multicasts
+    // directly, and loses half of them (2 and 3 depend on retransmissions), and node 4 crashes
+    // a few milliseconds into the burst: its last messages are held by node 1 only, some whole,
+    // some in part, some behind gaps no survivor can fill. Whatever the survivors deliver of
+    // node 4 (in the old regular configuration or in the transitional one), they deliver alike.
+    for (seed, crash_after_us) in [
+        (1, 300),
+        (2, 1_000),
+        (3, 2_000),
+        (4, 4_000),
+        (5, 7_000),
+        (6, 3_000),
+        (7, 5_000),
+        (8, 6_000),
+    ] {
+        let mut s = Scenario::new("sender_failing_mid_send_delivered_by_all_or_none", 4)
             .seed(seed)
-            .senders(&[4])
             .workload(WorkloadParams {
                 senders: Some(vec![4]),
-                mean_interval: Some(Duration::from_millis(2)),
-                medium_fraction: 0.5,
-                large_fraction: 0.2,
-                large: (5_000, 20_000),
+                mean_interval: Some(Duration::from_millis(5)),
                 ..WorkloadParams::default()
             })
             .at_ms(
@@ -220,6 +228,33 @@ fn sender_failing_mid_send_delivered_by_all_or_none() {
                         .kinds(&[PacketType::Mcast]),
                 ),
             )
+            .at_ms(
+                1_000,
+                Fault::LinkLoss {
+                    from: vec![4],
+                    to: vec![1],
+                    loss: 0.5,
+                },
+            );
+        for i in 0..64 {
+            // Mostly single-packet messages (deliverable behind a gap), some multi-fragment
+            // ones (cut in the middle), a few SAFE.
+            let size = if i % 16 == 5 { 20_000 } else { 400 };
+            let guarantee = if i % 8 == 3 {
+                Guarantee::Safe
+            } else {
+                Guarantee::Agreed
+            };
+            s = s.at_ms(
+                1_000,
+                Fault::Submit {
+                    node: 4,
+                    size,
+                    guarantee,
+                },
+            );
+        }
+        let r = s
             .at(
                 Instant::from_millis(1_000) + Duration::from_micros(crash_after_us),
                 Fault::Crash(4),
@@ -253,7 +288,34 @@ fn sender_failing_mid_send_delivered_by_all_or_none() {
             submitted > d1.len(),
             "seed {seed}: the crash cut nothing off ({submitted} submitted, all delivered)"
         );
+        let t: Vec<BTreeSet<MsgId>> = [1, 2, 3]
+            .iter()
+            .map(|&n| delivered_in_transitional(&r, n, 4))
+            .collect();
+        assert!(
+            t[0] == t[1] && t[1] == t[2],
+            "seed {seed}: survivors delivered different messages of n4 in the transitional configuration: {t:?}"
+        );
     }
+}
+
+/// Messages of `sender` that `node` delivered in a transitional configuration.
+fn delivered_in_transitional(r: &RunResult, node: NodeId, sender: NodeId) -> BTreeSet<MsgId> {
+    let mut inside = false;
+    let mut out = BTreeSet::new();
+    for o in r.events_of(node) {
+        match &o.event {
+            Event::ConfigChange(c) => inside = c.kind == ConfigKind::Transitional,
+            Event::Deliver(d) if inside && d.sender == sender => {
+                out.insert(MsgId {
+                    sender: d.sender,
+                    msg_no: d.msg_no,
+                });
+            }
+            Event::Deliver(_) => {}
+        }
+    }
+    out
 }
 
 #[test]
@@ -387,14 +449,15 @@ fn one_mib_messages_under_loss() {
     assert!(r.summary.net.lost > 100, "the loss did happen");
 }
 
-/// `Start` exposes the ring sequence number and the first message number, but not the first
-/// multicast sequence number of a ring (every ring starts its sequence numbers at zero), so the
-/// per-ring `seq` cannot be started near 2^32 from outside. What can be tested from here: ring
-/// ids and message numbers crossing 2^32.
+/// Every ring starts its multicast sequence numbers just below 2^32 (`Config::initial_seq`), ring
+/// ids start just below 2^32 (`Start::ring_seq`) and so do message numbers
+/// (`Start::first_msg_no`): all three cross the boundary under load and reconfiguration, so no
+/// 32-bit arithmetic can hide anywhere.
 #[test]
-fn ring_seq_and_message_numbers_cross_32_bit_boundary() {
+fn seq_numbers_cross_32_bit_boundary() {
     let base = u64::from(u32::MAX);
-    let r = Scenario::new("ring_seq_and_message_numbers_cross_32_bit_boundary", 3)
+    let r = Scenario::new("seq_numbers_cross_32_bit_boundary", 3)
+        .config(|c| c.initial_seq = base - 50)
         .base_ring_seq(base - 6)
         .base_msg_no(base - 20)
         .workload(WorkloadParams {
@@ -410,6 +473,14 @@ fn ring_seq_and_message_numbers_cross_32_bit_boundary() {
     assert!(
         r.converged.unwrap().seq > base,
         "ring seq stayed below 2^32"
+    );
+    let seq_above = r.events.iter().any(|o| match &o.event {
+        Event::Deliver(d) => d.seq > base,
+        _ => false,
+    });
+    assert!(
+        seq_above,
+        "no message was ordered above sequence number 2^32"
     );
     for n in 1..=3 {
         assert!(
