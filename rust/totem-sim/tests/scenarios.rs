@@ -492,3 +492,90 @@ fn seq_numbers_cross_32_bit_boundary() {
     }
     assert_same_relative_order(&r, &[1, 2, 3]);
 }
+
+#[test]
+fn restarted_node_rejoins_as_new_incarnation_with_higher_ring_ids() {
+    let r = Scenario::new("restarted_node_rejoins_as_new_incarnation", 4)
+        .at_ms(1_000, Fault::Crash(2))
+        .at_ms(2_000, Fault::Start(2))
+        .heal_at_ms(3_000)
+        .run();
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    let me = r.live.iter().find(|p| p.node == 2).unwrap();
+    assert_eq!(me.incarnation, 1);
+    // Message numbers of the new incarnation start at 1 << 40: ids never repeat.
+    let mine: Vec<_> = r.submissions.iter().filter(|s| s.proc == *me).collect();
+    assert!(!mine.is_empty());
+    assert!(mine.iter().all(|s| s.id.msg_no >= 1 << 40));
+    // The persisted ring sequence number keeps the new incarnation's rings above the old ones.
+    let max_before = r
+        .events_of(2)
+        .filter(|o| o.proc.incarnation == 0)
+        .filter_map(|o| match &o.event {
+            Event::ConfigChange(c) => Some(c.ring_id.seq),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    let first_after = r
+        .events_of(2)
+        .filter(|o| o.proc.incarnation == 1)
+        .find_map(|o| match &o.event {
+            Event::ConfigChange(c) => Some(c.ring_id.seq),
+            _ => None,
+        })
+        .unwrap();
+    assert!(first_after > max_before, "{first_after} <= {max_before}");
+}
+
+#[test]
+fn late_starter_joins_the_running_ring() {
+    let r = Scenario::new("late_starter_joins_the_running_ring", 4)
+        .start_late_ms(4, 1_500)
+        .heal_at_ms(2_500)
+        .run();
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    assert!(regular_members_between(&r, 1, 0, 1_500).contains(&vec![1, 2, 3]));
+    assert_same_relative_order(&r, &[1, 2, 3, 4]);
+}
+
+#[test]
+fn one_way_cut_then_merge() {
+    // Nodes 2, 3 and 4 stop hearing node 1, which still hears them.
+    let r = Scenario::new("one_way_cut_then_merge", 4)
+        .at_ms(
+            1_000,
+            Fault::OneWay {
+                from: vec![1],
+                to: vec![2, 3, 4],
+            },
+        )
+        .heal_at_ms(3_000)
+        .run();
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    assert!(
+        regular_members_between(&r, 2, 1_000, 3_000).contains(&vec![2, 3, 4]),
+        "the nodes that could not hear node 1 never formed a ring without it"
+    );
+}
+
+#[test]
+fn paused_processor_is_excluded_then_rejoins() {
+    // Node 3 is descheduled for three token timeouts: the others must form a ring without it,
+    // and it must come back after it wakes up.
+    let r = Scenario::new("paused_processor_is_excluded_then_rejoins", 4)
+        .at_ms(
+            1_000,
+            Fault::Pause {
+                node: 3,
+                duration: Duration::from_millis(3 * TOKEN_MS),
+            },
+        )
+        .heal_at_ms(3_000)
+        .run();
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    assert!(
+        regular_members_between(&r, 1, 1_000, 3_000).contains(&vec![1, 2, 4]),
+        "the ring never excluded the paused node"
+    );
+}
