@@ -1622,14 +1622,19 @@ impl Processor {
             }));
         }
 
-        // 7. Remaining old-ring messages, skipping gaps, only from transitional members.
+        // 7. Remaining old-ring messages. Up to the first gap every message is delivered (they
+        // were only held back for SAFE); after it, only messages of transitional members, whose
+        // messages are all here (each holds its own), so skipping cannot break a sender's order.
         let mut seq = self.high_delivered + 1;
+        let mut gap = false;
         while seq <= old_high {
-            if let Some(slot) = self.regular.get(seq) {
-                if self.trans_memb.contains(&slot.sender) {
+            match self.regular.get(seq) {
+                Some(slot) if !gap || self.trans_memb.contains(&slot.sender) => {
                     let slot = slot.clone();
                     self.deliver_slot(old_ring, seq, &slot);
                 }
+                Some(_) => {}
+                None => gap = true,
             }
             seq += 1;
         }

@@ -1,0 +1,3 @@
+//! EVS node runtime around the sans-IO `totem` core; currently the packet-security layer.
+
+pub mod crypto;
