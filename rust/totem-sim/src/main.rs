@@ -166,7 +166,7 @@ fn run_one(seed: u64, opts: &Options) -> ExitCode {
     let wall = wall.elapsed();
     let s = &r.summary;
     println!(
-        "seed {seed}: {} — {} delivered, {} configurations, {} submitted ({} refused: queue full), {} crashes, {} restarts; {} packets sent, {} lost, {} cut, {} dropped by rules, {} duplicated; virtual {} in {} steps, wall {:.3}s{}",
+        "seed {seed}: {} — {} delivered, {} configurations, {} submitted ({} refused: queue full), {} crashes or leaves, {} restarts; {} packets sent, {} lost, {} cut, {} dropped by rules, {} duplicated; virtual {} in {} steps, wall {:.3}s{}",
         if r.passed() { "passed" } else { "FAILED" },
         s.delivered,
         s.configurations,
@@ -233,7 +233,7 @@ fn run_range(start: u64, end: u64, opts: &Options, jobs: usize) -> ExitCode {
     drop(tx);
 
     let mut passed = 0u64;
-    let mut failed: Vec<(u64, String)> = Vec::new();
+    let mut failed: Vec<u64> = Vec::new();
     let mut delivered = 0u64;
     let mut configurations = 0u64;
     let mut slowest = (0u64, Duration::ZERO);
@@ -249,13 +249,15 @@ fn run_range(start: u64, end: u64, opts: &Options, jobs: usize) -> ExitCode {
         match &d.result.outcome {
             Ok(()) => passed += 1,
             Err(f) => {
+                // One line per failure, whatever the detail says: greppable, sortable.
+                let detail = f.to_string().replace('\n', " ");
                 println!(
-                    "FAIL seed {} ({} nodes): {f}\n    replay: {}",
+                    "FAIL seed {} ({} nodes): {detail} | replay: {}",
                     d.seed,
                     d.result.nodes,
                     opts.replay_command(d.seed)
                 );
-                failed.push((d.seed, f.to_string()));
+                failed.push(d.seed);
             }
         }
         if last_progress.elapsed() > Duration::from_secs(30) {
@@ -270,13 +272,10 @@ fn run_range(start: u64, end: u64, opts: &Options, jobs: usize) -> ExitCode {
     for w in workers {
         let _ = w.join();
     }
-    failed.sort_by_key(|f| f.0);
+    failed.sort_unstable();
     if !failed.is_empty() {
-        println!("failing seeds:");
-        for (seed, f) in &failed {
-            let first_line = f.lines().next().unwrap_or_default();
-            println!("  {seed}: {first_line}");
-        }
+        let list: Vec<String> = failed.iter().map(u64::to_string).collect();
+        println!("failing seeds: {}", list.join(" "));
     }
     println!(
         "totem-sim: {total} seeds, {passed} passed, {} failed, {delivered} messages delivered, {configurations} configurations, wall {:.1}s (slowest seed {} {:.2}s)",
