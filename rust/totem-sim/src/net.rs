@@ -20,8 +20,9 @@ use totem::{Destination, Instant, NodeId};
 
 use crate::rng::Rng;
 
-/// Delay of the loopback path a processor uses to send the token to itself (singleton ring).
-pub const SELF_LATENCY: Duration = Duration::from_micros(5);
+/// Delay of the loopback path a processor uses to send the token to itself (singleton ring):
+/// about what a datagram through the kernel's loopback takes.
+pub const SELF_LATENCY: Duration = Duration::from_micros(20);
 
 /// The packet type, read from byte 3 of the common header (see `totem::wire`), without decoding
 /// the packet: drop rules must work on every packet cheaply, even malformed ones.

@@ -54,3 +54,17 @@ fn quiet_runs_on_fixed_ring_sizes_pass() {
         assert_eq!(r.live.len(), nodes);
     }
 }
+
+#[test]
+fn a_processor_refusing_to_start_fails_the_run() {
+    let mut plan = totem_sim::Plan::from_seed(5, &Options::default());
+    plan.config.window_size = 0; // Config::validate rejects it, so Processor::new must too
+    let r = totem_sim::run_plan(&plan, &Options::default());
+    match r.outcome {
+        Err(totem_sim::Failure {
+            kind: totem_sim::FailureKind::Setup(msg),
+            ..
+        }) => assert!(msg.contains("window_size"), "{msg}"),
+        other => panic!("expected a setup failure, got {other:?}"),
+    }
+}
