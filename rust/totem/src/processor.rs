@@ -494,6 +494,7 @@ impl Processor {
         let join = Join {
             ring_seq: self.ring_id.seq,
             leave: true,
+            installed: self.installed_any && self.ring_id == self.regular_ring,
             proc_list,
             fail_list: sorted(&fail),
         };
@@ -1236,6 +1237,7 @@ impl Processor {
         let join = Join {
             ring_seq: self.ring_id.seq,
             leave: false,
+            installed: self.installed_any && self.ring_id == self.regular_ring,
             proc_list: sorted(&self.proc_set),
             fail_list: sorted(&self.fail_set),
         };
@@ -1309,6 +1311,18 @@ impl Processor {
                 self.join_process(now, sender, &j);
             }
             State::Gather => self.join_process(now, sender, &j),
+            State::Recovery
+                if j.installed
+                    && j.ring_seq == self.ring_id.seq
+                    && self.new_memb.contains(&sender) =>
+            {
+                // A member already installed the ring we are recovering: it saw every member
+                // hold every recovery message, so our recovery is complete too. Install it
+                // rather than abandon it, then handle the join like any operational member.
+                self.install(now);
+                self.reset_token_timers(now);
+                self.on_join(now, sender, j);
+            }
             State::Commit | State::Recovery => {
                 if self.new_memb.contains(&sender) && j.ring_seq >= self.ring_id.seq {
                     self.join_process(now, sender, &j);
@@ -1340,17 +1354,28 @@ impl Processor {
             }
             return;
         }
+        let before = (self.proc_set.len(), self.fail_set.len());
         self.proc_set.extend(jp.iter().copied());
         if jf.contains(&self.me) {
             // We disagree about each other: treat the sender as failed so that the two sides
-            // can form separate rings instead of livelocking.
-            self.fail_set.insert(sender);
+            // can form separate rings instead of livelocking. But a sender that has not seen
+            // our latest ring judged an older us: its late joins must not make us fail it
+            // again, or two sides exclude each other in every round forever.
+            if j.ring_seq >= self.ring_id.seq {
+                self.fail_set.insert(sender);
+            }
         } else if self.memb.contains(&sender) {
             // Only a ring-mate's view of failures is adopted; a newcomer cannot evict members.
             self.fail_set
                 .extend(jf.iter().copied().filter(|&n| n != self.me));
         }
-        self.gather_enter(now);
+        // Re-enter GATHER (re-sending our join) only when our sets grew. Two processors whose
+        // joins teach each other nothing would otherwise answer each other's joins forever; the
+        // consensus timeout settles their disagreement instead.
+        let changed = (self.proc_set.len(), self.fail_set.len()) != before;
+        if changed || self.state != State::Gather {
+            self.gather_enter(now);
+        }
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1554,11 +1579,20 @@ impl Processor {
         let old_ring = self.regular_ring;
         let cap = self.cfg.sort_queue_capacity;
 
-        // 1. Unwrap recovered messages into the old ring's queue.
+        // 1. Unwrap recovered messages into the old ring's queue. Recovery traffic is the
+        // leading run of encapsulated messages of the new ring; new messages of members that
+        // installed before us may already follow it.
         let mut old_high = old.high_seq;
+        let mut boundary = self.recovery.base;
+        let mut leading = true;
         let mut seq = self.recovery.base + 1;
-        while seq <= self.install_seq {
-            if let Some(slot) = self.recovery.get(seq) {
+        while seq <= self.high_seq {
+            let slot = self.recovery.get(seq);
+            leading &= slot.is_some_and(|s| s.encapsulated);
+            if leading {
+                boundary = seq;
+            }
+            if let Some(slot) = slot {
                 if slot.encapsulated {
                     if let Ok(Decoded {
                         sender,
@@ -1655,8 +1689,9 @@ impl Processor {
         // 9. The recovery queue becomes the regular queue; recovery traffic counts as delivered.
         self.regular = std::mem::replace(&mut self.recovery, SortQueue::new(self.cfg.initial_seq));
         self.regular_ring = self.ring_id;
-        self.high_delivered = self.install_seq;
-        self.safe_bound = self.install_seq;
+        self.high_delivered = boundary;
+        self.safe_bound = boundary;
+        self.retrans_queue.clear();
         self.memb = self.new_memb.clone();
         self.proc_set = self.memb.iter().copied().collect();
         self.fail_set.clear();

@@ -21,7 +21,8 @@
 //!   `rtr_count` ≤ [`MAX_RTR_ENTRIES`].
 //! * `MergeDetect` (type 2): `ring_id[12]`.
 //! * `Join` (type 3): `ring_seq u64 flags u8 proc_count u16 fail_count u16 proc[proc_count] u32
-//!   fail[fail_count] u32` — flags bit 0 = leave. Each count ≤ [`MAX_PROCESSORS`].
+//!   fail[fail_count] u32` — flags bit 0 = leave, bit 1 = installed (the sender installed the
+//!   ring numbered `ring_seq`). Each count ≤ [`MAX_PROCESSORS`].
 //! * `CommitToken` (type 4): `ring_id[12] token_seq u64 memb_index u16 count u16` then `count`
 //!   entries of `node u32 old_ring_id[12] aru u64 high_delivered u64 flags u8` (flags bit 0 =
 //!   received_flg). `count` ≤ [`MAX_PROCESSORS`], `memb_index` ≤ `count`.
@@ -92,6 +93,9 @@ pub struct OrfToken {
 pub struct Join {
     pub ring_seq: u64,
     pub leave: bool,
+    /// The sender installed (reached OPERATIONAL in) the ring numbered `ring_seq`: a member
+    /// still recovering that ring knows from this that its recovery is complete everywhere.
+    pub installed: bool,
     pub proc_list: Vec<NodeId>,
     pub fail_list: Vec<NodeId>,
 }
@@ -236,6 +240,7 @@ const MCAST_FLAG_SAFE: u8 = 1 << 0;
 const MCAST_FLAG_ENCAPSULATED: u8 = 1 << 1;
 const TOKEN_FLAG_RETRANS: u8 = 1 << 0;
 const JOIN_FLAG_LEAVE: u8 = 1 << 0;
+const JOIN_FLAG_INSTALLED: u8 = 1 << 1;
 const MEMBER_FLAG_RECEIVED: u8 = 1 << 0;
 
 /// Exact number of bytes [`encode_into`] appends for `packet`.
@@ -301,7 +306,7 @@ pub fn encode_into(sender: NodeId, packet: &Packet, out: &mut Vec<u8>) {
         }
         Packet::Join(j) => {
             out.extend_from_slice(&j.ring_seq.to_le_bytes());
-            out.push(flag(j.leave, JOIN_FLAG_LEAVE));
+            out.push(flag(j.leave, JOIN_FLAG_LEAVE) | flag(j.installed, JOIN_FLAG_INSTALLED));
             out.extend_from_slice(&count_u16(j.proc_list.len()));
             out.extend_from_slice(&count_u16(j.fail_list.len()));
             for node in j.proc_list.iter().chain(&j.fail_list) {
@@ -459,12 +464,13 @@ fn decode_join(r: &mut Reader<'_>) -> Result<Join, DecodeError> {
     // Both counts are capped, so the sum cannot overflow; `expect_entries` still multiplies
     // in checked 64-bit arithmetic.
     r.expect_entries(proc_count + fail_count, 4)?;
-    check_flags(flags, JOIN_FLAG_LEAVE)?;
+    check_flags(flags, JOIN_FLAG_LEAVE | JOIN_FLAG_INSTALLED)?;
     let proc_list = r.node_list(proc_count)?;
     let fail_list = r.node_list(fail_count)?;
     Ok(Join {
         ring_seq,
         leave: flags & JOIN_FLAG_LEAVE != 0,
+        installed: flags & JOIN_FLAG_INSTALLED != 0,
         proc_list,
         fail_list,
     })
@@ -644,6 +650,7 @@ mod tests {
         Packet::Join(Join {
             ring_seq: 4,
             leave: true,
+            installed: false,
             proc_list: vec![1, 2],
             fail_list: vec![2],
         })
@@ -909,7 +916,7 @@ mod tests {
             (mcast(), MCAST_FLAGS, 0b100),
             (mcast(), MCAST_FLAGS, 0x80),
             (token(), TOKEN_FLAGS, 0b10),
-            (join(), JOIN_FLAGS, 0b10),
+            (join(), JOIN_FLAGS, 0b100),
             (commit(), COMMIT_MEMBER_FLAGS, 0b10),
         ];
         for (p, at, bits) in cases {

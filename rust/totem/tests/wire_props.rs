@@ -72,13 +72,15 @@ fn join() -> impl Strategy<Value = Packet> {
     (
         any::<u64>(),
         any::<bool>(),
+        any::<bool>(),
         prop::collection::vec(node(), 0..=MAX_PROCESSORS),
         prop::collection::vec(node(), 0..=MAX_PROCESSORS),
     )
-        .prop_map(|(ring_seq, leave, proc_list, fail_list)| {
+        .prop_map(|(ring_seq, leave, installed, proc_list, fail_list)| {
             Packet::Join(Join {
                 ring_seq,
                 leave,
+                installed,
                 proc_list,
                 fail_list,
             })
