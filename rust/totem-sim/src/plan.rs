@@ -284,6 +284,45 @@ pub fn convergence_deadline(
     from + (t.token + t.consensus) * 4 + slack
 }
 
+/// A pessimistic estimate of the bytes per second a ring of `nodes` can order: a full window
+/// of full packets per rotation, a rotation taking one worst-case hop (latency plus all the
+/// jitter) per member, and every lost packet sent again.
+pub fn ring_capacity(config: &Config, net: &NetParams, nodes: usize) -> f64 {
+    let worst = net
+        .links
+        .values()
+        .map(|l| (l.latency + l.jitter).as_secs_f64() + 20e-6)
+        .fold(20e-6, f64::max);
+    let loss = net.links.values().map(|l| l.loss).fold(0.0, f64::max);
+    let rotation = worst * nodes.max(1) as f64;
+    let per_rotation = f64::from(config.window_size) * config.payload_budget() as f64;
+    per_rotation / rotation * (1.0 - loss) * (1.0 - loss)
+}
+
+/// Time to order, at `capacity`, everything the load may have queued by `until` had nothing
+/// been delivered before, plus one burst per node: added to the liveness bound so that a ring
+/// draining its backlog is not mistaken for a stuck one.
+pub fn drain_time(
+    w: &WorkloadParams,
+    config: &Config,
+    nodes: usize,
+    capacity: f64,
+    until: Instant,
+) -> Duration {
+    let Some(interval) = w.mean_interval else {
+        return Duration::ZERO;
+    };
+    let mean = w.mean_size(config.max_message_size);
+    let per_node = mean / interval.as_secs_f64().max(1e-6) * until.as_micros() as f64 / 1e6;
+    let burst = if w.burst_chance > 0.0 {
+        f64::from(w.burst_max) * mean
+    } else {
+        0.0
+    };
+    let queued = (per_node + burst).min(config.send_queue_bytes as f64) * nodes as f64;
+    Duration::from_secs_f64(queued / capacity.max(1.0))
+}
+
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
@@ -342,18 +381,25 @@ impl Plan {
             }
         }
 
-        // Load.
-        let workload = WorkloadParams {
+        // Load: a random rate, but never more than a third of what this ring can carry, so
+        // that a backlog left by the faults drains within the liveness bound (an overloaded
+        // ring is a workload problem, not a protocol one).
+        let mut workload = WorkloadParams {
             mean_interval: Some(ms(rng.range(10, 60))),
             safe_fraction: *rng.pick(&[0.0, 0.2, 0.2, 0.2, 0.5]),
             burst_chance: *rng.pick(&[0.0, 0.01, 0.03]),
             ..WorkloadParams::default()
         };
+        let capacity = ring_capacity(&config, &net, n);
+        let mean_size = workload.mean_size(config.max_message_size);
+        let min_interval = Duration::from_secs_f64(n as f64 * mean_size / (capacity / 3.0));
+        workload.mean_interval = workload.mean_interval.map(|i| i.max(min_interval));
 
         // Phases.
         let heal_at = Instant::from_millis(rng.range(2_000, 6_000));
         let stop_submit_at = heal_at + ms(1_000);
-        let deadline = convergence_deadline(&config, n, stop_submit_at, ms(3_000));
+        let deadline = convergence_deadline(&config, n, stop_submit_at, ms(3_000))
+            + drain_time(&workload, &config, n, capacity, stop_submit_at);
 
         // Schedule.
         let mut schedule = Vec::new();
@@ -797,6 +843,30 @@ mod tests {
             assert!(t.hold < t.token_retransmit && t.token_retransmit < t.token);
         }
         assert_eq!(sizes.len(), 8);
+    }
+
+    #[test]
+    fn offered_load_stays_within_a_third_of_ring_capacity() {
+        let o = Options::default();
+        let mut throttled = 0;
+        for seed in 0..1_000 {
+            let p = Plan::from_seed(seed, &o);
+            let n = p.nodes.len();
+            let cap = ring_capacity(&p.config, &p.net, n);
+            let interval = p.workload.mean_interval.unwrap();
+            let offered =
+                n as f64 * p.workload.mean_size(p.config.max_message_size) / interval.as_secs_f64();
+            assert!(
+                offered <= cap / 3.0 * 1.001,
+                "seed {seed}: {offered} B/s offered, {cap} B/s capacity"
+            );
+            throttled += usize::from(interval > ms(60));
+            // The bound leaves room to drain what the load could have queued.
+            let base = convergence_deadline(&p.config, n, p.stop_submit_at, ms(3_000));
+            assert!(p.deadline >= base);
+        }
+        // Most seeds keep their random rate; only slow rings are throttled.
+        assert!(throttled < 300, "{throttled} of 1000 seeds throttled");
     }
 
     #[test]

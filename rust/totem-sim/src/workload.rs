@@ -60,6 +60,17 @@ impl WorkloadParams {
         }
     }
 
+    /// Expected size of one submission, in bytes.
+    pub fn mean_size(&self, max_message_size: usize) -> f64 {
+        let mid = |(lo, hi): (usize, usize)| {
+            (lo.min(max_message_size) + hi.min(max_message_size)) as f64 / 2.0
+        };
+        let small = 1.0 - self.medium_fraction - self.large_fraction;
+        small * mid((0, self.small_max))
+            + self.medium_fraction * mid(self.medium)
+            + self.large_fraction * mid(self.large)
+    }
+
     pub fn sends(&self, node: NodeId) -> bool {
         self.mean_interval.is_some() && self.senders.as_ref().map_or(true, |s| s.contains(&node))
     }
@@ -73,8 +84,8 @@ impl WorkloadParams {
             Some(s) => format!("nodes {}", crate::net::fmt_nodes(s)),
         };
         format!(
-            "{who} submits every {:?} on average, {:.0}% safe, sizes 0-{}B / {}-{}B ({:.0}%) / {}-{}B ({:.0}%), bursts of up to {} ({:.0}%)",
-            mean,
+            "{who} submits every {} on average, {:.0}% safe, sizes 0-{}B / {}-{}B ({:.0}%) / {}-{}B ({:.0}%), bursts of up to {} ({:.0}%)",
+            crate::plan::fmt_ms(mean),
             self.safe_fraction * 100.0,
             self.small_max,
             self.medium.0,
