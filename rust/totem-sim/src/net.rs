@@ -1,0 +1,729 @@
+//! The simulated network: what happens to every datagram between `poll_transmit` on one
+//! processor and `handle_packet` on another.
+//!
+//! Owns per-directed-link latency, jitter, loss and duplication; partitions (symmetric and
+//! one-way cuts); clogged links; scripted drop rules; and the in-flight queue. It knows nothing
+//! about processors being up or down: a packet is addressed to a node id and the simulator
+//! decides on arrival whether anyone is there to receive it (so a crashed node's in-flight
+//! packets still arrive, and packets to a node that restarted reach its new incarnation, as with
+//! UDP). Every draw comes from the network's own random stream, and the queue is ordered by
+//! (arrival time, insertion counter), so a run is a pure function of its seed.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use totem::wire::PacketType;
+use totem::{Destination, Instant, NodeId};
+
+use crate::rng::Rng;
+
+/// Delay of the loopback path a processor uses to send the token to itself (singleton ring):
+/// about what a datagram through the kernel's loopback takes.
+pub const SELF_LATENCY: Duration = Duration::from_micros(20);
+
+/// The packet type, read from byte 3 of the common header (see `totem::wire`), without decoding
+/// the packet: drop rules must work on every packet cheaply, even malformed ones.
+pub fn packet_type(data: &[u8]) -> Option<PacketType> {
+    match data.get(3)? {
+        0 => Some(PacketType::OrfToken),
+        1 => Some(PacketType::Mcast),
+        2 => Some(PacketType::MergeDetect),
+        3 => Some(PacketType::Join),
+        4 => Some(PacketType::CommitToken),
+        5 => Some(PacketType::TokenHoldCancel),
+        _ => None,
+    }
+}
+
+/// Short name of a packet type for traces and printed plans.
+pub fn type_name(t: PacketType) -> &'static str {
+    match t {
+        PacketType::OrfToken => "token",
+        PacketType::Mcast => "mcast",
+        PacketType::MergeDetect => "merge-detect",
+        PacketType::Join => "join",
+        PacketType::CommitToken => "commit",
+        PacketType::TokenHoldCancel => "hold-cancel",
+    }
+}
+
+/// Behaviour of one directed link.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkParams {
+    /// Fixed one-way delay.
+    pub latency: Duration,
+    /// Upper bound of a uniform extra delay drawn per packet; it is what reorders packets.
+    pub jitter: Duration,
+    /// Probability that a packet is lost.
+    pub loss: f64,
+    /// Probability that a packet that was not lost arrives twice (each copy with its own delay).
+    pub dup: f64,
+}
+
+/// The network of one run: every directed link between distinct nodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetParams {
+    pub nodes: Vec<NodeId>,
+    pub links: BTreeMap<(NodeId, NodeId), LinkParams>,
+}
+
+impl NetParams {
+    /// Every link alike.
+    pub fn uniform(nodes: &[NodeId], link: LinkParams) -> Self {
+        let mut links = BTreeMap::new();
+        for &a in nodes {
+            for &b in nodes {
+                if a != b {
+                    links.insert((a, b), link.clone());
+                }
+            }
+        }
+        NetParams {
+            nodes: nodes.to_vec(),
+            links,
+        }
+    }
+
+    pub fn set_loss(&mut self, loss: f64) {
+        for l in self.links.values_mut() {
+            l.loss = loss;
+        }
+    }
+
+    /// One-line description: ranges over all links.
+    pub fn summary(&self) -> String {
+        let mut lat = (u128::MAX, 0u128);
+        let mut jit = (u128::MAX, 0u128);
+        let mut loss = (f64::MAX, 0f64);
+        let mut dup = (f64::MAX, 0f64);
+        for l in self.links.values() {
+            let (a, b) = (l.latency.as_micros(), l.jitter.as_micros());
+            lat = (lat.0.min(a), lat.1.max(a));
+            jit = (jit.0.min(b), jit.1.max(b));
+            loss = (loss.0.min(l.loss), loss.1.max(l.loss));
+            dup = (dup.0.min(l.dup), dup.1.max(l.dup));
+        }
+        if self.links.is_empty() {
+            return "no links".into();
+        }
+        format!(
+            "latency {}-{}us, jitter {}-{}us, loss {:.1}-{:.1}%, dup {:.1}-{:.1}%",
+            lat.0,
+            lat.1,
+            jit.0,
+            jit.1,
+            loss.0 * 100.0,
+            loss.1 * 100.0,
+            dup.0 * 100.0,
+            dup.1 * 100.0
+        )
+    }
+}
+
+/// A scripted filter: drops matching packets at send time until it expires. `None` fields match
+/// everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropRule {
+    pub from: Option<Vec<NodeId>>,
+    pub to: Option<Vec<NodeId>>,
+    pub kinds: Option<Vec<PacketType>>,
+    /// Stop after dropping this many packets (counted per receiving copy).
+    pub count: Option<u32>,
+    /// Stop at this time.
+    pub until: Option<Instant>,
+}
+
+impl DropRule {
+    /// Matches every packet; narrow it with the builder methods.
+    pub fn all() -> Self {
+        DropRule {
+            from: None,
+            to: None,
+            kinds: None,
+            count: None,
+            until: None,
+        }
+    }
+    pub fn from(mut self, nodes: &[NodeId]) -> Self {
+        self.from = Some(nodes.to_vec());
+        self
+    }
+    pub fn to(mut self, nodes: &[NodeId]) -> Self {
+        self.to = Some(nodes.to_vec());
+        self
+    }
+    pub fn kinds(mut self, kinds: &[PacketType]) -> Self {
+        self.kinds = Some(kinds.to_vec());
+        self
+    }
+    pub fn count(mut self, n: u32) -> Self {
+        self.count = Some(n);
+        self
+    }
+    pub fn until(mut self, t: Instant) -> Self {
+        self.until = Some(t);
+        self
+    }
+
+    fn matches(&self, from: NodeId, to: NodeId, kind: Option<PacketType>) -> bool {
+        self.from.as_ref().map_or(true, |f| f.contains(&from))
+            && self.to.as_ref().map_or(true, |t| t.contains(&to))
+            && self
+                .kinds
+                .as_ref()
+                .map_or(true, |ks| kind.is_some_and(|k| ks.contains(&k)))
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.count == Some(0) || self.until.is_some_and(|u| now >= u)
+    }
+}
+
+impl fmt::Display for DropRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |s: &Option<Vec<NodeId>>| match s {
+            None => "*".to_string(),
+            Some(v) => fmt_nodes(v),
+        };
+        write!(f, "drop {}→{}", set(&self.from), set(&self.to))?;
+        if let Some(ks) = &self.kinds {
+            let names: Vec<&str> = ks.iter().map(|k| type_name(*k)).collect();
+            write!(f, " [{}]", names.join(","))?;
+        }
+        if let Some(c) = self.count {
+            write!(f, " first {c}")?;
+        }
+        if let Some(u) = self.until {
+            write!(f, " until {u}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `{1,2,3}`.
+pub fn fmt_nodes(v: &[NodeId]) -> String {
+    let s: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+    format!("{{{}}}", s.join(","))
+}
+
+/// What became of one copy of a sent packet.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Queued to arrive at this time.
+    Queued(Instant),
+    /// Queued twice.
+    Duplicated(Instant, Instant),
+    Lost,
+    /// Cut by a partition.
+    Cut,
+    /// Dropped by a scripted rule.
+    Dropped,
+}
+
+/// A packet on the wire.
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    pub at: Instant,
+    pub order: u64,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub data: Bytes,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest arrival first; the
+    /// insertion counter breaks ties so equal times never depend on heap internals.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+/// Counters of one run's network.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Packet copies handed to the network (a multicast counts once per receiver).
+    pub copies: u64,
+    pub lost: u64,
+    pub cut: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub delivered: u64,
+}
+
+/// Extra delay on one directed link until a time.
+#[derive(Copy, Clone, Debug)]
+struct Clog {
+    extra: Duration,
+    until: Instant,
+}
+
+/// The live network of one run.
+#[derive(Debug)]
+pub struct Network {
+    params: NetParams,
+    rng: Rng,
+    cuts: BTreeSet<(NodeId, NodeId)>,
+    clogs: BTreeMap<(NodeId, NodeId), Clog>,
+    rules: Vec<DropRule>,
+    queue: BinaryHeap<InFlight>,
+    order: u64,
+    pub stats: NetStats,
+}
+
+impl Network {
+    pub fn new(params: NetParams, rng: Rng) -> Self {
+        Network {
+            params,
+            rng,
+            cuts: BTreeSet::new(),
+            clogs: BTreeMap::new(),
+            rules: Vec::new(),
+            queue: BinaryHeap::new(),
+            order: 0,
+            stats: NetStats::default(),
+        }
+    }
+
+    pub fn nodes(&self) -> &[NodeId] {
+        &self.params.nodes
+    }
+
+    /// Sends one transmit of `from`; pushes the fate of every copy into `fates` (cleared first).
+    /// A multicast goes to every other node of the network; the sender ignores its own.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        dest: Destination,
+        data: Bytes,
+        fates: &mut Vec<(NodeId, Fate)>,
+    ) {
+        fates.clear();
+        let kind = packet_type(&data);
+        match dest {
+            Destination::Node(to) => {
+                let fate = self.send_one(now, from, to, kind, &data);
+                fates.push((to, fate));
+            }
+            Destination::Multicast => {
+                for i in 0..self.params.nodes.len() {
+                    let to = self.params.nodes[i];
+                    if to != from {
+                        let fate = self.send_one(now, from, to, kind, &data);
+                        fates.push((to, fate));
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_one(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        to: NodeId,
+        kind: Option<PacketType>,
+        data: &Bytes,
+    ) -> Fate {
+        self.stats.copies += 1;
+        if from == to {
+            // The loopback path: never lost, cut or duplicated.
+            let at = now + SELF_LATENCY;
+            self.enqueue(at, from, to, data.clone());
+            return Fate::Queued(at);
+        }
+        let Some(link) = self.params.links.get(&(from, to)) else {
+            // A packet to a node id outside the network (a processor bug or a stale member):
+            // nobody is there.
+            self.stats.lost += 1;
+            return Fate::Lost;
+        };
+        let link = link.clone();
+        if self.cuts.contains(&(from, to)) {
+            self.stats.cut += 1;
+            return Fate::Cut;
+        }
+        self.rules.retain(|r| !r.expired(now));
+        if let Some(rule) = self.rules.iter_mut().find(|r| r.matches(from, to, kind)) {
+            if let Some(c) = &mut rule.count {
+                *c -= 1;
+            }
+            self.stats.dropped += 1;
+            return Fate::Dropped;
+        }
+        // Draw loss and duplication even when their probability is zero would shift the stream
+        // between otherwise identical runs; `chance` draws nothing for p <= 0.
+        if self.rng.chance(link.loss) {
+            self.stats.lost += 1;
+            return Fate::Lost;
+        }
+        let first = self.arrival(now, from, to, &link);
+        self.enqueue(first, from, to, data.clone());
+        if self.rng.chance(link.dup) {
+            let second = self.arrival(now, from, to, &link);
+            self.enqueue(second, from, to, data.clone());
+            self.stats.duplicated += 1;
+            return Fate::Duplicated(first, second);
+        }
+        Fate::Queued(first)
+    }
+
+    fn arrival(&mut self, now: Instant, from: NodeId, to: NodeId, link: &LinkParams) -> Instant {
+        let jitter_us = link.jitter.as_micros() as u64;
+        let jitter = if jitter_us == 0 {
+            0
+        } else {
+            self.rng.range(0, jitter_us)
+        };
+        let mut at = now + link.latency + Duration::from_micros(jitter);
+        if let Some(c) = self.clogs.get(&(from, to)) {
+            if now < c.until {
+                at = at + c.extra;
+            }
+        }
+        at
+    }
+
+    fn enqueue(&mut self, at: Instant, from: NodeId, to: NodeId, data: Bytes) {
+        self.order += 1;
+        self.queue.push(InFlight {
+            at,
+            order: self.order,
+            from,
+            to,
+            data,
+        });
+    }
+
+    /// Arrival time of the next packet in flight.
+    pub fn next_arrival(&self) -> Option<Instant> {
+        self.queue.peek().map(|p| p.at)
+    }
+
+    /// Removes the next packet if it arrives at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<InFlight> {
+        if self.queue.peek()?.at <= now {
+            self.stats.delivered += 1;
+            self.queue.pop()
+        } else {
+            None
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Cuts every link between different groups, both ways. Nodes in no group form one more
+    /// group together.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        let group_of = |n: NodeId| groups.iter().position(|g| g.contains(&n));
+        for &a in &self.params.nodes {
+            for &b in &self.params.nodes {
+                if a != b && group_of(a) != group_of(b) {
+                    self.cuts.insert((a, b));
+                }
+            }
+        }
+    }
+
+    /// Cuts `from → to` only: nodes in `to` stop hearing nodes in `from`, not the reverse.
+    pub fn cut_one_way(&mut self, from: &[NodeId], to: &[NodeId]) {
+        for &a in from {
+            for &b in to {
+                if a != b {
+                    self.cuts.insert((a, b));
+                }
+            }
+        }
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+    }
+
+    pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.cuts.contains(&(from, to))
+    }
+
+    pub fn clog(&mut self, from: NodeId, to: NodeId, extra: Duration, until: Instant) {
+        self.clogs.insert((from, to), Clog { extra, until });
+    }
+
+    pub fn add_rule(&mut self, rule: DropRule) {
+        self.rules.push(rule);
+    }
+
+    pub fn set_loss(&mut self, loss: f64) {
+        self.params.set_loss(loss);
+    }
+
+    pub fn set_link_loss(&mut self, from: &[NodeId], to: &[NodeId], loss: f64) {
+        for (&(a, b), l) in self.params.links.iter_mut() {
+            if from.contains(&a) && to.contains(&b) {
+                l.loss = loss;
+            }
+        }
+    }
+
+    /// The end of the fault phase: heals partitions, unclogs links, removes drop rules and
+    /// stops loss. Latency, jitter and duplication stay (they never prevent progress).
+    pub fn clear_faults(&mut self) {
+        self.cuts.clear();
+        self.clogs.clear();
+        self.rules.clear();
+        self.params.set_loss(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(lat: u64, jit: u64, loss: f64, dup: f64) -> LinkParams {
+        LinkParams {
+            latency: Duration::from_micros(lat),
+            jitter: Duration::from_micros(jit),
+            loss,
+            dup,
+        }
+    }
+
+    fn pkt(kind: u8) -> Bytes {
+        Bytes::from(vec![0x5A, 0x7E, 1, kind, 1, 0, 0, 0])
+    }
+
+    fn drain(net: &mut Network) -> Vec<InFlight> {
+        let mut out = Vec::new();
+        while let Some(p) = net.pop_due(Instant::from_micros(u64::MAX)) {
+            out.push(p);
+        }
+        out
+    }
+
+    #[test]
+    fn multicast_reaches_every_other_node_in_arrival_order() {
+        let nodes = [1, 2, 3, 4];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(100, 50, 0.0, 0.0)),
+            Rng::new(1),
+        );
+        let mut fates = Vec::new();
+        let t0 = Instant::from_micros(1000);
+        net.send(t0, 2, Destination::Multicast, pkt(1), &mut fates);
+        assert_eq!(fates.iter().map(|f| f.0).collect::<Vec<_>>(), vec![1, 3, 4]);
+        let got = drain(&mut net);
+        assert_eq!(got.len(), 3);
+        for w in got.windows(2) {
+            assert!((w[0].at, w[0].order) < (w[1].at, w[1].order));
+        }
+        for p in &got {
+            assert!(p.at >= Instant::from_micros(1100) && p.at <= Instant::from_micros(1150));
+            assert_eq!(p.from, 2);
+        }
+    }
+
+    #[test]
+    fn equal_arrival_times_keep_insertion_order() {
+        let nodes = [1, 2];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(100, 0, 0.0, 0.0)),
+            Rng::new(1),
+        );
+        let mut fates = Vec::new();
+        for i in 0..20u8 {
+            let mut d = pkt(1).to_vec();
+            d.push(i);
+            net.send(
+                Instant::ZERO,
+                1,
+                Destination::Node(2),
+                Bytes::from(d),
+                &mut fates,
+            );
+        }
+        let got: Vec<u8> = drain(&mut net).iter().map(|p| p.data[8]).collect();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn self_link_is_never_lossy_or_cut() {
+        let nodes = [1, 2];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(100, 0, 1.0, 0.0)),
+            Rng::new(1),
+        );
+        net.partition(&[vec![1], vec![2]]);
+        net.add_rule(DropRule::all());
+        let mut fates = Vec::new();
+        net.send(Instant::ZERO, 1, Destination::Node(1), pkt(0), &mut fates);
+        assert_eq!(fates, vec![(1, Fate::Queued(Instant::ZERO + SELF_LATENCY))]);
+        net.send(Instant::ZERO, 1, Destination::Node(2), pkt(0), &mut fates);
+        assert_eq!(fates, vec![(2, Fate::Cut)]);
+    }
+
+    #[test]
+    fn loss_and_duplication_rates_follow_the_parameters() {
+        let nodes = [1, 2];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(10, 10, 0.3, 0.1)),
+            Rng::new(5),
+        );
+        let mut fates = Vec::new();
+        for _ in 0..20_000 {
+            net.send(Instant::ZERO, 1, Destination::Node(2), pkt(1), &mut fates);
+        }
+        let s = net.stats;
+        assert!((5_600..6_400).contains(&s.lost), "{s:?}");
+        assert!((1_200..1_600).contains(&s.duplicated), "{s:?}");
+        assert_eq!(net.in_flight() as u64, 20_000 - s.lost + s.duplicated);
+    }
+
+    #[test]
+    fn partitions_cut_across_groups_and_heal() {
+        let nodes = [1, 2, 3, 4, 5];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(10, 0, 0.0, 0.0)),
+            Rng::new(1),
+        );
+        net.partition(&[vec![1, 2], vec![3]]);
+        // 4 and 5 are in no group: together they form a third one.
+        assert!(!net.is_cut(1, 2) && !net.is_cut(4, 5));
+        assert!(net.is_cut(1, 3) && net.is_cut(3, 1) && net.is_cut(2, 4) && net.is_cut(5, 3));
+        net.heal();
+        assert!(!net.is_cut(1, 3));
+    }
+
+    #[test]
+    fn one_way_cut_is_asymmetric() {
+        let nodes = [1, 2, 3];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(10, 0, 0.0, 0.0)),
+            Rng::new(1),
+        );
+        net.cut_one_way(&[1], &[2, 3]);
+        let mut fates = Vec::new();
+        net.send(Instant::ZERO, 1, Destination::Multicast, pkt(1), &mut fates);
+        assert_eq!(fates, vec![(2, Fate::Cut), (3, Fate::Cut)]);
+        net.send(Instant::ZERO, 2, Destination::Node(1), pkt(1), &mut fates);
+        assert!(matches!(fates[0], (1, Fate::Queued(_))));
+    }
+
+    #[test]
+    fn clog_delays_only_its_link_and_only_until_it_ends() {
+        let nodes = [1, 2, 3];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(100, 0, 0.0, 0.0)),
+            Rng::new(1),
+        );
+        net.clog(1, 2, Duration::from_millis(50), Instant::from_millis(10));
+        let mut fates = Vec::new();
+        net.send(Instant::ZERO, 1, Destination::Multicast, pkt(1), &mut fates);
+        assert_eq!(fates[0], (2, Fate::Queued(Instant::from_micros(50_100))));
+        assert_eq!(fates[1], (3, Fate::Queued(Instant::from_micros(100))));
+        net.send(
+            Instant::from_millis(10),
+            1,
+            Destination::Node(2),
+            pkt(1),
+            &mut fates,
+        );
+        assert_eq!(fates[0], (2, Fate::Queued(Instant::from_micros(10_100))));
+    }
+
+    #[test]
+    fn drop_rules_match_kind_direction_and_expire() {
+        let nodes = [1, 2, 3];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(10, 0, 0.0, 0.0)),
+            Rng::new(1),
+        );
+        net.add_rule(
+            DropRule::all()
+                .kinds(&[PacketType::OrfToken])
+                .to(&[2])
+                .count(2),
+        );
+        net.add_rule(DropRule::all().from(&[3]).until(Instant::from_millis(5)));
+        let mut f = Vec::new();
+        let t = Instant::ZERO;
+        net.send(t, 1, Destination::Node(2), pkt(1), &mut f); // mcast kind: passes
+        assert!(matches!(f[0].1, Fate::Queued(_)));
+        net.send(t, 1, Destination::Node(2), pkt(0), &mut f);
+        assert_eq!(f[0].1, Fate::Dropped);
+        net.send(t, 3, Destination::Node(2), pkt(0), &mut f);
+        assert_eq!(f[0].1, Fate::Dropped); // second and last token drop
+        net.send(t, 1, Destination::Node(2), pkt(0), &mut f);
+        assert!(matches!(f[0].1, Fate::Queued(_)));
+        net.send(t, 3, Destination::Node(1), pkt(3), &mut f);
+        assert_eq!(f[0].1, Fate::Dropped);
+        net.send(
+            Instant::from_millis(5),
+            3,
+            Destination::Node(1),
+            pkt(3),
+            &mut f,
+        );
+        assert!(matches!(f[0].1, Fate::Queued(_)));
+    }
+
+    #[test]
+    fn clear_faults_stops_loss_but_keeps_packets_in_flight() {
+        let nodes = [1, 2];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(10, 0, 0.0, 0.0)),
+            Rng::new(1),
+        );
+        let mut f = Vec::new();
+        net.send(Instant::ZERO, 1, Destination::Node(2), pkt(1), &mut f);
+        net.set_loss(1.0);
+        net.cut_one_way(&[2], &[1]);
+        net.clear_faults();
+        for _ in 0..100 {
+            net.send(Instant::ZERO, 2, Destination::Node(1), pkt(1), &mut f);
+            assert!(matches!(f[0].1, Fate::Queued(_)));
+        }
+        assert_eq!(net.in_flight(), 101);
+    }
+
+    #[test]
+    fn same_seed_same_fates() {
+        let run = |seed| {
+            let nodes = [1, 2, 3];
+            let mut net = Network::new(
+                NetParams::uniform(&nodes, link(100, 300, 0.2, 0.1)),
+                Rng::new(seed),
+            );
+            let mut f = Vec::new();
+            let mut all = Vec::new();
+            for i in 0..200 {
+                net.send(
+                    Instant::from_micros(i * 7),
+                    (i % 3 + 1) as u32,
+                    Destination::Multicast,
+                    pkt(1),
+                    &mut f,
+                );
+                all.extend(f.iter().copied());
+            }
+            all
+        };
+        assert_eq!(run(11), run(11));
+        assert_ne!(run(11), run(12));
+    }
+}

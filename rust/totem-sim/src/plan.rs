@@ -1,0 +1,939 @@
+//! A run's complete description: the *plan*. A seed expands into one (`Plan::from_seed`), a
+//! scenario test writes one by hand (`crate::scenario`), and the simulator executes it.
+//!
+//! Everything that decides what happens in a run is in the plan or derived from its seed, and
+//! `Display` prints all of it, so a failing seed's output says which faults it exercised.
+//!
+//! A run has three phases:
+//! 1. *faults*, from time zero to `heal_at`: the schedule's faults happen;
+//! 2. at `heal_at` every fault stops (partitions heal, loss stops, links unclog, paused nodes
+//!    wake, state-triggered crashes are disarmed, crashed nodes restart unless in `stay_down`);
+//! 3. *liveness*: the load continues until `stop_submit_at`; then the simulator waits for every
+//!    live processor to settle in one ring and checks convergence, failing with D9 if that has
+//!    not happened by `deadline`.
+
+use std::fmt;
+use std::time::Duration;
+
+use totem::wire::PacketType;
+use totem::{Config, Guarantee, Instant, NodeId, State};
+
+use crate::net::{fmt_nodes, DropRule, LinkParams, NetParams};
+use crate::rng::Rng;
+use crate::workload::WorkloadParams;
+
+/// One thing that happens to the system at a scheduled time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Starts a node: its first start, a late start, or a restart as a new incarnation after a
+    /// crash or leave. Nothing happens if it is up.
+    Start(NodeId),
+    /// The node stops at once; its packets in flight still arrive.
+    Crash(NodeId),
+    /// The node leaves the ring on request (`Processor::leave`) and stops.
+    Leave(NodeId),
+    /// Cuts every link between different groups (nodes in no group form one more group).
+    Partition(Vec<Vec<NodeId>>),
+    /// Nodes in `to` stop hearing nodes in `from`; the other direction still works.
+    OneWay { from: Vec<NodeId>, to: Vec<NodeId> },
+    /// Restores every cut link.
+    Heal,
+    /// Packets on `from → to` take `extra` longer, for `duration`.
+    Clog {
+        from: NodeId,
+        to: NodeId,
+        extra: Duration,
+        duration: Duration,
+    },
+    /// Drops packets matching a rule.
+    Drop(DropRule),
+    /// The node is descheduled for `duration`: no timers fire, packets wait, then everything is
+    /// handled at once (the CPU starvation of totem-reference.md §8.1).
+    Pause { node: NodeId, duration: Duration },
+    /// Arms a one-shot trigger: crash `node` `delay` after its `state()` is seen to be `state`
+    /// (checked after every call into it).
+    CrashOnState {
+        node: NodeId,
+        state: State,
+        delay: Duration,
+    },
+    /// Sets the loss probability of every link.
+    SetLoss(f64),
+    /// Sets the loss probability of the links from every node of `from` to every node of `to`.
+    LinkLoss {
+        from: Vec<NodeId>,
+        to: Vec<NodeId>,
+        loss: f64,
+    },
+    /// A scripted submission of `size` pseudo-random bytes.
+    Submit {
+        node: NodeId,
+        size: usize,
+        guarantee: Guarantee,
+    },
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Start(n) => write!(f, "start n{n}"),
+            Fault::Crash(n) => write!(f, "crash n{n}"),
+            Fault::Leave(n) => write!(f, "leave n{n}"),
+            Fault::Partition(groups) => {
+                let g: Vec<String> = groups.iter().map(|g| fmt_nodes(g)).collect();
+                write!(f, "partition {}", g.join(" | "))
+            }
+            Fault::OneWay { from, to } => {
+                write!(f, "one-way cut {} ↛ {}", fmt_nodes(from), fmt_nodes(to))
+            }
+            Fault::Heal => write!(f, "heal partitions"),
+            Fault::Clog {
+                from,
+                to,
+                extra,
+                duration,
+            } => write!(f, "clog n{from}→n{to} +{extra:?} for {duration:?}"),
+            Fault::Drop(rule) => write!(f, "{rule}"),
+            Fault::Pause { node, duration } => write!(f, "pause n{node} for {duration:?}"),
+            Fault::CrashOnState { node, state, delay } => {
+                write!(f, "crash n{node} {delay:?} after it is seen in {state:?}")
+            }
+            Fault::SetLoss(p) => write!(f, "loss {:.1}% on every link", p * 100.0),
+            Fault::LinkLoss { from, to, loss } => write!(
+                f,
+                "loss {:.1}% on {}→{}",
+                loss * 100.0,
+                fmt_nodes(from),
+                fmt_nodes(to)
+            ),
+            Fault::Submit {
+                node,
+                size,
+                guarantee,
+            } => write!(f, "n{node} submits {size}B {guarantee:?}"),
+        }
+    }
+}
+
+/// A fault at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scheduled {
+    pub at: Instant,
+    pub fault: Fault,
+}
+
+/// Fault kinds a random plan may use; the CLI's `--no-*` flags clear them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FaultKinds {
+    pub loss: bool,
+    pub dup: bool,
+    pub crash: bool,
+    pub leave: bool,
+    pub partition: bool,
+    pub one_way: bool,
+    pub clog: bool,
+    pub pause: bool,
+    pub token_drop: bool,
+    pub late_start: bool,
+}
+
+impl FaultKinds {
+    pub const ALL: FaultKinds = FaultKinds {
+        loss: true,
+        dup: true,
+        crash: true,
+        leave: true,
+        partition: true,
+        one_way: true,
+        clog: true,
+        pause: true,
+        token_drop: true,
+        late_start: true,
+    };
+    pub const NONE: FaultKinds = FaultKinds {
+        loss: false,
+        dup: false,
+        crash: false,
+        leave: false,
+        partition: false,
+        one_way: false,
+        clog: false,
+        pause: false,
+        token_drop: false,
+        late_start: false,
+    };
+
+    /// `(flag name, field)` pairs, for the CLI and for replay commands.
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 10] {
+        [
+            ("loss", &mut self.loss),
+            ("dup", &mut self.dup),
+            ("crash", &mut self.crash),
+            ("leave", &mut self.leave),
+            ("partition", &mut self.partition),
+            ("one-way", &mut self.one_way),
+            ("clog", &mut self.clog),
+            ("pause", &mut self.pause),
+            ("token-drop", &mut self.token_drop),
+            ("late-start", &mut self.late_start),
+        ]
+    }
+}
+
+impl Default for FaultKinds {
+    fn default() -> Self {
+        FaultKinds::ALL
+    }
+}
+
+/// How a run reports what it does.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum TraceMode {
+    #[default]
+    Off,
+    /// Print every step to stdout as it happens (survives a panic).
+    Print,
+    /// Keep the lines in the result (for tests).
+    Record,
+}
+
+/// What the caller asks of a seeded run (the CLI's flags).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Options {
+    /// Number of processors; by default 2..=9 chosen by the seed.
+    pub nodes: Option<usize>,
+    pub faults: FaultKinds,
+    /// Fixed loss probability on every link during the fault phase.
+    pub loss: Option<f64>,
+    /// Fixed duplication probability on every link.
+    pub dup: Option<f64>,
+    pub trace: TraceMode,
+    /// Keep every event, submission and trace line in the result (tests).
+    pub record: bool,
+}
+
+impl Options {
+    /// The flags that reproduce this option set's plans (everything but trace and seeds).
+    pub fn replay_args(&self) -> String {
+        let mut out = String::new();
+        if let Some(n) = self.nodes {
+            out += &format!(" --nodes {n}");
+        }
+        let mut kinds = self.faults;
+        for (name, on) in kinds.flags() {
+            if !*on {
+                out += &format!(" --no-{name}");
+            }
+        }
+        if let Some(p) = self.loss {
+            out += &format!(" --loss {p}");
+        }
+        if let Some(p) = self.dup {
+            out += &format!(" --dup {p}");
+        }
+        out
+    }
+
+    /// The command that replays `seed` with a full trace.
+    pub fn replay_command(&self, seed: u64) -> String {
+        format!(
+            "cargo run --release -p totem-sim -- --seed {seed}{} --trace",
+            self.replay_args()
+        )
+    }
+}
+
+/// Everything that decides a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Name shown in the header (the scenario's name, or "seed").
+    pub name: String,
+    /// Seed of every random stream of the run (network, workload, processors).
+    pub seed: u64,
+    /// Node ids, ascending.
+    pub nodes: Vec<NodeId>,
+    pub config: Config,
+    pub net: NetParams,
+    pub workload: WorkloadParams,
+    /// Sorted by time; faults at the same time happen in list order.
+    pub schedule: Vec<Scheduled>,
+    pub heal_at: Instant,
+    pub stop_submit_at: Instant,
+    pub deadline: Instant,
+    /// Nodes that are not restarted at `heal_at` if they are down then.
+    pub stay_down: Vec<NodeId>,
+    /// Lowest `Start::ring_seq` handed to a processor (the node's persisted value is used when
+    /// higher).
+    pub base_ring_seq: u64,
+    /// First message number of incarnation 0; incarnation `i` starts at `base + (i << 40)` so
+    /// that message ids never repeat across restarts.
+    pub base_msg_no: u64,
+}
+
+/// The convergence bound: after the faults stop, every live processor must be in one ring by
+/// `heal_at + 4 × (token + consensus) + slack`, with the timers of a full ring. Four rounds
+/// cover a token loss, a failed consensus round, and the two commit-token rotations plus
+/// recovery of the round that succeeds.
+pub fn convergence_deadline(
+    config: &Config,
+    nodes: usize,
+    from: Instant,
+    slack: Duration,
+) -> Instant {
+    let t = config.timeouts(nodes);
+    from + (t.token + t.consensus) * 4 + slack
+}
+
+/// A pessimistic estimate of the bytes per second a ring of `nodes` can order: a full window
+/// of full packets per rotation, a rotation taking one worst-case hop (latency plus all the
+/// jitter) per member, and every lost packet sent again.
+pub fn ring_capacity(config: &Config, net: &NetParams, nodes: usize) -> f64 {
+    let worst = net
+        .links
+        .values()
+        .map(|l| (l.latency + l.jitter).as_secs_f64() + 20e-6)
+        .fold(20e-6, f64::max);
+    let loss = net.links.values().map(|l| l.loss).fold(0.0, f64::max);
+    let rotation = worst * nodes.max(1) as f64;
+    let per_rotation = f64::from(config.window_size) * config.payload_budget() as f64;
+    per_rotation / rotation * (1.0 - loss) * (1.0 - loss)
+}
+
+/// Time to order, at `capacity`, everything the load may have queued by `until` had nothing
+/// been delivered before, plus one burst per node: added to the liveness bound so that a ring
+/// draining its backlog is not mistaken for a stuck one.
+pub fn drain_time(
+    w: &WorkloadParams,
+    config: &Config,
+    nodes: usize,
+    capacity: f64,
+    until: Instant,
+) -> Duration {
+    let Some(interval) = w.mean_interval else {
+        return Duration::ZERO;
+    };
+    let mean = w.mean_size(config.max_message_size);
+    let per_node = mean / interval.as_secs_f64().max(1e-6) * until.as_micros() as f64 / 1e6;
+    let burst = if w.burst_chance > 0.0 {
+        f64::from(w.burst_max) * mean
+    } else {
+        0.0
+    };
+    let queued = (per_node + burst).min(config.send_queue_bytes as f64) * nodes as f64;
+    Duration::from_secs_f64(queued / capacity.max(1.0))
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl Plan {
+    /// The plan of a seeded run.
+    pub fn from_seed(seed: u64, opts: &Options) -> Plan {
+        let mut rng = Rng::fork(seed, "plan", 0);
+        let n = opts
+            .nodes
+            .unwrap_or_else(|| rng.range(2, 9) as usize)
+            .max(1);
+        let nodes: Vec<NodeId> = if rng.chance(0.5) {
+            (1..=n as NodeId).collect()
+        } else {
+            // Sparse ids: the protocol must not assume ids are dense or start at 1.
+            let mut all: Vec<NodeId> = (1..=250).collect();
+            rng.shuffle(&mut all);
+            let mut v = all[..n].to_vec();
+            v.sort_unstable();
+            v
+        };
+        let config = random_config(&mut rng);
+        let kinds = opts.faults;
+
+        // Network.
+        let loss = opts.loss.unwrap_or_else(|| {
+            if kinds.loss && rng.chance(0.6) {
+                rng.unit() * 0.3
+            } else {
+                0.0
+            }
+        });
+        let dup = opts.dup.unwrap_or_else(|| {
+            if kinds.dup && rng.chance(0.5) {
+                rng.unit() * 0.05
+            } else {
+                0.0
+            }
+        });
+        let jitter = Duration::from_micros(*rng.pick(&[0, 50, 200, 1_000, 3_000]));
+        let per_link_loss = opts.loss.is_none() && rng.chance(0.3);
+        let mut net = NetParams::uniform(
+            &nodes,
+            LinkParams {
+                latency: Duration::ZERO,
+                jitter,
+                loss,
+                dup,
+            },
+        );
+        for l in net.links.values_mut() {
+            l.latency = Duration::from_micros(rng.range(50, 500));
+            if per_link_loss {
+                l.loss = rng.unit() * loss;
+            }
+        }
+
+        // Load: a random rate, but never more than a third of what this ring can carry, so
+        // that a backlog left by the faults drains within the liveness bound (an overloaded
+        // ring is a workload problem, not a protocol one).
+        let mut workload = WorkloadParams {
+            mean_interval: Some(ms(rng.range(10, 60))),
+            safe_fraction: *rng.pick(&[0.0, 0.2, 0.2, 0.2, 0.5]),
+            burst_chance: *rng.pick(&[0.0, 0.01, 0.03]),
+            ..WorkloadParams::default()
+        };
+        let capacity = ring_capacity(&config, &net, n);
+        let mean_size = workload.mean_size(config.max_message_size);
+        let min_interval = Duration::from_secs_f64(n as f64 * mean_size / (capacity / 3.0));
+        workload.mean_interval = workload.mean_interval.map(|i| i.max(min_interval));
+
+        // Phases.
+        let heal_at = Instant::from_millis(rng.range(2_000, 6_000));
+        let stop_submit_at = heal_at + ms(1_000);
+        let deadline = convergence_deadline(&config, n, stop_submit_at, ms(3_000))
+            + drain_time(&workload, &config, n, capacity, stop_submit_at);
+
+        // Schedule.
+        let mut schedule = Vec::new();
+        let late = kinds.late_start && rng.chance(0.5);
+        for &node in &nodes {
+            let at = if late && rng.chance(0.3) {
+                Instant::from_millis(rng.range(100, heal_at.as_micros() / 2000))
+            } else {
+                Instant::ZERO
+            };
+            schedule.push(Scheduled {
+                at,
+                fault: Fault::Start(node),
+            });
+        }
+        let t_eff = config.timeouts(n).token;
+        let mut events: Vec<EventKind> = Vec::new();
+        let swarm = |rng: &mut Rng, on: bool| on && rng.chance(0.5);
+        if swarm(&mut rng, kinds.crash) {
+            events.push(EventKind::Crash);
+            events.push(EventKind::CrashOnState);
+        }
+        if swarm(&mut rng, kinds.leave) {
+            events.push(EventKind::Leave);
+        }
+        if swarm(&mut rng, kinds.partition && n >= 2) {
+            events.push(EventKind::Partition);
+        }
+        if swarm(&mut rng, kinds.one_way && n >= 2) {
+            events.push(EventKind::OneWay);
+        }
+        if swarm(&mut rng, kinds.clog && n >= 2) {
+            events.push(EventKind::Clog);
+        }
+        if swarm(&mut rng, kinds.pause) {
+            events.push(EventKind::Pause);
+        }
+        if swarm(&mut rng, kinds.token_drop && n >= 2) {
+            events.push(EventKind::TokenDrop);
+        }
+        let mut stay_down = Vec::new();
+        if !events.is_empty() {
+            let mut g = Gen {
+                rng: &mut rng,
+                nodes: &nodes,
+                heal_at,
+                t_eff,
+                at: Instant::ZERO,
+                out: &mut schedule,
+            };
+            let mean_gap = g.rng.range(150, 800) as f64;
+            loop {
+                g.at = g.at + ms(g.rng.exp(mean_gap) as u64 + 1);
+                if g.at + ms(50) >= heal_at {
+                    break;
+                }
+                match *g.rng.pick(&events) {
+                    EventKind::Crash => g.crash(),
+                    EventKind::CrashOnState => g.crash_on_state(),
+                    EventKind::Leave => g.leave(),
+                    EventKind::Partition => g.partition(),
+                    EventKind::OneWay => g.one_way(),
+                    EventKind::Clog => g.clog(),
+                    EventKind::Pause => g.pause(),
+                    EventKind::TokenDrop => g.token_drop(),
+                }
+            }
+            if kinds.crash || kinds.leave {
+                for &node in &nodes {
+                    if rng.chance(0.15) {
+                        stay_down.push(node);
+                    }
+                }
+                if stay_down.len() == nodes.len() {
+                    stay_down.pop();
+                }
+            }
+        }
+        schedule.sort_by_key(|s| s.at);
+
+        let plan = Plan {
+            name: "seed".into(),
+            seed,
+            nodes,
+            config,
+            net,
+            workload,
+            schedule,
+            heal_at,
+            stop_submit_at,
+            deadline,
+            stay_down,
+            base_ring_seq: 0,
+            base_msg_no: 0,
+        };
+        debug_assert!(plan.config.validate().is_ok());
+        plan
+    }
+}
+
+/// Timers small enough for fast runs but valid (Config::validate), varied by seed so that the
+/// protocol is tested away from its defaults too.
+fn random_config(rng: &mut Rng) -> Config {
+    let token = ms(rng.range(100, 300));
+    let window_size = if rng.chance(0.7) {
+        50
+    } else {
+        rng.range(5, 200) as u32
+    };
+    let max_messages = if rng.chance(0.7) {
+        17.min(window_size)
+    } else {
+        rng.range(1, u64::from(window_size)) as u32
+    };
+    let config = Config {
+        token,
+        token_coefficient: if rng.chance(0.5) {
+            Duration::ZERO
+        } else {
+            ms(rng.range(10, 50))
+        },
+        token_retransmits_before_loss_const: if rng.chance(0.7) {
+            4
+        } else {
+            rng.range(2, 6) as u32
+        },
+        join: ms(rng.range(30, 60)),
+        send_join: if rng.chance(0.8) {
+            Duration::ZERO
+        } else {
+            ms(rng.range(1, 20))
+        },
+        merge: ms(rng.range(30, 60)),
+        seqno_unchanged_const: if rng.chance(0.6) {
+            30
+        } else {
+            rng.range(3, 50) as u32
+        },
+        miss_count_const: if rng.chance(0.6) {
+            5
+        } else {
+            rng.range(1, 10) as u32
+        },
+        fail_recv_const: if rng.chance(0.8) {
+            2500
+        } else {
+            rng.range(50, 1000) as u32
+        },
+        window_size,
+        max_messages,
+        max_packet_size: if rng.chance(0.8) {
+            1400
+        } else {
+            rng.range(400, 1400) as usize
+        },
+        max_message_size: 64 << 10,
+        send_queue_bytes: *rng.pick(&[64 << 10, 128 << 10, 256 << 10, 1 << 20]),
+        // Sometimes every ring starts just below 2^32, so sequence numbers cross it.
+        initial_seq: if rng.chance(0.2) {
+            u64::from(u32::MAX) - rng.range(0, 2_000)
+        } else {
+            0
+        },
+        ..Config::default()
+    };
+    if let Err(e) = config.validate() {
+        panic!("simulator chose an invalid config: {e}: {config:?}");
+    }
+    config
+}
+
+/// Fault episodes a seed may draw from.
+#[derive(Copy, Clone, Debug)]
+enum EventKind {
+    Crash,
+    CrashOnState,
+    Leave,
+    Partition,
+    OneWay,
+    Clog,
+    Pause,
+    TokenDrop,
+}
+
+/// Random fault generation, one episode at a time.
+struct Gen<'a> {
+    rng: &'a mut Rng,
+    nodes: &'a [NodeId],
+    heal_at: Instant,
+    t_eff: Duration,
+    at: Instant,
+    out: &'a mut Vec<Scheduled>,
+}
+
+impl Gen<'_> {
+    fn push(&mut self, after: Duration, fault: Fault) {
+        let at = self.at + after;
+        // Anything that would happen after the heal is the heal's job.
+        if at < self.heal_at {
+            self.out.push(Scheduled { at, fault });
+        }
+    }
+
+    fn node(&mut self) -> NodeId {
+        *self.rng.pick(self.nodes)
+    }
+
+    /// Two or three non-empty groups.
+    fn groups(&mut self) -> Option<Vec<Vec<NodeId>>> {
+        let k = self.rng.range(2, 3.min(self.nodes.len() as u64)) as usize;
+        let mut groups = vec![Vec::new(); k];
+        for &n in self.nodes {
+            groups[self.rng.below(k as u64) as usize].push(n);
+        }
+        groups.retain(|g| !g.is_empty());
+        (groups.len() >= 2).then_some(groups)
+    }
+
+    fn crash(&mut self) {
+        let n = self.node();
+        self.push(Duration::ZERO, Fault::Crash(n));
+        if self.rng.chance(0.6) {
+            let back = ms(self.rng.range(100, 2_000));
+            self.push(back, Fault::Start(n));
+        }
+    }
+
+    fn crash_on_state(&mut self) {
+        let node = self.node();
+        let state = *self
+            .rng
+            .pick(&[State::Gather, State::Commit, State::Recovery]);
+        let delay = if self.rng.chance(0.5) {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(self.rng.range(0, 5_000))
+        };
+        self.push(Duration::ZERO, Fault::CrashOnState { node, state, delay });
+        // Unknown when it fires; a restart later often finds it down.
+        if self.rng.chance(0.6) {
+            let back = ms(self.rng.range(500, 2_500));
+            self.push(back, Fault::Start(node));
+        }
+    }
+
+    fn leave(&mut self) {
+        let n = self.node();
+        self.push(Duration::ZERO, Fault::Leave(n));
+        if self.rng.chance(0.4) {
+            let back = ms(self.rng.range(300, 2_000));
+            self.push(back, Fault::Start(n));
+        }
+    }
+
+    fn partition(&mut self) {
+        if let Some(groups) = self.groups() {
+            self.push(Duration::ZERO, Fault::Partition(groups));
+            let len = ms(self.rng.range(200, 2_500));
+            self.push(len, Fault::Heal);
+        }
+    }
+
+    fn one_way(&mut self) {
+        let mut v = self.nodes.to_vec();
+        self.rng.shuffle(&mut v);
+        let k = self.rng.range(1, v.len() as u64 - 1) as usize;
+        let from = sorted(v[..k].to_vec());
+        let rest = &v[k..];
+        let m = self.rng.range(1, rest.len() as u64) as usize;
+        let to = sorted(rest[..m].to_vec());
+        self.push(Duration::ZERO, Fault::OneWay { from, to });
+        let len = ms(self.rng.range(200, 2_500));
+        self.push(len, Fault::Heal);
+    }
+
+    fn clog(&mut self) {
+        let from = self.node();
+        let mut to = self.node();
+        while to == from {
+            to = self.node();
+        }
+        let extra = ms(self.rng.range(10, 100));
+        let duration = ms(self.rng.range(50, 1_500));
+        self.push(
+            Duration::ZERO,
+            Fault::Clog {
+                from,
+                to,
+                extra,
+                duration,
+            },
+        );
+    }
+
+    fn pause(&mut self) {
+        let node = self.node();
+        let max = (self.t_eff.as_millis() as u64 * 2).max(20);
+        let duration = ms(self.rng.range(10, max));
+        self.push(Duration::ZERO, Fault::Pause { node, duration });
+    }
+
+    fn token_drop(&mut self) {
+        let kinds: &[PacketType] = match self.rng.below(3) {
+            0 => &[PacketType::OrfToken],
+            1 => &[PacketType::CommitToken],
+            _ => &[PacketType::OrfToken, PacketType::CommitToken],
+        };
+        let mut rule = DropRule::all()
+            .kinds(kinds)
+            .count(self.rng.range(1, 8) as u32);
+        if self.rng.chance(0.5) {
+            let n = self.node();
+            rule = rule.to(&[n]);
+        }
+        self.push(Duration::ZERO, Fault::Drop(rule));
+    }
+}
+
+fn sorted(mut v: Vec<NodeId>) -> Vec<NodeId> {
+    v.sort_unstable();
+    v
+}
+
+/// A duration in milliseconds, to 0.1 ms.
+pub fn fmt_ms(d: Duration) -> String {
+    let tenths = (d.as_micros() + 50) / 100;
+    if tenths % 10 == 0 {
+        format!("{}ms", tenths / 10)
+    } else {
+        format!("{}.{}ms", tenths / 10, tenths % 10)
+    }
+}
+
+/// One line describing the timers and knobs of a configuration at a ring size.
+pub fn config_summary(c: &Config, nodes: usize) -> String {
+    let t = c.timeouts(nodes);
+    format!(
+        "token {} (+{}/node beyond 2: {} at {nodes} nodes), token_retransmit {} (x{}), hold {}, consensus {}, join {}, send_join {}, merge {}, window {}/{}, seqno_unchanged {}, miss_count {}, fail_recv {}, packet {}B, message {}B, send queue {}B, initial seq {:#x}",
+        fmt_ms(c.token),
+        fmt_ms(c.token_coefficient),
+        fmt_ms(t.token),
+        fmt_ms(t.token_retransmit),
+        c.token_retransmits_before_loss_const,
+        fmt_ms(t.hold),
+        fmt_ms(t.consensus),
+        fmt_ms(c.join),
+        fmt_ms(c.send_join),
+        fmt_ms(c.merge),
+        c.window_size,
+        c.max_messages,
+        c.seqno_unchanged_const,
+        c.miss_count_const,
+        c.fail_recv_const,
+        c.max_packet_size,
+        c.max_message_size,
+        c.send_queue_bytes,
+        c.initial_seq,
+    )
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} {}: {} nodes {}",
+            self.name,
+            self.seed,
+            self.nodes.len(),
+            fmt_nodes(&self.nodes)
+        )?;
+        writeln!(
+            f,
+            "  config:   {}",
+            config_summary(&self.config, self.nodes.len())
+        )?;
+        writeln!(f, "  network:  {}", self.net.summary())?;
+        writeln!(f, "  workload: {}", self.workload.summary())?;
+        writeln!(
+            f,
+            "  phases:   faults until {}, submissions until {}, convergence bound {}",
+            self.heal_at, self.stop_submit_at, self.deadline
+        )?;
+        if self.base_ring_seq != 0 || self.base_msg_no != 0 {
+            writeln!(
+                f,
+                "  start:    ring_seq ≥ {:#x}, first msg_no {:#x}",
+                self.base_ring_seq, self.base_msg_no
+            )?;
+        }
+        if !self.stay_down.is_empty() {
+            writeln!(
+                f,
+                "  at heal:  {} stay down if down",
+                fmt_nodes(&self.stay_down)
+            )?;
+        }
+        writeln!(f, "  schedule:")?;
+        for s in &self.schedule {
+            writeln!(f, "    {:>12} {}", s.at.to_string(), s.fault)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_plan() {
+        let o = Options::default();
+        for seed in 0..50 {
+            assert_eq!(Plan::from_seed(seed, &o), Plan::from_seed(seed, &o));
+            assert_eq!(
+                Plan::from_seed(seed, &o).to_string(),
+                Plan::from_seed(seed, &o).to_string()
+            );
+        }
+        assert_ne!(Plan::from_seed(1, &o), Plan::from_seed(2, &o));
+    }
+
+    #[test]
+    fn plans_are_valid_and_within_bounds() {
+        let o = Options::default();
+        let mut sizes = std::collections::BTreeSet::new();
+        for seed in 0..2_000 {
+            let p = Plan::from_seed(seed, &o);
+            p.config.validate().unwrap();
+            let n = p.nodes.len();
+            sizes.insert(n);
+            assert!((2..=9).contains(&n));
+            assert!(p.nodes.windows(2).all(|w| w[0] < w[1]) && p.nodes[0] > 0);
+            assert!(p.schedule.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(p.schedule.iter().all(|s| s.at < p.heal_at));
+            assert!(p.heal_at < p.stop_submit_at && p.stop_submit_at < p.deadline);
+            assert!(p.stay_down.len() < n);
+            for l in p.net.links.values() {
+                assert!(l.loss <= 0.3 && l.dup <= 0.05);
+            }
+            let t = p.config.timeouts(n);
+            assert!(t.hold < t.token_retransmit && t.token_retransmit < t.token);
+        }
+        assert_eq!(sizes.len(), 8);
+    }
+
+    #[test]
+    fn offered_load_stays_within_a_third_of_ring_capacity() {
+        let o = Options::default();
+        let mut throttled = 0;
+        for seed in 0..1_000 {
+            let p = Plan::from_seed(seed, &o);
+            let n = p.nodes.len();
+            let cap = ring_capacity(&p.config, &p.net, n);
+            let interval = p.workload.mean_interval.unwrap();
+            let offered =
+                n as f64 * p.workload.mean_size(p.config.max_message_size) / interval.as_secs_f64();
+            assert!(
+                offered <= cap / 3.0 * 1.001,
+                "seed {seed}: {offered} B/s offered, {cap} B/s capacity"
+            );
+            throttled += usize::from(interval > ms(60));
+            // The bound leaves room to drain what the load could have queued.
+            let base = convergence_deadline(&p.config, n, p.stop_submit_at, ms(3_000));
+            assert!(p.deadline >= base);
+        }
+        // Most seeds keep their random rate; only slow rings are throttled.
+        assert!(throttled < 300, "{throttled} of 1000 seeds throttled");
+    }
+
+    #[test]
+    fn disabled_kinds_never_appear() {
+        let o = Options {
+            nodes: Some(4),
+            faults: FaultKinds {
+                crash: false,
+                leave: false,
+                partition: false,
+                ..FaultKinds::ALL
+            },
+            loss: Some(0.05),
+            ..Options::default()
+        };
+        for seed in 0..500 {
+            let p = Plan::from_seed(seed, &o);
+            assert_eq!(p.nodes.len(), 4);
+            for s in &p.schedule {
+                assert!(!matches!(
+                    s.fault,
+                    Fault::Crash(_)
+                        | Fault::CrashOnState { .. }
+                        | Fault::Leave(_)
+                        | Fault::Partition(_)
+                ));
+            }
+            assert!(p.net.links.values().all(|l| l.loss == 0.05));
+        }
+    }
+
+    #[test]
+    fn every_kind_shows_up_across_seeds() {
+        let o = Options::default();
+        let mut seen = [false; 9];
+        for seed in 0..300 {
+            for s in Plan::from_seed(seed, &o).schedule {
+                let i = match s.fault {
+                    Fault::Crash(_) => 0,
+                    Fault::Leave(_) => 1,
+                    Fault::Partition(_) => 2,
+                    Fault::OneWay { .. } => 3,
+                    Fault::Clog { .. } => 4,
+                    Fault::Pause { .. } => 5,
+                    Fault::Drop(_) => 6,
+                    Fault::CrashOnState { .. } => 7,
+                    Fault::Start(_) if s.at > Instant::ZERO => 8,
+                    _ => continue,
+                };
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "{seen:?}");
+    }
+
+    #[test]
+    fn replay_command_reproduces_the_options() {
+        let mut o = Options {
+            nodes: Some(3),
+            loss: Some(0.1),
+            ..Options::default()
+        };
+        o.faults.crash = false;
+        o.faults.one_way = false;
+        assert_eq!(
+            o.replay_command(77),
+            "cargo run --release -p totem-sim -- --seed 77 --nodes 3 --no-crash --no-one-way --loss 0.1 --trace"
+        );
+    }
+}

@@ -1,0 +1,1187 @@
+//! The executor: runs a [`Plan`] against real [`totem::Processor`]s on a virtual clock, feeds
+//! every event to the oracle, and decides whether the run passed.
+//!
+//! Owns the virtual clock, the processors and their "disks" (the persisted ring sequence
+//! number), the pump that moves packets and events out of a processor after every call into it,
+//! fault injection, the workload, and the end-of-run convergence check. It may not look inside a
+//! processor beyond its public API: what the protocol does is judged only by the events it
+//! emits, and only the oracle judges them.
+//!
+//! Determinism: the next step is the earliest of (scheduled action, packet arrival, processor
+//! timer, workload submission, settle check); equal times are ordered by that rank, then by node
+//! index, then by insertion order. Nothing iterates a hash map.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use bytes::Bytes;
+use totem::wire::{self, Packet};
+use totem::{
+    ConfigKind, Destination, Event, Guarantee, Instant, NodeId, Processor, RingId, Start, State,
+    SubmitError,
+};
+
+use crate::net::{Fate, InFlight, NetStats, Network};
+use crate::oracle::{MsgId, Oracle, ProcId, Property, Violation};
+use crate::plan::{Fault, Options, Plan, TraceMode};
+use crate::rng::Rng;
+use crate::workload::{payload, NodeWorkload};
+
+/// How often, once submissions stopped, the simulator looks whether the system has settled.
+const SETTLE_CHECK_PERIOD: Duration = Duration::from_millis(5);
+/// A processor asking for its timer again and again at the same instant is stuck.
+const MAX_TIMEOUTS_AT_ONE_INSTANT: u32 = 10_000;
+/// More packets in flight than this is a packet storm, not a protocol at work.
+const MAX_IN_FLIGHT: usize = 250_000;
+/// Upper bound on steps of one run (a run normally takes well under a million).
+const MAX_STEPS: u64 = 200_000_000;
+/// A processor sending more than this many packets within `STORM_WINDOW` of virtual time is in
+/// a packet storm (a feedback loop between processors). The workload offers at most a few
+/// thousand packets per second per node, and the token paces everything else, so a healthy
+/// processor stays far below.
+const STORM_TRANSMITS: u32 = 20_000;
+const STORM_WINDOW: Duration = Duration::from_millis(100);
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The oracle (or the simulator's own liveness bound, D9) found a broken EVS property.
+    Violation(Violation),
+    /// A processor (or the oracle) panicked.
+    Panic(String),
+    /// No progress: a timer livelock, a packet storm, or the step limit.
+    Stuck(String),
+    /// The processor refused to start or refused a well-formed submission.
+    Setup(String),
+}
+
+/// A failed run: what and when (virtual time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub at: Instant,
+    pub kind: FailureKind,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            FailureKind::Violation(v) => write!(f, "{v}"),
+            FailureKind::Panic(m) => write!(f, "panic at {}: {m}", self.at),
+            FailureKind::Stuck(m) => write!(f, "stuck at {}: {m}", self.at),
+            FailureKind::Setup(m) => write!(f, "setup failed at {}: {m}", self.at),
+        }
+    }
+}
+
+/// Counters of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Deliver events over all processes.
+    pub delivered: u64,
+    /// Distinct regular configurations installed (by ring id).
+    pub configurations: u64,
+    /// Submissions accepted by a processor.
+    pub submitted: u64,
+    /// Submissions refused with `SubmitError::Full` (dropped by the workload, never reported).
+    pub refused_full: u64,
+    pub crashes: u64,
+    /// Starts after the first one of a node.
+    pub restarts: u64,
+    pub transmits: u64,
+    pub net: NetStats,
+    pub steps: u64,
+    /// Virtual time at which the run ended.
+    pub end: Instant,
+}
+
+/// One event a process emitted (kept when `Options::record` is set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub at: Instant,
+    pub proc: ProcId,
+    pub event: Event,
+}
+
+/// One accepted submission (kept when `Options::record` is set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    pub at: Instant,
+    pub proc: ProcId,
+    pub id: MsgId,
+    pub guarantee: Guarantee,
+    pub data: Bytes,
+}
+
+/// A state-triggered crash that fired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookFired {
+    pub proc: ProcId,
+    pub state: State,
+    pub at: Instant,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub name: String,
+    pub seed: u64,
+    pub nodes: usize,
+    pub outcome: Result<(), Failure>,
+    pub summary: Summary,
+    /// The ring every live process converged to.
+    pub converged: Option<RingId>,
+    /// Processes up at the end.
+    pub live: Vec<ProcId>,
+    pub trace: Vec<String>,
+    pub events: Vec<Observed>,
+    pub submissions: Vec<Submission>,
+    pub hooks_fired: Vec<HookFired>,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// Events of one node (all incarnations), in order.
+    pub fn events_of(&self, node: NodeId) -> impl Iterator<Item = &Observed> {
+        self.events.iter().filter(move |o| o.proc.node == node)
+    }
+
+    /// Panics with the failure and the tail of the trace; for tests.
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        if let Err(f) = &self.outcome {
+            let tail: Vec<&String> = self.trace.iter().rev().take(60).rev().collect();
+            let tail: Vec<&str> = tail.iter().map(|s| s.as_str()).collect();
+            panic!(
+                "{} (seed {}) failed: {f}\n--- last trace lines ---\n{}",
+                self.name,
+                self.seed,
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// Runs a seeded plan.
+pub fn run_seed(seed: u64, opts: &Options) -> RunResult {
+    run_plan(&Plan::from_seed(seed, opts), opts)
+}
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Replaces the panic hook with one that records the message and location for the failing run's
+/// report instead of printing it (parallel runs would interleave their stderr).
+pub fn install_quiet_panic_hook() {
+    panic::set_hook(Box::new(|info| {
+        let msg = panic_message(info.payload());
+        let loc = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{loc}")));
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Runs a plan to its end and reports.
+pub fn run_plan(plan: &Plan, opts: &Options) -> RunResult {
+    let mut sim = Sim::new(plan, opts);
+    LAST_PANIC.with(|p| p.borrow_mut().take());
+    let outcome = match panic::catch_unwind(AssertUnwindSafe(|| sim.run())) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| panic_message(payload.as_ref()));
+            let ctx = sim.context.clone();
+            Err(Failure {
+                at: sim.now,
+                kind: FailureKind::Panic(format!("{ctx}: {msg}")),
+            })
+        }
+    };
+    if let Err(f) = &outcome {
+        sim.trace_line(format!("{} FAILED: {f}", sim.now));
+    }
+    sim.summary.net = sim.net.stats;
+    sim.summary.end = sim.now;
+    sim.summary.configurations = sim.configurations.len() as u64;
+    let live = sim.live();
+    RunResult {
+        name: plan.name.clone(),
+        seed: plan.seed,
+        nodes: plan.nodes.len(),
+        outcome,
+        summary: sim.summary,
+        converged: sim.converged,
+        live,
+        trace: sim.trace,
+        events: sim.events,
+        submissions: sim.submissions,
+        hooks_fired: sim.hooks_fired,
+    }
+}
+
+/// One node: its current processor (if up) and what survives a crash.
+#[derive(Debug)]
+struct Slot {
+    id: NodeId,
+    proc: Option<Processor>,
+    started: bool,
+    incarnation: u32,
+    /// The persisted ring sequence number (`ring_seq_high_water`), kept across crashes.
+    disk_ring_seq: u64,
+    timer: Option<Instant>,
+    timeouts_at_now: (Instant, u32),
+    /// Packets sent since the start of the current storm-detection window.
+    transmit_window: (Instant, u32),
+    paused_until: Option<Instant>,
+    deferred: VecDeque<InFlight>,
+    workload: Option<NodeWorkload>,
+    /// Own submissions not yet delivered to self.
+    own_pending: BTreeSet<u64>,
+    /// Last regular configuration installed, and whether a transitional one followed it.
+    regular: Option<(RingId, Vec<NodeId>)>,
+    last_kind: Option<ConfigKind>,
+    delivered_since_regular: u64,
+}
+
+impl Slot {
+    fn pid(&self) -> ProcId {
+        ProcId {
+            node: self.id,
+            incarnation: self.incarnation,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ActionKind {
+    Fault(Fault),
+    Heal,
+    Unpause(usize),
+    HookCrash(usize),
+}
+
+#[derive(Debug)]
+struct Action {
+    at: Instant,
+    order: u64,
+    what: ActionKind,
+}
+
+impl PartialEq for Action {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.order) == (o.at, o.order)
+    }
+}
+impl Eq for Action {}
+impl PartialOrd for Action {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Action {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.order).cmp(&(self.at, self.order))
+    }
+}
+
+#[derive(Debug)]
+struct Hook {
+    slot: usize,
+    state: State,
+    delay: Duration,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Action,
+    Packet,
+    Timer(usize),
+    Submit(usize),
+    Check,
+}
+
+struct Sim<'p> {
+    plan: &'p Plan,
+    opts: Options,
+    now: Instant,
+    net: Network,
+    oracle: Oracle,
+    slots: Vec<Slot>,
+    index: BTreeMap<NodeId, usize>,
+    actions: BinaryHeap<Action>,
+    action_order: u64,
+    hooks: Vec<Hook>,
+    heal_rng: Rng,
+    script_rng: Rng,
+    healed: bool,
+    next_check: Instant,
+    fates: Vec<(NodeId, Fate)>,
+    /// What the simulator was doing, for panic reports.
+    context: String,
+    configurations: BTreeSet<RingId>,
+    converged: Option<RingId>,
+    summary: Summary,
+    trace: Vec<String>,
+    events: Vec<Observed>,
+    submissions: Vec<Submission>,
+    hooks_fired: Vec<HookFired>,
+}
+
+impl<'p> Sim<'p> {
+    fn new(plan: &'p Plan, opts: &Options) -> Self {
+        let slots: Vec<Slot> = plan
+            .nodes
+            .iter()
+            .map(|&id| Slot {
+                id,
+                proc: None,
+                started: false,
+                incarnation: 0,
+                disk_ring_seq: plan.base_ring_seq,
+                timer: None,
+                timeouts_at_now: (Instant::ZERO, 0),
+                transmit_window: (Instant::ZERO, 0),
+                paused_until: None,
+                deferred: VecDeque::new(),
+                workload: None,
+                own_pending: BTreeSet::new(),
+                regular: None,
+                last_kind: None,
+                delivered_since_regular: 0,
+            })
+            .collect();
+        let index = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (n, i))
+            .collect();
+        let mut sim = Sim {
+            plan,
+            opts: opts.clone(),
+            now: Instant::ZERO,
+            net: Network::new(plan.net.clone(), Rng::fork(plan.seed, "net", 0)),
+            oracle: Oracle::new(),
+            slots,
+            index,
+            actions: BinaryHeap::new(),
+            action_order: 0,
+            hooks: Vec::new(),
+            heal_rng: Rng::fork(plan.seed, "heal", 0),
+            script_rng: Rng::fork(plan.seed, "script", 0),
+            healed: false,
+            next_check: plan.stop_submit_at,
+            fates: Vec::new(),
+            context: "setup".into(),
+            configurations: BTreeSet::new(),
+            converged: None,
+            summary: Summary::default(),
+            trace: Vec::new(),
+            events: Vec::new(),
+            submissions: Vec::new(),
+            hooks_fired: Vec::new(),
+        };
+        for s in &plan.schedule {
+            sim.push_action(s.at, ActionKind::Fault(s.fault.clone()));
+        }
+        sim.push_action(plan.heal_at, ActionKind::Heal);
+        sim
+    }
+
+    fn tracing(&self) -> bool {
+        self.opts.trace != TraceMode::Off
+    }
+
+    fn trace_line(&mut self, line: String) {
+        match self.opts.trace {
+            TraceMode::Off => {}
+            TraceMode::Print => println!("{line}"),
+            TraceMode::Record => self.trace.push(line),
+        }
+    }
+
+    fn push_action(&mut self, at: Instant, what: ActionKind) {
+        self.action_order += 1;
+        self.actions.push(Action {
+            at,
+            order: self.action_order,
+            what,
+        });
+    }
+
+    fn live(&self) -> Vec<ProcId> {
+        self.slots
+            .iter()
+            .filter(|s| s.proc.is_some())
+            .map(Slot::pid)
+            .collect()
+    }
+
+    fn fail(&self, kind: FailureKind) -> Failure {
+        Failure { at: self.now, kind }
+    }
+
+    fn violation(&self, v: Violation) -> Failure {
+        Failure {
+            at: v.at,
+            kind: FailureKind::Violation(v),
+        }
+    }
+
+    fn run(&mut self) -> Result<(), Failure> {
+        loop {
+            self.summary.steps += 1;
+            if self.summary.steps > MAX_STEPS {
+                return Err(self.fail(FailureKind::Stuck(format!("more than {MAX_STEPS} steps"))));
+            }
+            if self.net.in_flight() > MAX_IN_FLIGHT {
+                return Err(self.fail(FailureKind::Stuck(format!(
+                    "packet storm: {} packets in flight",
+                    self.net.in_flight()
+                ))));
+            }
+            let Some((at, step)) = self.next_step() else {
+                return self.at_deadline();
+            };
+            if at > self.plan.deadline {
+                self.now = self.plan.deadline;
+                return self.at_deadline();
+            }
+            self.now = self.now.max(at);
+            match step {
+                Step::Action => {
+                    let a = self.actions.pop().expect("peeked");
+                    self.apply(a.what)?;
+                }
+                Step::Packet => {
+                    let p = self.net.pop_due(self.now).expect("peeked");
+                    self.arrive(p)?;
+                }
+                Step::Timer(i) => self.timeout(i)?,
+                Step::Submit(i) => self.workload(i)?,
+                Step::Check => {
+                    self.next_check = self.now + SETTLE_CHECK_PERIOD;
+                    if let Ok(live) = self.settled() {
+                        return self.finish(live);
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_step(&self) -> Option<(Instant, Step)> {
+        let mut best: Option<(Instant, Step)> = None;
+        let mut consider = |at: Instant, step: Step| {
+            if best.map_or(true, |b| (at, step) < b) {
+                best = Some((at, step));
+            }
+        };
+        if let Some(a) = self.actions.peek() {
+            consider(a.at, Step::Action);
+        }
+        if let Some(at) = self.net.next_arrival() {
+            consider(at, Step::Packet);
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.proc.is_none() || s.paused_until.is_some() {
+                continue;
+            }
+            if let Some(t) = s.timer {
+                consider(t.max(self.now), Step::Timer(i));
+            }
+            if let Some(w) = &s.workload {
+                if w.next_at < self.plan.stop_submit_at {
+                    consider(w.next_at.max(self.now), Step::Submit(i));
+                }
+            }
+        }
+        if self.healed {
+            consider(self.next_check.max(self.now), Step::Check);
+        }
+        best
+    }
+
+    // ---- calls into processors, each followed by the pump ----
+
+    /// The pump: after every call into a processor, move its packets to the network and its
+    /// events to the oracle, persist its ring sequence number, re-read its timer, and fire any
+    /// state-triggered crash.
+    fn after_call(&mut self, i: usize) -> Result<(), Failure> {
+        let now = self.now;
+        let tracing = self.tracing();
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        let Some(p) = slot.proc.as_mut() else {
+            return Ok(());
+        };
+        self.context = format!("{pid} poll_transmit");
+        while let Some(t) = p.poll_transmit() {
+            self.summary.transmits += 1;
+            if now - slot.transmit_window.0 >= STORM_WINDOW {
+                slot.transmit_window = (now, 0);
+            }
+            slot.transmit_window.1 += 1;
+            if slot.transmit_window.1 > STORM_TRANSMITS {
+                return Err(Failure {
+                    at: now,
+                    kind: FailureKind::Stuck(format!(
+                        "packet storm: {pid} sent more than {STORM_TRANSMITS} packets within {STORM_WINDOW:?} (the last: {})",
+                        describe(&t.data)
+                    )),
+                });
+            }
+            let line = tracing.then(|| {
+                let dest = match t.destination {
+                    Destination::Multicast => "*".to_string(),
+                    Destination::Node(n) => format!("n{n}"),
+                };
+                format!("{now} {pid} → {dest} {}", describe(&t.data))
+            });
+            self.net
+                .send(now, slot.id, t.destination, t.data, &mut self.fates);
+            if let Some(mut line) = line {
+                let dropped: Vec<String> = self
+                    .fates
+                    .iter()
+                    .filter_map(|(to, f)| match f {
+                        Fate::Lost => Some(format!("lost→n{to}")),
+                        Fate::Cut => Some(format!("cut→n{to}")),
+                        Fate::Dropped => Some(format!("dropped→n{to}")),
+                        Fate::Duplicated(..) => Some(format!("dup→n{to}")),
+                        Fate::Queued(_) => None,
+                    })
+                    .collect();
+                if !dropped.is_empty() {
+                    line += &format!("  [{}]", dropped.join(" "));
+                }
+                match self.opts.trace {
+                    TraceMode::Print => println!("{line}"),
+                    _ => self.trace.push(line),
+                }
+            }
+        }
+        self.context = format!("{pid} poll_event");
+        while let Some(ev) = p.poll_event() {
+            match &ev {
+                Event::Deliver(d) => {
+                    self.summary.delivered += 1;
+                    slot.delivered_since_regular += 1;
+                    if d.sender == slot.id {
+                        slot.own_pending.remove(&d.msg_no);
+                    }
+                }
+                Event::ConfigChange(c) => {
+                    slot.last_kind = Some(c.kind);
+                    if c.kind == ConfigKind::Regular {
+                        slot.regular = Some((c.ring_id, c.members.clone()));
+                        slot.delivered_since_regular = 0;
+                        self.configurations.insert(c.ring_id);
+                    }
+                }
+            }
+            if tracing {
+                let line = format!("{now} {pid} {}", describe_event(&ev));
+                match self.opts.trace {
+                    TraceMode::Print => println!("{line}"),
+                    _ => self.trace.push(line),
+                }
+            }
+            self.context = format!("oracle.observe({pid})");
+            let verdict = self.oracle.observe(pid, now, &ev);
+            if self.opts.record {
+                self.events.push(Observed {
+                    at: now,
+                    proc: pid,
+                    event: ev,
+                });
+            }
+            if let Err(v) = verdict {
+                return Err(Failure {
+                    at: v.at,
+                    kind: FailureKind::Violation(v),
+                });
+            }
+            self.context = format!("{pid} poll_event");
+        }
+        self.context = format!("{pid} poll_timeout");
+        slot.timer = p.poll_timeout();
+        slot.disk_ring_seq = slot.disk_ring_seq.max(p.ring_seq_high_water());
+        let state = p.state();
+        // State-triggered crashes: one-shot, checked after every call.
+        let mut crash_now = false;
+        let mut k = 0;
+        while k < self.hooks.len() {
+            if self.hooks[k].slot == i && self.hooks[k].state == state {
+                let h = self.hooks.remove(k);
+                self.hooks_fired.push(HookFired {
+                    proc: pid,
+                    state,
+                    at: now,
+                });
+                if h.delay.is_zero() {
+                    crash_now = true;
+                } else {
+                    self.push_action(now + h.delay, ActionKind::HookCrash(i));
+                }
+                if tracing {
+                    self.trace_line(format!(
+                        "{now} {pid} seen in {state:?}: crash in {:?}",
+                        h.delay
+                    ));
+                }
+            } else {
+                k += 1;
+            }
+        }
+        if crash_now {
+            self.crash(i, "in the state its trigger waited for");
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, i: usize) -> Result<(), Failure> {
+        let now = self.now;
+        let plan = self.plan;
+        let slot = &mut self.slots[i];
+        if slot.proc.is_some() {
+            let line = format!("{now} n{} start: already up", slot.id);
+            self.trace_line(line);
+            return Ok(());
+        }
+        let inc = if slot.started {
+            slot.incarnation + 1
+        } else {
+            0
+        };
+        let mut seed_rng = Rng::fork(
+            plan.seed,
+            "processor",
+            (u64::from(slot.id) << 32) | u64::from(inc),
+        );
+        let start = Start {
+            ring_seq: slot.disk_ring_seq.max(plan.base_ring_seq),
+            first_msg_no: plan.base_msg_no + (u64::from(inc) << 40),
+            seed: seed_rng.next_u64(),
+        };
+        let pid = ProcId {
+            node: slot.id,
+            incarnation: inc,
+        };
+        self.context = format!("{pid} Processor::new");
+        let proc =
+            Processor::new(plan.config.clone(), slot.id, start, now).map_err(|e| Failure {
+                at: now,
+                kind: FailureKind::Setup(format!("Processor::new({pid}): {e}")),
+            })?;
+        if slot.started {
+            self.summary.restarts += 1;
+        }
+        slot.started = true;
+        slot.incarnation = inc;
+        slot.proc = Some(proc);
+        slot.timer = None;
+        slot.timeouts_at_now = (now, 0);
+        slot.own_pending.clear();
+        slot.regular = None;
+        slot.last_kind = None;
+        slot.delivered_since_regular = 0;
+        slot.workload = plan
+            .workload
+            .mean_interval
+            .filter(|_| plan.workload.sends(slot.id))
+            .map(|mean| NodeWorkload::new(plan.seed, slot.id, inc, mean, now));
+        self.context = format!("oracle.started({pid})");
+        self.oracle.started(pid, now);
+        if self.tracing() {
+            self.trace_line(format!(
+                "{now} {pid} start (ring_seq {}, first msg_no {:#x})",
+                start.ring_seq, start.first_msg_no
+            ));
+        }
+        self.after_call(i)
+    }
+
+    /// Removes the node's processor (if up); its packets in flight still arrive.
+    fn crash(&mut self, i: usize, why: &str) {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        if slot.proc.take().is_none() {
+            return;
+        }
+        let pid = slot.pid();
+        slot.timer = None;
+        slot.paused_until = None;
+        slot.deferred.clear();
+        slot.workload = None;
+        slot.own_pending.clear();
+        slot.regular = None;
+        slot.last_kind = None;
+        self.summary.crashes += 1;
+        self.context = format!("oracle.crashed({pid})");
+        self.oracle.crashed(pid, now);
+        if self.tracing() {
+            self.trace_line(format!("{now} {pid} CRASH ({why})"));
+        }
+    }
+
+    fn arrive(&mut self, p: InFlight) -> Result<(), Failure> {
+        let now = self.now;
+        let i = self.index[&p.to];
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        if slot.proc.is_none() {
+            if self.tracing() {
+                let line = format!("{now} n{} ← n{} (down) {}", p.to, p.from, describe(&p.data));
+                self.trace_line(line);
+            }
+            return Ok(());
+        }
+        if slot.paused_until.is_some() {
+            slot.deferred.push_back(p);
+            return Ok(());
+        }
+        if self.tracing() {
+            let line = format!("{now} {pid} ← n{} {}", p.from, describe(&p.data));
+            self.trace_line(line);
+        }
+        self.context = format!("{pid} handle_packet");
+        self.slots[i]
+            .proc
+            .as_mut()
+            .expect("up")
+            .handle_packet(now, p.data);
+        self.after_call(i)
+    }
+
+    fn timeout(&mut self, i: usize) -> Result<(), Failure> {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        if slot.timeouts_at_now.0 == now {
+            slot.timeouts_at_now.1 += 1;
+            if slot.timeouts_at_now.1 > MAX_TIMEOUTS_AT_ONE_INSTANT {
+                return Err(self.fail(FailureKind::Stuck(format!(
+                    "{pid}: poll_timeout stays at or before {now} after {MAX_TIMEOUTS_AT_ONE_INSTANT} handle_timeout calls"
+                ))));
+            }
+        } else {
+            slot.timeouts_at_now = (now, 1);
+        }
+        self.context = format!("{pid} handle_timeout");
+        slot.proc.as_mut().expect("up").handle_timeout(now);
+        self.after_call(i)
+    }
+
+    fn workload(&mut self, i: usize) -> Result<(), Failure> {
+        let now = self.now;
+        let max = self.plan.config.max_message_size;
+        let batch = match self.slots[i].workload.as_mut() {
+            Some(w) => w.next_batch(&self.plan.workload, max, now),
+            None => return Ok(()),
+        };
+        for (data, g) in batch {
+            if self.slots[i].proc.is_none() {
+                break; // a state-triggered crash during the burst
+            }
+            self.submit(i, data, g)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, i: usize, data: Bytes, g: Guarantee) -> Result<(), Failure> {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        let len = data.len();
+        self.context = format!("{pid} submit");
+        let r = slot.proc.as_mut().expect("up").submit(now, data.clone(), g);
+        match r {
+            Ok(msg_no) => {
+                slot.own_pending.insert(msg_no);
+                self.summary.submitted += 1;
+                let id = MsgId {
+                    sender: slot.id,
+                    msg_no,
+                };
+                self.context = format!("oracle.submitted({pid})");
+                self.oracle.submitted(pid, now, id, g, &data);
+                if self.opts.record {
+                    self.submissions.push(Submission {
+                        at: now,
+                        proc: pid,
+                        id,
+                        guarantee: g,
+                        data,
+                    });
+                }
+                if self.tracing() {
+                    self.trace_line(format!("{now} {pid} submit #{msg_no:#x} {g:?} {len}B"));
+                }
+            }
+            Err(SubmitError::Full) => {
+                self.summary.refused_full += 1;
+                if self.tracing() {
+                    self.trace_line(format!("{now} {pid} submit {g:?} {len}B refused: full"));
+                }
+            }
+            Err(e @ SubmitError::TooLarge { .. }) => {
+                return Err(self.fail(FailureKind::Setup(format!(
+                    "{pid} refused a {len}B message within max_message_size: {e}"
+                ))));
+            }
+        }
+        self.after_call(i)
+    }
+
+    fn unpause(&mut self, i: usize) -> Result<(), Failure> {
+        let slot = &mut self.slots[i];
+        match slot.paused_until {
+            Some(until) if until > self.now => return Ok(()), // extended by a later pause
+            _ => slot.paused_until = None,
+        }
+        if self.tracing() {
+            let line = format!("{} {} wakes up", self.now, self.slots[i].pid());
+            self.trace_line(line);
+        }
+        while let Some(p) = self.slots[i].deferred.pop_front() {
+            if self.slots[i].proc.is_none() {
+                break;
+            }
+            self.arrive(p)?;
+        }
+        Ok(())
+    }
+
+    // ---- faults ----
+
+    fn apply(&mut self, what: ActionKind) -> Result<(), Failure> {
+        let now = self.now;
+        match what {
+            ActionKind::Heal => return self.heal(),
+            ActionKind::Unpause(i) => return self.unpause(i),
+            ActionKind::HookCrash(i) => {
+                self.crash(i, "after the state its trigger waited for");
+                return Ok(());
+            }
+            ActionKind::Fault(f) => {
+                if self.tracing() && !matches!(f, Fault::Start(_) | Fault::Submit { .. }) {
+                    self.trace_line(format!("{now} FAULT {f}"));
+                }
+                match f {
+                    Fault::Start(n) => {
+                        let i = self.index[&n];
+                        return self.start(i);
+                    }
+                    Fault::Crash(n) => {
+                        let i = self.index[&n];
+                        self.crash(i, "scheduled");
+                    }
+                    Fault::Leave(n) => {
+                        let i = self.index[&n];
+                        let pid = self.slots[i].pid();
+                        if let Some(p) = self.slots[i].proc.as_mut() {
+                            self.context = format!("{pid} leave");
+                            p.leave(now);
+                            self.after_call(i)?;
+                            self.crash(i, "left");
+                        }
+                    }
+                    Fault::Partition(groups) => self.net.partition(&groups),
+                    Fault::OneWay { from, to } => self.net.cut_one_way(&from, &to),
+                    Fault::Heal => self.net.heal(),
+                    Fault::Clog {
+                        from,
+                        to,
+                        extra,
+                        duration,
+                    } => self.net.clog(from, to, extra, now + duration),
+                    Fault::Drop(rule) => self.net.add_rule(rule),
+                    Fault::SetLoss(p) => self.net.set_loss(p),
+                    Fault::LinkLoss { from, to, loss } => self.net.set_link_loss(&from, &to, loss),
+                    Fault::Pause { node, duration } => {
+                        let i = self.index[&node];
+                        let slot = &mut self.slots[i];
+                        if slot.proc.is_some() {
+                            let until = now + duration;
+                            let until = slot.paused_until.map_or(until, |u| u.max(until));
+                            slot.paused_until = Some(until);
+                            self.push_action(until, ActionKind::Unpause(i));
+                        }
+                    }
+                    Fault::CrashOnState { node, state, delay } => {
+                        let slot = self.index[&node];
+                        self.hooks.push(Hook { slot, state, delay });
+                    }
+                    Fault::Submit {
+                        node,
+                        size,
+                        guarantee,
+                    } => {
+                        let i = self.index[&node];
+                        let data = payload(&mut self.script_rng, size);
+                        if self.slots[i].proc.is_some() {
+                            return self.submit(i, data, guarantee);
+                        }
+                        if self.tracing() {
+                            self.trace_line(format!(
+                                "{now} n{node} is down: scripted submission skipped"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of the fault phase.
+    fn heal(&mut self) -> Result<(), Failure> {
+        let now = self.now;
+        self.healed = true;
+        self.net.clear_faults();
+        self.hooks.clear();
+        if self.tracing() {
+            self.trace_line(format!(
+                "{now} HEAL: partitions healed, loss stopped, links unclogged, triggers disarmed"
+            ));
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].paused_until.is_some() {
+                self.slots[i].paused_until = Some(now);
+                self.unpause(i)?;
+            }
+        }
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.started && s.proc.is_none() && !self.plan.stay_down.contains(&s.id) {
+                let id = s.id;
+                let at = now + Duration::from_micros(self.heal_rng.range(0, 200_000));
+                self.push_action(at, ActionKind::Fault(Fault::Start(id)));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- the end of a run ----
+
+    /// The processes up now if the system has settled: all operational in one regular
+    /// configuration made of exactly them, each having delivered as many messages in it as the
+    /// others and all of its own submissions, with nothing left to send.
+    fn settled(&self) -> Result<Vec<ProcId>, String> {
+        let live: Vec<&Slot> = self.slots.iter().filter(|s| s.proc.is_some()).collect();
+        let ids: Vec<NodeId> = live.iter().map(|s| s.id).collect();
+        let mut ring = None;
+        let mut delivered = None;
+        // Pending actions (restarts at heal) must happen before the end.
+        if let Some(a) = self.actions.peek() {
+            return Err(format!(
+                "a scheduled action at {} has not happened yet",
+                a.at
+            ));
+        }
+        for s in &live {
+            let pid = s.pid();
+            let p = s.proc.as_ref().expect("live");
+            if p.state() != State::Operational {
+                return Err(format!("{pid} is in {:?}", p.state()));
+            }
+            let Some((r, members)) = &s.regular else {
+                return Err(format!("{pid} has installed no regular configuration"));
+            };
+            if s.last_kind != Some(ConfigKind::Regular) {
+                return Err(format!("{pid} is in a transitional configuration"));
+            }
+            if *ring.get_or_insert(*r) != *r {
+                return Err(format!(
+                    "{pid} is in ring {r}, others in {}",
+                    ring.unwrap_or_default()
+                ));
+            }
+            if members != &ids {
+                return Err(format!(
+                    "{pid}'s ring {r} has members {members:?}, live nodes are {ids:?}"
+                ));
+            }
+            if !s.own_pending.is_empty() {
+                return Err(format!(
+                    "{pid} has not delivered {} of its own messages",
+                    s.own_pending.len()
+                ));
+            }
+            let q = p.stats().send_queue_messages;
+            if q != 0 {
+                return Err(format!("{pid} has {q} messages in its send queue"));
+            }
+            if *delivered.get_or_insert(s.delivered_since_regular) != s.delivered_since_regular {
+                return Err(format!(
+                    "{pid} delivered {} messages in {r}, another process {}",
+                    s.delivered_since_regular,
+                    delivered.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(live.iter().map(|s| s.pid()).collect())
+    }
+
+    fn finish(&mut self, live: Vec<ProcId>) -> Result<(), Failure> {
+        let now = self.now;
+        if !live.is_empty() {
+            self.context = "oracle.check_converged".into();
+            let ring = self
+                .oracle
+                .check_converged(now, &live)
+                .map_err(|v| self.violation(v))?;
+            self.converged = Some(ring);
+            if self.tracing() {
+                self.trace_line(format!(
+                    "{now} CONVERGED on ring {ring} with {} processes",
+                    live.len()
+                ));
+            }
+        }
+        self.context = "oracle.finish".into();
+        self.oracle.finish(now).map_err(|v| self.violation(v))
+    }
+
+    /// The convergence bound passed: liveness (D9) failed, in the oracle's words if it finds the
+    /// reason, in ours otherwise.
+    fn at_deadline(&mut self) -> Result<(), Failure> {
+        let now = self.now;
+        let why = match self.settled() {
+            Ok(live) => return self.finish(live),
+            Err(why) => why,
+        };
+        let live = self.live();
+        self.context = "oracle.check_converged".into();
+        if !live.is_empty() {
+            if let Err(mut v) = self.oracle.check_converged(now, &live) {
+                v.detail += &format!(" (simulator: not settled by the convergence bound: {why})");
+                return Err(self.violation(v));
+            }
+        }
+        Err(self.violation(Violation {
+            property: Property::D9Liveness,
+            at: now,
+            detail: format!(
+                "not settled by the convergence bound ({:?} after the faults stopped at {}): {why}",
+                self.plan.deadline - self.plan.heal_at,
+                self.plan.heal_at
+            ),
+        }))
+    }
+}
+
+/// One-line summary of a packet for traces.
+pub fn describe(data: &Bytes) -> String {
+    match wire::decode(data) {
+        Err(e) => format!("undecodable ({e}) {}B", data.len()),
+        Ok(d) => match d.packet {
+            Packet::Token(t) => format!(
+                "token {} tseq {} seq {} aru {}@{} backlog {} fcc {}{}{}",
+                t.ring_id,
+                t.token_seq,
+                t.seq,
+                t.aru,
+                t.aru_addr,
+                t.backlog,
+                t.fcc,
+                if t.retrans_flg { " retrans" } else { "" },
+                if t.rtr.is_empty() {
+                    String::new()
+                } else {
+                    format!(" rtr {:?}", t.rtr)
+                }
+            ),
+            Packet::Mcast(m) => format!(
+                "mcast {} seq {}{}{} {}B",
+                m.ring_id,
+                m.seq,
+                if m.guarantee == Guarantee::Safe {
+                    " safe"
+                } else {
+                    ""
+                },
+                if m.encapsulated { " encapsulated" } else { "" },
+                m.payload.len()
+            ),
+            Packet::MergeDetect { ring_id } => format!("merge-detect {ring_id}"),
+            Packet::Join(j) => format!(
+                "join ring_seq {} proc {:?} fail {:?}{}",
+                j.ring_seq,
+                j.proc_list,
+                j.fail_list,
+                if j.leave { " leave" } else { "" }
+            ),
+            Packet::Commit(c) => {
+                let members: Vec<String> = c
+                    .members
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{}(old {} aru {} hd {}{})",
+                            m.node,
+                            m.old_ring_id,
+                            m.aru,
+                            m.high_delivered,
+                            if m.received_flg { " rcvd" } else { "" }
+                        )
+                    })
+                    .collect();
+                format!(
+                    "commit {} tseq {} index {}/{} [{}]",
+                    c.ring_id,
+                    c.token_seq,
+                    c.memb_index,
+                    c.members.len(),
+                    members.join(", ")
+                )
+            }
+            Packet::HoldCancel { ring_id } => format!("hold-cancel {ring_id}"),
+        },
+    }
+}
+
+/// One-line summary of an event for traces.
+pub fn describe_event(ev: &Event) -> String {
+    match ev {
+        Event::Deliver(d) => format!(
+            "DELIVER n{}#{:#x} {:?} {}B ring {} seq {}",
+            d.sender,
+            d.msg_no,
+            d.guarantee,
+            d.data.len(),
+            d.ring_id,
+            d.seq
+        ),
+        Event::ConfigChange(c) => match c.kind {
+            ConfigKind::Regular => format!(
+                "INSTALL regular {} members {:?} joined {:?}",
+                c.ring_id, c.members, c.joined
+            ),
+            ConfigKind::Transitional => format!(
+                "INSTALL transitional (→{}) members {:?} left {:?}",
+                c.ring_id, c.members, c.left
+            ),
+        },
+    }
+}
