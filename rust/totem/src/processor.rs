@@ -1305,14 +1305,6 @@ impl Processor {
             return;
         }
         self.ring_seq_high = self.ring_seq_high.max(j.ring_seq).max(j.high_seq);
-        if j.high_seq < self.regular_ring.seq {
-            // Sent before its sender had heard of the ring we installed: its sets describe a
-            // past we have left (typically a join of the round that formed our ring, arriving
-            // late). Mixing it into the current round only spreads stale failures. The sender
-            // hears of our ring from our own traffic and its next joins count.
-            self.ignore(Ignored::WrongState);
-            return;
-        }
         match self.state {
             State::Operational => {
                 if j.fail_list.contains(&self.me)
@@ -1359,7 +1351,16 @@ impl Processor {
 
     fn join_process(&mut self, now: Instant, sender: NodeId, j: &Join) {
         let jp: BTreeSet<NodeId> = j.proc_list.iter().copied().collect();
-        let jf: BTreeSet<NodeId> = j.fail_list.iter().copied().collect();
+        // A join sent before its sender had heard of the ring we installed (typically one of
+        // the round that formed our ring, arriving late) judges a configuration we have left:
+        // its processors still count, its failures do not. Mixed into the current round, such
+        // stale failures made groups exclude each other round after round.
+        let stale = j.high_seq < self.regular_ring.seq;
+        let jf: BTreeSet<NodeId> = if stale {
+            BTreeSet::new()
+        } else {
+            j.fail_list.iter().copied().collect()
+        };
         if self.state == State::Gather && jp == self.proc_set && jf == self.fail_set {
             if !j.leave {
                 self.consensus.insert(sender);
@@ -1379,30 +1380,21 @@ impl Processor {
         }
         let before = (self.proc_set.len(), self.fail_set.len());
         self.proc_set.extend(jp.iter().copied());
-        if jf.contains(&self.me) {
-            // We disagree about each other: treat the sender as failed so that the two sides
-            // can form separate rings instead of livelocking. But a sender that had not yet
-            // seen our installed ring when it sent this judged an older configuration of us:
-            // its late joins must not make us fail it, or two sides keep excluding each other
-            // in every round.
-            if j.high_seq >= self.regular_ring.seq {
-                self.fail_set.insert(sender);
-            }
-        } else if self.memb.contains(&sender) {
-            // A ring-mate's view of failures is adopted whole.
-            self.fail_set
-                .extend(jf.iter().copied().filter(|&n| n != self.me));
-        } else {
-            // An outsider cannot evict our ring-mates, but its view of other processors
-            // counts: groups that time out at different moments then still agree on who is
-            // gone instead of excluding each other.
-            let others: Vec<NodeId> = jf
-                .iter()
-                .copied()
-                .filter(|n| *n != self.me && !self.memb.contains(n))
-                .collect();
-            self.fail_set.extend(others);
-        }
+        // Failures are adopted: a ring-mate's whole, an outsider's except for our ring-mates
+        // (an outsider cannot evict them), never our own. Groups whose consensus timers fire at
+        // different moments then agree on who is gone instead of excluding each other.
+        //
+        // Unlike the paper and Corosync, a sender that lists *us* as failed is not failed in
+        // return: in the simulator that rule made out-of-phase groups exclude each other in
+        // every round. Its sets simply differ from ours, so it gives us no consensus and the
+        // consensus timeout settles the disagreement.
+        let ring_mate = self.memb.contains(&sender);
+        let adopted: Vec<NodeId> = jf
+            .iter()
+            .copied()
+            .filter(|&n| n != self.me && (ring_mate || !self.memb.contains(&n)))
+            .collect();
+        self.fail_set.extend(adopted);
         // Re-enter GATHER (re-sending our join) only when our sets grew. Two processors whose
         // joins teach each other nothing would otherwise answer each other's joins forever; the
         // consensus timeout settles their disagreement instead.
