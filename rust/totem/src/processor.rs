@@ -1384,17 +1384,20 @@ impl Processor {
         // (an outsider cannot evict them), never our own. Groups whose consensus timers fire at
         // different moments then agree on who is gone instead of excluding each other.
         //
-        // Unlike the paper and Corosync, a sender that lists *us* as failed is not failed in
-        // return: in the simulator that rule made out-of-phase groups exclude each other in
+        // A sender that lists *us* as failed judges from a view we do not share: none of its
+        // failures are adopted. Unlike the paper and Corosync, it is not failed in return
+        // either: in the simulator that rule made out-of-phase groups exclude each other in
         // every round. Its sets simply differ from ours, so it gives us no consensus and the
         // consensus timeout settles the disagreement.
-        let ring_mate = self.memb.contains(&sender);
-        let adopted: Vec<NodeId> = jf
-            .iter()
-            .copied()
-            .filter(|&n| n != self.me && (ring_mate || !self.memb.contains(&n)))
-            .collect();
-        self.fail_set.extend(adopted);
+        if !jf.contains(&self.me) {
+            let ring_mate = self.memb.contains(&sender);
+            let adopted: Vec<NodeId> = jf
+                .iter()
+                .copied()
+                .filter(|&n| ring_mate || !self.memb.contains(&n))
+                .collect();
+            self.fail_set.extend(adopted);
+        }
         // Re-enter GATHER (re-sending our join) only when our sets grew. Two processors whose
         // joins teach each other nothing would otherwise answer each other's joins forever; the
         // consensus timeout settles their disagreement instead.
