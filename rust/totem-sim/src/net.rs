@@ -169,12 +169,12 @@ impl DropRule {
     }
 
     fn matches(&self, from: NodeId, to: NodeId, kind: Option<PacketType>) -> bool {
-        self.from.as_ref().map_or(true, |f| f.contains(&from))
-            && self.to.as_ref().map_or(true, |t| t.contains(&to))
+        self.from.as_ref().is_none_or(|f| f.contains(&from))
+            && self.to.as_ref().is_none_or(|t| t.contains(&to))
             && self
                 .kinds
                 .as_ref()
-                .map_or(true, |ks| kind.is_some_and(|k| ks.contains(&k)))
+                .is_none_or(|ks| kind.is_some_and(|k| ks.contains(&k)))
     }
 
     fn expired(&self, now: Instant) -> bool {

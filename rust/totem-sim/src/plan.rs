@@ -726,7 +726,7 @@ fn sorted(mut v: Vec<NodeId>) -> Vec<NodeId> {
 /// A duration in milliseconds, to 0.1 ms.
 pub fn fmt_ms(d: Duration) -> String {
     let tenths = (d.as_micros() + 50) / 100;
-    if tenths % 10 == 0 {
+    if tenths.is_multiple_of(10) {
         format!("{}ms", tenths / 10)
     } else {
         format!("{}.{}ms", tenths / 10, tenths % 10)

@@ -492,7 +492,7 @@ impl<'p> Sim<'p> {
     fn next_step(&self) -> Option<(Instant, Step)> {
         let mut best: Option<(Instant, Step)> = None;
         let mut consider = |at: Instant, step: Step| {
-            if best.map_or(true, |b| (at, step) < b) {
+            if best.is_none_or(|b| (at, step) < b) {
                 best = Some((at, step));
             }
         };

@@ -72,7 +72,7 @@ impl WorkloadParams {
     }
 
     pub fn sends(&self, node: NodeId) -> bool {
-        self.mean_interval.is_some() && self.senders.as_ref().map_or(true, |s| s.contains(&node))
+        self.mean_interval.is_some() && self.senders.as_ref().is_none_or(|s| s.contains(&node))
     }
 
     pub fn summary(&self) -> String {
