@@ -1730,3 +1730,46 @@ impl Processor {
         self.stats.rings_formed += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lone_processor() -> Processor {
+        let cfg = Config {
+            token: Duration::from_millis(200),
+            ..Config::default()
+        };
+        Processor::new(cfg, 1, Start::default(), Instant::ZERO).expect("valid config")
+    }
+
+    #[test]
+    fn timer_armed_in_an_older_epoch_is_a_no_op() {
+        let mut p = lone_processor();
+        // Alone, the processor created a commit token and waits in COMMIT with its token-loss
+        // timer armed.
+        assert_eq!(p.state, State::Commit);
+        let loss = p.timers[TimerKind::TokenLoss as usize].expect("armed");
+        // The ring moves on without re-arming that timer (as a state change would).
+        p.new_epoch();
+        let stale_before = p.stats.stale_timers;
+        p.handle_timeout(loss.at);
+        assert!(p.stats.stale_timers > stale_before);
+        assert_eq!(
+            p.stats.token_lost, 0,
+            "a stale token-loss timer must not fire"
+        );
+        assert_eq!(p.state, State::Commit);
+    }
+
+    #[test]
+    fn timer_of_the_current_epoch_fires() {
+        let mut p = lone_processor();
+        let loss = p.timers[TimerKind::TokenLoss as usize].expect("armed");
+        let gathers = p.stats.gather_entered;
+        p.handle_timeout(loss.at);
+        assert_eq!(p.stats.token_lost, 1);
+        // Back to GATHER, where a lone processor at once starts forming a ring again.
+        assert_eq!(p.stats.gather_entered, gathers + 1);
+    }
+}
