@@ -878,11 +878,13 @@ impl Processor {
             }
         }
         // A correct token orders everything this processor holds, covers no more than it
-        // ordered, and stays inside the sort queue. Anything else is replayed or forged, and
+        // ordered, names a member (or no one) as holding the aru down, and stays inside the
+        // sort queue. Anything else is replayed or forged, and
         // accepting it would hand out sequence numbers twice.
         let base = self.current_queue().base;
         if tok.seq < self.high_seq
             || tok.aru > tok.seq
+            || (tok.aru_addr != 0 && !self.ring_members().contains(&tok.aru_addr))
             || tok.seq.saturating_sub(base) > self.cfg.sort_queue_capacity
             || tok.rtr.iter().any(|&s| s > tok.seq)
         {
@@ -941,6 +943,8 @@ impl Processor {
             let to = tok.aru.min(prev_aru).min(self.high_delivered);
             self.regular.release_to(to);
             self.safe_bound = tok.aru.min(prev_aru);
+        } else {
+            self.release_recovered(tok.aru.min(prev_aru));
         }
         self.last_aru = tok.aru;
 
@@ -1597,55 +1601,95 @@ impl Processor {
         self.forward_commit(now, ct);
     }
 
+    /// Moves one recovered (encapsulated) message of our old ring into the old ring's queue,
+    /// and extends the saved old-ring state over it: we now hold it, whatever happens to the
+    /// ring being formed.
+    fn unwrap_recovered(&mut self, slot: &Slot) {
+        let Ok(Decoded {
+            sender,
+            packet: Packet::Mcast(inner),
+        }) = wire::decode(&slot.payload)
+        else {
+            return;
+        };
+        if inner.ring_id != self.regular_ring || inner.encapsulated {
+            // Another partition's history, or garbage: not ours to deliver.
+            return;
+        }
+        let seq = inner.seq;
+        let restored = Slot {
+            sender,
+            guarantee: inner.guarantee,
+            encapsulated: false,
+            payload: inner.payload,
+            raw: slot.payload.clone(),
+        };
+        if self
+            .regular
+            .insert(seq, restored, self.cfg.sort_queue_capacity)
+            .is_ok()
+        {
+            if let Some(old) = self.old_state.as_mut() {
+                old.high_seq = old.high_seq.max(seq);
+                while self.regular.has(old.aru + 1) {
+                    old.aru += 1;
+                }
+            }
+        }
+    }
+
+    /// RECOVERY keeps every recovery message until installation, so a large recovery would
+    /// fill the sort queue and stall (flow control refuses to send beyond it). Recovery
+    /// messages every member holds (the same two-visit rule as garbage collection) are
+    /// unwrapped into the old ring's queue now and released. Only the leading run of
+    /// encapsulated messages is released: a regular message of a member that already
+    /// installed must stay until we install and deliver it.
+    fn release_recovered(&mut self, to: u64) {
+        let to = to.min(self.aru);
+        while self.recovery.base < to {
+            let seq = self.recovery.base + 1;
+            let Some(slot) = self.recovery.get(seq).cloned() else {
+                break;
+            };
+            if !slot.encapsulated {
+                break;
+            }
+            self.unwrap_recovered(&slot);
+            self.recovery.release_to(seq);
+        }
+    }
+
     /// Installs the new ring in the order extended virtual synchrony requires: old-ring
     /// messages up to the first gap (regular configuration), the transitional configuration,
     /// the remaining old-ring messages of transitional members, the regular configuration.
     fn install(&mut self, _now: Instant) {
-        let old = self.old_state.take().unwrap_or(OldRingState {
-            aru: self.aru,
-            high_seq: self.high_seq,
-        });
         let old_ring = self.regular_ring;
-        let cap = self.cfg.sort_queue_capacity;
 
-        // 1. Unwrap recovered messages into the old ring's queue. Recovery traffic is the
-        // leading run of encapsulated messages of the new ring; new messages of members that
-        // installed before us may already follow it.
-        let mut old_high = old.high_seq;
+        // 1. Unwrap the recovered messages still in the recovery queue into the old ring's
+        // queue (those all members held were unwrapped and released during RECOVERY). Recovery
+        // traffic is the leading run of encapsulated messages of the new ring; new messages of
+        // members that installed before us may already follow it.
         let mut boundary = self.recovery.base;
         let mut leading = true;
         let mut seq = self.recovery.base + 1;
         while seq <= self.high_seq {
-            let slot = self.recovery.get(seq);
-            leading &= slot.is_some_and(|s| s.encapsulated);
+            let slot = self.recovery.get(seq).cloned();
+            leading &= slot.as_ref().is_some_and(|s| s.encapsulated);
             if leading {
                 boundary = seq;
             }
             if let Some(slot) = slot {
                 if slot.encapsulated {
-                    if let Ok(Decoded {
-                        sender,
-                        packet: Packet::Mcast(inner),
-                    }) = wire::decode(&slot.payload)
-                    {
-                        if inner.ring_id == old_ring && !inner.encapsulated {
-                            let s = inner.seq;
-                            let restored = Slot {
-                                sender,
-                                guarantee: inner.guarantee,
-                                encapsulated: false,
-                                payload: inner.payload,
-                                raw: slot.payload.clone(),
-                            };
-                            if self.regular.insert(s, restored, cap).is_ok() {
-                                old_high = old_high.max(s);
-                            }
-                        }
-                    }
+                    self.unwrap_recovered(&slot);
                 }
             }
             seq += 1;
         }
+        // The old-ring state saved at COMMIT, extended over everything recovered.
+        let old_high = self
+            .old_state
+            .take()
+            .map_or(self.high_seq, |old| old.high_seq);
 
         // 2. Deliver in the old regular configuration up to the first gap, and no SAFE message
         // that no transitional member delivered before the failure.

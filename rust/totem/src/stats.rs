@@ -39,8 +39,8 @@ pub enum Ignored {
     /// A payload that could not be unpacked into application messages.
     BadPayload,
     /// A token of this ring whose fields contradict what this processor holds (its `seq` is
-    /// below a sequence number already ordered, its `aru` above its `seq`, or it reaches beyond
-    /// the sort queue): a replayed or forged token.
+    /// below a sequence number already ordered, its `aru` above its `seq`, its `aru_addr` not a
+    /// member, or it reaches beyond the sort queue): a replayed or forged token.
     InconsistentToken,
 }
 

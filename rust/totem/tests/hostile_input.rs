@@ -74,7 +74,13 @@ fn apply(data: &[u8], muts: &[Mutation]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // A fixed seed keeps CI deterministic; new cases found while developing are kept in
+    // hostile_input.proptest-regressions and replayed first on every run.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7073_5eed),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn running_processor_survives_and_counts_hostile_packets(
