@@ -28,7 +28,7 @@
 //! Joins, leaves and the node's membership syncs are charged too but never refused.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -567,6 +567,13 @@ impl Handle {
         self.queue.end(End::Closed, true);
         // The driver may be gone already; then there is nothing left to leave.
         let _ = self.send(Command::Close { id: self.id });
+    }
+}
+
+impl AsFd for Handle {
+    /// The eventfd of [`Handle::fileno`], borrowed.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.queue.efd.as_fd()
     }
 }
 
