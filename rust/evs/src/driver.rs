@@ -177,8 +177,7 @@ impl Driver {
         loop {
             let busy = self.turn();
             if self.shutdown_ack.is_some() {
-                self.stop();
-                return;
+                return self.stop();
             }
             if busy {
                 // Other nodes may share this runtime thread.
@@ -203,8 +202,7 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             if self.shutdown_ack.is_some() {
-                self.stop();
-                return;
+                return self.stop();
             }
         }
     }
@@ -679,16 +677,17 @@ impl Driver {
         }
     }
 
-    /// Leaves the ring, sends the leave, and acknowledges; `Drop` closes the queues.
-    fn stop(&mut self) {
+    /// Leaves the ring, sends the leave, drops the driver (closing every queue, then the
+    /// sockets) and only then acknowledges: when `Node::shutdown` returns, the handles have
+    /// ended and the node's address can be bound again.
+    fn stop(mut self) {
         let now = self.now();
         self.processor.leave(now);
         self.flush_transmits();
         tracing::info!(node = self.me, "node left the ring and stopped");
-        if let Some(ack) = self.shutdown_ack.take() {
-            // Closing queues before acknowledging: a caller that shut down sees every handle
-            // ended when `shutdown` returns.
-            self.close_all();
+        let ack = self.shutdown_ack.take();
+        drop(self);
+        if let Some(ack) = ack {
             let _ = ack.try_send(());
         }
     }

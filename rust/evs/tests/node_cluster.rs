@@ -200,7 +200,20 @@ fn a_node_shutting_down_is_seen_leaving() {
     let dir = tempfile::tempdir().unwrap();
     let key = authkey(dir.path(), "authkey");
     let rt = Runtime::new().unwrap();
-    let mut nodes = start_cluster("leaving", 3, &key, &rt);
+    let members = loopback_addrs(3);
+    let configs: Vec<_> = members
+        .iter()
+        .map(|(id, _)| {
+            udpu_builder("leaving", *id, &members, &key)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut nodes: Vec<Node> = configs
+        .iter()
+        .map(|c| Node::start(c, &rt).unwrap())
+        .collect();
+    let third_config = configs[2].clone();
     let refs: Vec<&Node> = nodes.iter().collect();
     wait_ring(&refs, &[1, 2, 3]);
     let hs: Vec<Handle> = nodes.iter().map(|n| n.handle().unwrap()).collect();
@@ -241,5 +254,28 @@ fn a_node_shutting_down_is_seen_leaving() {
     // The survivors keep delivering.
     send_to(&hs[0], &["g"], b"after");
     assert_eq!(recv_messages(&hs[1], 1)[0].data, b("after"));
+
+    // Restarted with the same configuration (nothing persisted: its new boot and ring numbers
+    // come from the clock), it is accepted again, its frames are not taken for replays, and
+    // its new handle (id 1 again) joins the views.
+    let cfg = third_config;
     drop(third);
+    let third = Node::start(&cfg, &rt).expect("restart");
+    nodes.push(third);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_ring(&refs, &[1, 2, 3]);
+    let h3 = nodes[2].handle().unwrap();
+    h3.join(["g"]).unwrap();
+    wait_until("views with the restarted node", || {
+        nodes
+            .iter()
+            .all(|n| n.group_view().get(&b("g")).cloned() == Some(vec![(1, 1), (2, 1), (3, 1)]))
+    });
+    send_to(&h3, &["g"], b"back");
+    // Node 1's handle still holds its own "after"; then everyone gets "back".
+    assert_eq!(recv_messages(&hs[0], 1)[0].data, b("after"));
+    for h in [&hs[0], &hs[1], &h3] {
+        let got = recv_messages(h, 1);
+        assert_eq!((got[0].sender, got[0].data.clone()), (3, b("back")));
+    }
 }
