@@ -1,0 +1,711 @@
+//! The driver task: the one place where a node's processor, sockets, crypto and handles meet.
+//!
+//! One task per node, on the node's [`Runtime`](crate::Runtime). It owns the
+//! [`totem::Processor`], the [`Transport`], the [`Sealer`] and [`Opener`], the registry of
+//! handle queues and the driver's copy of every handle's intended groups. It never blocks:
+//! socket calls are non-blocking, handle queues are pushed without waiting (a full one is
+//! closed, see [`crate::handle`]), and the locks it takes are held by others only for a few
+//! instructions. So the token keeps moving however slow the applications are.
+//!
+//! # The loop
+//!
+//! Each turn takes, without waiting: the packets the processor addressed to this node itself
+//! on the previous turn (a one-node ring's token; fed back here rather than through the
+//! network or recursively), one receive batch from the sockets, up to
+//! [`MAX_COMMANDS_PER_TURN`] commands, and expired timers. Then it *pumps*: seals and sends
+//! every transmit in one batch, dispatches every event to the handles, retries submissions the
+//! processor had no room for, and refunds the send budget for what the processor sent. A busy
+//! turn yields to the runtime (other nodes may share it) and loops; an idle one waits for the
+//! sockets, a command or the processor's next deadline.
+//!
+//! # Inbound order of checks
+//!
+//! 1. A frame whose cleartext crypto header names this node is dropped before any work: our
+//!    own multicasts loop back (they would only be refused as replays, at the cost of an AEAD
+//!    pass each). A forged frame naming us is dropped the same way.
+//! 2. [`Opener::open`] authenticates and replay-checks; rejections are counted there by reason.
+//! 3. The Totem header's sender (u32 LE at bytes 4..8 of the plaintext) must equal the
+//!    authenticated sender, else the frame is dropped and counted: a key holder must not speak
+//!    for another node id through this path.
+//! 4. In multicast mode the sender's source address is learned (for tokens), and unknown
+//!    destinations are dropped rather than multicast, since a multicast token would be
+//!    processed by several members.
+//! 5. Only then does the processor parse the packet.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant as TokioInstant;
+use totem::{ConfigKind, Destination, Processor, SubmitError};
+
+use crate::crypto::{Opener, Sealer};
+use crate::event::{Event, Guarantee, HandleId, NodeId};
+use crate::groups::{self, GroupDelta, GroupView, RingMsg};
+use crate::handle::{End, EventQueue, Push};
+use crate::node::{CapturedFrame, Command, Intent, NodeStats, Shared};
+use crate::transport::{self, RecvBatch, Transport, UnknownDestination};
+
+/// Commands taken per turn, so a flood of submissions cannot delay tokens and timers.
+pub const MAX_COMMANDS_PER_TURN: usize = 256;
+
+/// Receive slots per turn (one `recvmmsg` worth).
+const RECV_BATCH: usize = 32;
+
+/// Offset of the sender id in the crypto frame's cleartext header (see [`crate::crypto`]).
+const FRAME_SENDER: std::ops::Range<usize> = 2..6;
+/// Offset of the sender id in the Totem header (see [`totem::wire`]).
+const TOTEM_SENDER: std::ops::Range<usize> = 4..8;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_u32(b: &[u8], r: std::ops::Range<usize>) -> Option<u32> {
+    b.get(r)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+#[derive(Default)]
+struct Counters {
+    own_frames_dropped: u64,
+    sender_mismatch: u64,
+    malformed_payloads: u64,
+    seal_errors: u64,
+    self_packets: u64,
+    events_queued: u64,
+    handles_overflowed: u64,
+}
+
+/// A submission the processor had no room for yet.
+struct Pending {
+    data: Bytes,
+    guarantee: Guarantee,
+    cost: usize,
+}
+
+/// The driver of one node. See the module docs.
+pub(crate) struct Driver {
+    me: NodeId,
+    processor: Processor,
+    transport: Transport,
+    sealer: Sealer,
+    opener: Opener,
+    cmd_rx: UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+    epoch: TokioInstant,
+
+    handles: BTreeMap<HandleId, Arc<EventQueue>>,
+    /// Every open handle's intended groups, in submission order of its joins and leaves: the
+    /// content of this node's membership syncs.
+    intended: BTreeMap<HandleId, BTreeSet<Bytes>>,
+    /// Packets the processor addressed to this node.
+    local: VecDeque<Bytes>,
+    /// Submissions waiting for room in the processor (FIFO; nothing overtakes them).
+    pending: VecDeque<Pending>,
+    /// Budget cost of each message in the processor's send queue, oldest first.
+    inflight: VecDeque<usize>,
+    /// Handles whose queue overflowed during the current dispatch.
+    overflowed: Vec<HandleId>,
+    batch: RecvBatch,
+    /// Sealed frames of the current pump, back to back, and where each goes.
+    out: Vec<u8>,
+    out_ranges: Vec<(transport::Destination, usize, usize)>,
+    capture: Option<(usize, VecDeque<CapturedFrame>)>,
+    counters: Counters,
+    shutdown_ack: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)] // one-off constructor of the task's whole state
+    pub(crate) fn new(
+        processor: Processor,
+        mut transport: Transport,
+        multicast: bool,
+        sealer: Sealer,
+        opener: Opener,
+        cmd_rx: UnboundedReceiver<Command>,
+        shared: Arc<Shared>,
+        epoch: TokioInstant,
+    ) -> Driver {
+        if multicast {
+            transport.set_unknown_destination(UnknownDestination::Drop);
+        }
+        Driver {
+            me: shared.node_id,
+            processor,
+            transport,
+            sealer,
+            opener,
+            cmd_rx,
+            shared,
+            epoch,
+            handles: BTreeMap::new(),
+            intended: BTreeMap::new(),
+            local: VecDeque::new(),
+            pending: VecDeque::new(),
+            inflight: VecDeque::new(),
+            overflowed: Vec::new(),
+            batch: RecvBatch::new(RECV_BATCH),
+            out: Vec::new(),
+            out_ranges: Vec::new(),
+            capture: None,
+            counters: Counters::default(),
+            shutdown_ack: None,
+        }
+    }
+
+    fn now(&self) -> totem::Instant {
+        let us = self.epoch.elapsed().as_micros();
+        totem::Instant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self) -> TokioInstant {
+        match self.processor.poll_timeout() {
+            Some(t) => self.epoch + Duration::from_micros(t.as_micros()),
+            // No timer armed (only after leave): wake for commands and packets only.
+            None => TokioInstant::now() + Duration::from_secs(3600),
+        }
+    }
+
+    /// Runs until shutdown (or until the node and all handles are gone).
+    pub(crate) async fn run(mut self) {
+        loop {
+            let busy = self.turn();
+            if self.shutdown_ack.is_some() {
+                return self.stop();
+            }
+            if busy {
+                // Other nodes may share this runtime thread.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let deadline = self.deadline();
+            tokio::select! {
+                r = self.transport.readable() => {
+                    if let Err(e) = r {
+                        tracing::warn!(node = self.me, error = %e, "socket readiness failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                c = self.cmd_rx.recv() => {
+                    match c {
+                        Some(c) => self.command(c),
+                        None => self.begin_shutdown(None),
+                    }
+                    self.pump();
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            if self.shutdown_ack.is_some() {
+                return self.stop();
+            }
+        }
+    }
+
+    /// One turn of non-blocking work; true if anything was done.
+    fn turn(&mut self) -> bool {
+        let mut busy = false;
+        if !self.local.is_empty() {
+            let now = self.now();
+            // Only those queued before this turn: the packets they cause wait for the next.
+            for pkt in std::mem::take(&mut self.local) {
+                self.counters.self_packets += 1;
+                self.processor.handle_packet(now, pkt);
+            }
+            busy = true;
+        }
+        match self.transport.recv_batch(&mut self.batch) {
+            Ok(0) => {}
+            Ok(_) => {
+                self.ingest();
+                busy = true;
+            }
+            Err(e) => tracing::debug!(node = self.me, error = %e, "receive failed"),
+        }
+        for _ in 0..MAX_COMMANDS_PER_TURN {
+            match self.cmd_rx.try_recv() {
+                Ok(c) => {
+                    busy = true;
+                    self.command(c);
+                    if self.shutdown_ack.is_some() {
+                        return busy;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.begin_shutdown(None);
+                    return busy;
+                }
+            }
+        }
+        let now = self.now();
+        if self.processor.poll_timeout().is_some_and(|t| t <= now) {
+            self.processor.handle_timeout(now);
+            busy = true;
+        }
+        self.pump();
+        busy
+    }
+
+    /// Authenticates and feeds the received batch (see "Inbound order of checks").
+    fn ingest(&mut self) {
+        let now = self.now();
+        let me = self.me;
+        let learn = self.transport.group_addr().is_some();
+        for (from, frame) in self.batch.iter_mut() {
+            if read_u32(frame, FRAME_SENDER) == Some(me) {
+                self.counters.own_frames_dropped += 1;
+                continue;
+            }
+            let opened = match self.opener.open(frame) {
+                Ok(o) => o,
+                Err(reason) => {
+                    tracing::trace!(node = me, %from, %reason, "frame rejected");
+                    continue;
+                }
+            };
+            let sender = opened.sender;
+            if let Some(claimed) = read_u32(opened.payload, TOTEM_SENDER) {
+                if claimed != sender {
+                    self.counters.sender_mismatch += 1;
+                    tracing::debug!(node = me, %from, sender, claimed, "sender mismatch");
+                    continue;
+                }
+            }
+            if learn {
+                self.transport.learn(sender, from);
+            }
+            self.processor
+                .handle_packet(now, Bytes::copy_from_slice(opened.payload));
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Register { id, queue } => {
+                // The current configuration first, as Corosync's EVS service does on connect.
+                let (ring_id, members) = self.shared.members();
+                if !members.is_empty() {
+                    queue.push(Event::ConfigChange {
+                        kind: ConfigKind::Regular,
+                        ring_id,
+                        members,
+                        left: Vec::new(),
+                        joined: Vec::new(),
+                    });
+                    self.counters.events_queued += 1;
+                }
+                self.handles.insert(id, queue);
+            }
+            Command::Submit {
+                data,
+                guarantee,
+                cost,
+                intent,
+            } => {
+                match intent {
+                    Intent::None => {}
+                    Intent::Join(h, groups) => {
+                        if self.handles.contains_key(&h) {
+                            self.intended.entry(h).or_default().extend(groups);
+                        }
+                    }
+                    Intent::Leave(h, groups) => {
+                        if let Some(set) = self.intended.get_mut(&h) {
+                            for g in &groups {
+                                set.remove(g);
+                            }
+                            if set.is_empty() {
+                                self.intended.remove(&h);
+                            }
+                        }
+                    }
+                }
+                self.submit(data, guarantee, cost);
+            }
+            Command::Close { id } => self.close_handle(id, false),
+            Command::Stats { reply } => {
+                let _ = reply.try_send(self.stats());
+            }
+            Command::DebugCapture { limit, reply } => {
+                let kept = self
+                    .capture
+                    .take()
+                    .map(|(_, frames)| frames.into_iter().collect())
+                    .unwrap_or_default();
+                if limit > 0 {
+                    self.capture = Some((limit, VecDeque::new()));
+                }
+                let _ = reply.try_send(kept);
+            }
+            Command::Shutdown { ack } => self.begin_shutdown(Some(ack)),
+        }
+    }
+
+    fn begin_shutdown(&mut self, ack: Option<std::sync::mpsc::SyncSender<()>>) {
+        // A sender whose receiver is gone is as good as none.
+        self.shutdown_ack = Some(ack.unwrap_or_else(|| std::sync::mpsc::sync_channel(1).0));
+    }
+
+    /// Removes a handle; its groups are left by a multicast leave (as when a CPG process
+    /// dies), so every view drops it at the same point of the stream.
+    fn close_handle(&mut self, id: HandleId, overflowed: bool) {
+        let Some(queue) = self.handles.remove(&id) else {
+            return;
+        };
+        if overflowed {
+            self.counters.handles_overflowed += 1;
+            tracing::warn!(
+                node = self.me,
+                handle = id,
+                "handle queue full: closing the handle (consumer too slow)"
+            );
+        } else {
+            queue.end(End::Closed, true);
+        }
+        if let Some(groups) = self.intended.remove(&id) {
+            let groups: Vec<Bytes> = groups.into_iter().collect();
+            // A handle holds at most MAX_GROUPS groups, so one leave always encodes.
+            let payload = groups::encode_membership(false, id, &groups);
+            let cost = payload.len();
+            self.shared.budget.force(cost);
+            self.submit(payload, Guarantee::Agreed, cost);
+        }
+    }
+
+    /// Hands a message to the processor, or queues it behind earlier ones it had no room for.
+    fn submit(&mut self, data: Bytes, guarantee: Guarantee, cost: usize) {
+        if !self.pending.is_empty() {
+            self.pending.push_back(Pending {
+                data,
+                guarantee,
+                cost,
+            });
+            return;
+        }
+        let now = self.now();
+        match self.processor.submit(now, data.clone(), guarantee) {
+            Ok(_) => self.inflight.push_back(cost),
+            Err(SubmitError::Full) => self.pending.push_back(Pending {
+                data,
+                guarantee,
+                cost,
+            }),
+            Err(SubmitError::TooLarge { size, max }) => {
+                // Handles check the size first; only an absurdly small configured maximum
+                // gets here (a sync part that cannot shrink further).
+                tracing::warn!(node = self.me, size, max, "message too large, dropped");
+                self.shared.budget.release(cost);
+            }
+        }
+    }
+
+    fn retry_pending(&mut self) {
+        while let Some(p) = self.pending.front() {
+            let now = self.now();
+            match self.processor.submit(now, p.data.clone(), p.guarantee) {
+                Ok(_) => {
+                    let cost = p.cost;
+                    self.pending.pop_front();
+                    self.inflight.push_back(cost);
+                }
+                Err(SubmitError::Full) => return,
+                Err(SubmitError::TooLarge { .. }) => {
+                    let cost = p.cost;
+                    self.pending.pop_front();
+                    self.shared.budget.release(cost);
+                }
+            }
+        }
+    }
+
+    /// Refunds the budget for messages the processor has sent whole (its queue is FIFO, so
+    /// they are the oldest ones).
+    fn refund_sent(&mut self) {
+        // TODO(totem): a cheap `Processor::send_queue_messages()` would avoid copying the
+        // whole `Stats` on every pump.
+        let queued = self.processor.stats().send_queue_messages;
+        let mut freed = 0;
+        while self.inflight.len() > queued {
+            freed += self.inflight.pop_front().unwrap_or(0);
+        }
+        if freed > 0 {
+            self.shared.budget.release(freed);
+        }
+    }
+
+    /// Sends every transmit, dispatches every event, and repeats while either produced more
+    /// (a membership sync submitted on a configuration change may release a held token).
+    fn pump(&mut self) {
+        loop {
+            let sent = self.flush_transmits();
+            let mut events = 0;
+            while let Some(ev) = self.processor.poll_event() {
+                events += 1;
+                self.dispatch(ev);
+            }
+            for id in std::mem::take(&mut self.overflowed) {
+                self.close_handle(id, true);
+            }
+            if !self.pending.is_empty() {
+                self.retry_pending();
+            }
+            if sent == 0 && events == 0 {
+                break;
+            }
+        }
+        if !self.inflight.is_empty() {
+            self.refund_sent();
+        }
+    }
+
+    /// Seals and sends the processor's transmits in one batch; returns how many.
+    fn flush_transmits(&mut self) -> usize {
+        self.out.clear();
+        self.out_ranges.clear();
+        let mut n = 0;
+        while let Some(t) = self.processor.poll_transmit() {
+            n += 1;
+            let dest = match t.destination {
+                Destination::Node(id) if id == self.me => {
+                    self.local.push_back(t.data);
+                    continue;
+                }
+                Destination::Node(id) => transport::Destination::Node(id),
+                Destination::Multicast => transport::Destination::All,
+            };
+            let start = self.out.len();
+            if let Err(e) = self.sealer.seal(&t.data, &mut self.out) {
+                self.counters.seal_errors += 1;
+                tracing::error!(node = self.me, error = %e, "cannot seal a frame");
+                continue;
+            }
+            self.out_ranges.push((dest, start, self.out.len()));
+            if let Some((limit, frames)) = &mut self.capture {
+                if frames.len() == *limit {
+                    frames.pop_front();
+                }
+                frames.push_back(CapturedFrame {
+                    to: match dest {
+                        transport::Destination::All => None,
+                        transport::Destination::Node(id) => Some(id),
+                    },
+                    frame: self.out[start..].to_vec(),
+                });
+            }
+        }
+        if !self.out_ranges.is_empty() {
+            let items: Vec<(transport::Destination, &[u8])> = self
+                .out_ranges
+                .iter()
+                .map(|&(d, s, e)| (d, &self.out[s..e]))
+                .collect();
+            self.transport.send_batch(&items);
+        }
+        n
+    }
+
+    fn push(&mut self, id: HandleId, ev: Event) {
+        let Some(q) = self.handles.get(&id) else {
+            return;
+        };
+        match q.push(ev) {
+            Push::Queued => self.counters.events_queued += 1,
+            Push::Overflowed => self.overflowed.push(id),
+            Push::Gone => {}
+        }
+    }
+
+    fn view(&self) -> MutexGuard<'_, GroupView> {
+        lock(&self.shared.view)
+    }
+
+    fn dispatch(&mut self, ev: totem::Event) {
+        match ev {
+            totem::Event::Deliver(d) => {
+                let msg = match groups::decode(&d.data) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.counters.malformed_payloads += 1;
+                        tracing::debug!(node = self.me, sender = d.sender, error = %e,
+                            "malformed ring payload dropped");
+                        return;
+                    }
+                };
+                let deltas = match msg {
+                    RingMsg::App {
+                        handle,
+                        groups,
+                        data,
+                    } => {
+                        let mut targets: Vec<HandleId> = {
+                            let view = self.view();
+                            groups
+                                .iter()
+                                .flat_map(|g| view.node_handles(g, self.me))
+                                .collect()
+                        };
+                        targets.sort_unstable();
+                        targets.dedup();
+                        for id in targets {
+                            self.push(
+                                id,
+                                Event::Message {
+                                    sender: d.sender,
+                                    sender_handle: handle,
+                                    groups: groups.clone(),
+                                    data: data.clone(),
+                                    ring_id: d.ring_id,
+                                    seq: d.seq,
+                                    guarantee: d.guarantee,
+                                },
+                            );
+                        }
+                        return;
+                    }
+                    RingMsg::GroupJoin { handle, groups } => {
+                        self.view().join(d.sender, handle, &groups)
+                    }
+                    RingMsg::GroupLeave { handle, groups } => {
+                        self.view().leave(d.sender, handle, &groups)
+                    }
+                    RingMsg::GroupSync { first, entries } => {
+                        self.view().sync(d.sender, first, &entries)
+                    }
+                };
+                self.deliver_deltas(deltas);
+            }
+            totem::Event::ConfigChange(c) => {
+                tracing::info!(node = self.me, kind = ?c.kind, ring = %c.ring_id,
+                    members = ?c.members, left = ?c.left, joined = ?c.joined,
+                    "configuration change");
+                let ids: Vec<HandleId> = self.handles.keys().copied().collect();
+                for id in ids {
+                    self.push(
+                        id,
+                        Event::ConfigChange {
+                            kind: c.kind,
+                            ring_id: c.ring_id,
+                            members: c.members.clone(),
+                            left: c.left.clone(),
+                            joined: c.joined.clone(),
+                        },
+                    );
+                }
+                if c.kind == ConfigKind::Regular {
+                    *lock(&self.shared.membership) = (c.ring_id, c.members.clone());
+                    let deltas = self.view().retain_nodes(&c.members);
+                    self.deliver_deltas(deltas);
+                    self.send_sync();
+                }
+            }
+        }
+    }
+
+    /// Gives each group change to this node's handles that are (or just were) in the group.
+    fn deliver_deltas(&mut self, deltas: Vec<GroupDelta>) {
+        for d in deltas {
+            let mut targets: Vec<HandleId> = d
+                .members
+                .iter()
+                .chain(d.left.iter())
+                .filter(|(n, _)| *n == self.me)
+                .map(|&(_, h)| h)
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            for id in targets {
+                self.push(
+                    id,
+                    Event::GroupChange {
+                        group: d.group.clone(),
+                        members: d.members.clone(),
+                        joined: d.joined.clone(),
+                        left: d.left.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// After every regular configuration: multicast this node's handles' intended groups,
+    /// which every member (this node included) puts in place of what it held for this node.
+    /// Everything this node submitted earlier is delivered before it (FIFO), so the sync is
+    /// exactly the state those joins and leaves lead to.
+    fn send_sync(&mut self) {
+        let entries: Vec<(HandleId, Vec<Bytes>)> = self
+            .intended
+            .iter()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(h, g)| (*h, g.iter().cloned().collect()))
+            .collect();
+        for part in groups::encode_sync(&entries, self.shared.max_message_size) {
+            let cost = part.len();
+            self.shared.budget.force(cost);
+            self.submit(part, Guarantee::Agreed, cost);
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        let (ring_id, members) = self.shared.members();
+        let c = &self.counters;
+        NodeStats {
+            node_id: self.me,
+            ring_id,
+            members,
+            state: self.processor.state(),
+            totem: self.processor.stats(),
+            transport: self.transport.stats(),
+            crypto_rejected: *self.opener.stats(),
+            crypto_accepted: self.opener.accepted(),
+            own_frames_dropped: c.own_frames_dropped,
+            sender_mismatch: c.sender_mismatch,
+            malformed_payloads: c.malformed_payloads,
+            seal_errors: c.seal_errors,
+            self_packets: c.self_packets,
+            events_queued: c.events_queued,
+            handles_overflowed: c.handles_overflowed,
+            queue_depths: self.handles.iter().map(|(id, q)| (*id, q.len())).collect(),
+            send_budget_used: self.shared.budget.used(),
+            send_budget_cap: self.shared.budget.cap(),
+            pending_submits: self.pending.len(),
+        }
+    }
+
+    /// Leaves the ring, sends the leave, drops the driver (closing every queue, then the
+    /// sockets) and only then acknowledges: when `Node::shutdown` returns, the handles have
+    /// ended and the node's address can be bound again.
+    fn stop(mut self) {
+        let now = self.now();
+        self.processor.leave(now);
+        self.flush_transmits();
+        tracing::info!(node = self.me, "node left the ring and stopped");
+        let ack = self.shutdown_ack.take();
+        drop(self);
+        if let Some(ack) = ack {
+            let _ = ack.try_send(());
+        }
+    }
+
+    fn close_all(&mut self) {
+        self.shared.running.store(false, Ordering::Release);
+        self.shared.budget.close();
+        for q in self.handles.values() {
+            q.end(End::Closed, false);
+        }
+        self.handles.clear();
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Also reached when the runtime stops under a running node, or on a panic: no consumer
+        // or sender may wait forever on a driver that is gone.
+        self.close_all();
+    }
+}

@@ -1,0 +1,584 @@
+//! The EVS handle: what an application holds to join groups, multicast and receive.
+//!
+//! This module owns the consumer side of each handle: its bounded event queue
+//! ([`EventQueue`], filled by the driver, emptied by the application), the eventfd that makes
+//! the queue pollable, and the node-wide send budget ([`SendBudget`]) that turns a full send
+//! queue into backpressure. Everything here runs on application threads; the only thing the
+//! driver does with it is [`EventQueue::push`], which never blocks (the queue mutex is held by
+//! a consumer only for a pop).
+//!
+//! # Slow consumers
+//!
+//! A handle's queue holds at most its capacity of events (default [`DEFAULT_QUEUE_CAPACITY`]).
+//! When the driver has an event for a handle whose queue is full, it does not wait and does
+//! not drop the event silently: it **closes that handle** with [`EvsError::Overflowed`]. The
+//! consumer still reads every event queued before the overflow, in order; after them every
+//! receive returns `Overflowed`, and sends on the handle fail the same way. The node
+//! multicasts a leave of the handle's groups (other members see it leave, like a process that
+//! died in Corosync's CPG), and every other handle and the ring carry on unaffected.
+//!
+//! # Send backpressure
+//!
+//! All handles of a node share one budget of `send_queue_bytes` (configuration): the bytes of
+//! messages accepted from handles and not yet sent by the processor. A message is charged its
+//! encoded size when accepted and refunded when the processor has sent it. Over budget,
+//! `mcast_*` returns [`EvsError::TryAgain`] at once and `mcast_*_blocking` waits (up to its
+//! timeout) for the driver to refund. An empty budget accepts any message up to the maximum
+//! size, as the processor's own queue does, so a maximal message is never refused forever.
+//! Joins, leaves and the node's membership syncs are charged too but never refused.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::event::{group_list, Event, EvsError, Guarantee, HandleId, NodeId, MAX_GROUPS};
+use crate::groups;
+use crate::node::{Command, Intent, Shared};
+
+/// Events a handle's queue holds by default before the handle is closed as overflowed.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; carry on with it
+    // rather than poisoning the driver.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a queue ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    Closed,
+    Overflowed,
+}
+
+impl End {
+    fn error(self) -> EvsError {
+        match self {
+            End::Closed => EvsError::Closed,
+            End::Overflowed => EvsError::Overflowed,
+        }
+    }
+}
+
+/// Result of [`EventQueue::push`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Push {
+    Queued,
+    /// The queue was full: it is now ended as overflowed and the event was not queued.
+    Overflowed,
+    /// The queue had already ended.
+    Gone,
+}
+
+struct QueueState {
+    events: VecDeque<Event>,
+    end: Option<End>,
+    /// Whether the eventfd counter is non-zero.
+    signalled: bool,
+    /// Consumers blocked in `recv`: notify only then (a condvar notify is a system call).
+    waiters: usize,
+}
+
+/// One handle's bounded event queue and its eventfd.
+pub(crate) struct EventQueue {
+    state: Mutex<QueueState>,
+    cond: Condvar,
+    efd: EventFd,
+    capacity: usize,
+}
+
+impl EventQueue {
+    pub(crate) fn new(capacity: usize) -> Result<EventQueue, EvsError> {
+        let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|e| EvsError::Io(e.into()))?;
+        Ok(EventQueue {
+            state: Mutex::new(QueueState {
+                events: VecDeque::new(),
+                end: None,
+                signalled: false,
+                waiters: 0,
+            }),
+            cond: Condvar::new(),
+            efd,
+            capacity: capacity.max(1),
+        })
+    }
+
+    /// Keeps the eventfd readable exactly while there is something to receive (an event, or
+    /// the end of the stream). Called under the queue lock after every change.
+    fn sync_fd(&self, st: &mut QueueState) {
+        let readable = !st.events.is_empty() || st.end.is_some();
+        if readable && !st.signalled {
+            // Cannot fail: the counter is 0 here, far from its u64::MAX - 1 limit.
+            let _ = self.efd.write(1);
+            st.signalled = true;
+        } else if !readable && st.signalled {
+            let _ = self.efd.read();
+            st.signalled = false;
+        }
+    }
+
+    /// Driver side: queues `ev` without blocking.
+    pub(crate) fn push(&self, ev: Event) -> Push {
+        let mut st = lock(&self.state);
+        if st.end.is_some() {
+            return Push::Gone;
+        }
+        let res = if st.events.len() >= self.capacity {
+            st.end = Some(End::Overflowed);
+            Push::Overflowed
+        } else {
+            st.events.push_back(ev);
+            Push::Queued
+        };
+        self.sync_fd(&mut st);
+        if st.waiters > 0 {
+            self.cond.notify_all();
+        }
+        res
+    }
+
+    /// Ends the stream (node stopped: `Closed` after the queued events; closed by the
+    /// application: `discard` drops what is queued).
+    pub(crate) fn end(&self, end: End, discard: bool) {
+        let mut st = lock(&self.state);
+        if discard {
+            st.events.clear();
+        }
+        if st.end.is_none() {
+            st.end = Some(end);
+        }
+        self.sync_fd(&mut st);
+        self.cond.notify_all();
+    }
+
+    pub(crate) fn ended(&self) -> Option<End> {
+        lock(&self.state).end
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.state).events.len()
+    }
+
+    /// Waits until at least one event is queued (then takes up to `max`), the stream ended,
+    /// or the deadline passed.
+    fn take(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<Event>, EvsError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.state);
+        loop {
+            if !st.events.is_empty() {
+                let n = max.max(1).min(st.events.len());
+                let out: Vec<Event> = st.events.drain(..n).collect();
+                self.sync_fd(&mut st);
+                return Ok(out);
+            }
+            if let Some(end) = st.end {
+                return Err(end.error());
+            }
+            st.waiters += 1;
+            st = match deadline {
+                None => self.cond.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        st.waiters -= 1;
+                        return Err(EvsError::Timeout);
+                    }
+                    self.cond
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            st.waiters -= 1;
+        }
+    }
+}
+
+struct BudgetState {
+    used: usize,
+    closed: bool,
+    waiters: usize,
+}
+
+/// The node-wide send budget (see the module docs).
+pub(crate) struct SendBudget {
+    state: Mutex<BudgetState>,
+    cond: Condvar,
+    cap: usize,
+}
+
+impl SendBudget {
+    pub(crate) fn new(cap: usize) -> SendBudget {
+        SendBudget {
+            state: Mutex::new(BudgetState {
+                used: 0,
+                closed: false,
+                waiters: 0,
+            }),
+            cond: Condvar::new(),
+            cap,
+        }
+    }
+
+    /// Charges `cost`, waiting up to `wait` for room (`None`: do not wait).
+    pub(crate) fn acquire(&self, cost: usize, wait: Option<Duration>) -> Result<(), EvsError> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        let mut st = lock(&self.state);
+        loop {
+            if st.closed {
+                return Err(EvsError::Closed);
+            }
+            if st.used == 0 || st.used.saturating_add(cost) <= self.cap {
+                st.used += cost;
+                return Ok(());
+            }
+            let Some(d) = deadline else {
+                return Err(EvsError::TryAgain);
+            };
+            let now = Instant::now();
+            if now >= d {
+                return Err(EvsError::Timeout);
+            }
+            st.waiters += 1;
+            st = self
+                .cond
+                .wait_timeout(st, d - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            st.waiters -= 1;
+        }
+    }
+
+    /// Charges `cost` whatever the budget (control messages, which must not fail).
+    pub(crate) fn force(&self, cost: usize) {
+        lock(&self.state).used += cost;
+    }
+
+    /// Refunds `cost` and wakes blocked senders.
+    pub(crate) fn release(&self, cost: usize) {
+        let mut st = lock(&self.state);
+        st.used = st.used.saturating_sub(cost);
+        if st.waiters > 0 {
+            self.cond.notify_all();
+        }
+    }
+
+    /// The node stopped: every waiting and later acquire fails with `Closed`.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.cond.notify_all();
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        lock(&self.state).used
+    }
+
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// An EVS handle of one node: joins groups, multicasts, and receives its event stream.
+///
+/// Made by [`Node::handle`](crate::Node::handle); any number may exist per node. `Send` and
+/// `Sync`: its methods take `&self`, so one handle may be shared between a sending and a
+/// receiving thread. Dropping it closes it ([`Handle::close`]).
+pub struct Handle {
+    id: HandleId,
+    cmd: UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    queue: Arc<EventQueue>,
+    /// Groups this handle asked to join (in effect or on their way): what `mcast_joined`
+    /// addresses and `leave` checks. Held while the join or leave command is sent, so the
+    /// driver sees intents in the order they were made.
+    joined: Mutex<BTreeSet<Bytes>>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("node", &self.shared.node_id)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    pub(crate) fn new(
+        id: HandleId,
+        cmd: UnboundedSender<Command>,
+        shared: Arc<Shared>,
+        queue: Arc<EventQueue>,
+    ) -> Handle {
+        Handle {
+            id,
+            cmd,
+            shared,
+            queue,
+            joined: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// This handle's id on its node (what receivers see as `sender_handle`).
+    pub fn id(&self) -> HandleId {
+        self.id
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    fn check_open(&self) -> Result<(), EvsError> {
+        match self.queue.ended() {
+            Some(end) => Err(end.error()),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), EvsError> {
+        self.cmd.send(cmd).map_err(|_| EvsError::Closed)
+    }
+
+    fn control(&self, payload: Bytes, intent: Intent) -> Result<(), EvsError> {
+        let cost = payload.len();
+        if cost > self.shared.max_message_size {
+            return Err(EvsError::TooLarge {
+                size: cost,
+                max: self.shared.max_message_size,
+            });
+        }
+        self.shared.budget.force(cost);
+        let sent = self.send(Command::Submit {
+            data: payload,
+            guarantee: Guarantee::Agreed,
+            cost,
+            intent,
+        });
+        if sent.is_err() {
+            self.shared.budget.release(cost);
+        }
+        sent
+    }
+
+    /// Joins `groups` (names of 1 to 32 bytes). The join is multicast and takes effect, at
+    /// every node, where it is delivered in agreed order: messages delivered after it and
+    /// addressed to one of the groups reach this handle, and this handle's own later messages
+    /// always come after it. Groups already joined are ignored. At most
+    /// [`MAX_GROUPS`](crate::event::MAX_GROUPS) groups per handle.
+    pub fn join<I, G>(&self, groups: I) -> Result<(), EvsError>
+    where
+        I: IntoIterator<Item = G>,
+        G: AsRef<[u8]>,
+    {
+        let list = group_list(groups)?;
+        self.check_open()?;
+        let mut joined = lock(&self.joined);
+        let new: Vec<Bytes> = list.into_iter().filter(|g| !joined.contains(g)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        if joined.len() + new.len() > MAX_GROUPS {
+            return Err(EvsError::InvalidGroup(format!(
+                "a handle may join at most {MAX_GROUPS} groups"
+            )));
+        }
+        let payload = groups::encode_membership(true, self.id, &new);
+        self.control(payload, Intent::Join(self.id, new.clone()))?;
+        joined.extend(new);
+        Ok(())
+    }
+
+    /// Leaves `groups`. Every group must be joined, else nothing is left and the result is
+    /// [`EvsError::NotJoined`] (Corosync removes the groups before the first unknown one; all
+    /// or nothing is easier to reason about). Takes effect where it is delivered, like `join`.
+    pub fn leave<I, G>(&self, groups: I) -> Result<(), EvsError>
+    where
+        I: IntoIterator<Item = G>,
+        G: AsRef<[u8]>,
+    {
+        let list = group_list(groups)?;
+        self.check_open()?;
+        let mut joined = lock(&self.joined);
+        if list.iter().any(|g| !joined.contains(g)) {
+            return Err(EvsError::NotJoined);
+        }
+        let payload = groups::encode_membership(false, self.id, &list);
+        self.control(payload, Intent::Leave(self.id, list.clone()))?;
+        for g in &list {
+            joined.remove(g);
+        }
+        Ok(())
+    }
+
+    /// The groups this handle has asked to join (including joins not yet delivered).
+    pub fn joined(&self) -> Vec<Bytes> {
+        lock(&self.joined).iter().cloned().collect()
+    }
+
+    fn mcast(
+        &self,
+        groups: &[Bytes],
+        data: &[u8],
+        guarantee: Guarantee,
+        wait: Option<Duration>,
+    ) -> Result<(), EvsError> {
+        self.check_open()?;
+        let size = groups::APP_FIXED_OVERHEAD - 1 + groups::group_list_len(groups) + data.len();
+        let max = self.shared.max_message_size;
+        if size > max {
+            return Err(EvsError::TooLarge { size, max });
+        }
+        let payload = groups::encode_app(self.id, groups, data);
+        let cost = payload.len();
+        self.shared.budget.acquire(cost, wait)?;
+        let sent = self.send(Command::Submit {
+            data: payload,
+            guarantee,
+            cost,
+            intent: Intent::None,
+        });
+        if sent.is_err() {
+            self.shared.budget.release(cost);
+        }
+        sent
+    }
+
+    fn joined_list(&self) -> Result<Vec<Bytes>, EvsError> {
+        let joined = lock(&self.joined);
+        if joined.is_empty() {
+            return Err(EvsError::NotJoined);
+        }
+        Ok(joined.iter().cloned().collect())
+    }
+
+    /// Multicasts `data` to every group this handle has asked to join. Without waiting:
+    /// [`EvsError::TryAgain`] when the node's send budget is used up.
+    pub fn mcast_joined(&self, data: &[u8], guarantee: Guarantee) -> Result<(), EvsError> {
+        let groups = self.joined_list()?;
+        self.mcast(&groups, data, guarantee, None)
+    }
+
+    /// Like [`mcast_joined`](Self::mcast_joined), but waits up to `timeout` for send budget
+    /// ([`EvsError::Timeout`] if none came).
+    pub fn mcast_joined_blocking(
+        &self,
+        data: &[u8],
+        guarantee: Guarantee,
+        timeout: Duration,
+    ) -> Result<(), EvsError> {
+        let groups = self.joined_list()?;
+        self.mcast(&groups, data, guarantee, Some(timeout))
+    }
+
+    /// Multicasts `data` to `groups`, joined or not. Without waiting: [`EvsError::TryAgain`]
+    /// when the node's send budget is used up.
+    pub fn mcast_groups<I, G>(
+        &self,
+        groups: I,
+        data: &[u8],
+        guarantee: Guarantee,
+    ) -> Result<(), EvsError>
+    where
+        I: IntoIterator<Item = G>,
+        G: AsRef<[u8]>,
+    {
+        let list = group_list(groups)?;
+        self.mcast(&list, data, guarantee, None)
+    }
+
+    /// Like [`mcast_groups`](Self::mcast_groups), but waits up to `timeout` for send budget.
+    pub fn mcast_groups_blocking<I, G>(
+        &self,
+        groups: I,
+        data: &[u8],
+        guarantee: Guarantee,
+        timeout: Duration,
+    ) -> Result<(), EvsError>
+    where
+        I: IntoIterator<Item = G>,
+        G: AsRef<[u8]>,
+    {
+        let list = group_list(groups)?;
+        self.mcast(&list, data, guarantee, Some(timeout))
+    }
+
+    /// This node's id and the members of the last regular configuration (empty before the
+    /// node installed its first ring).
+    pub fn membership(&self) -> (NodeId, Vec<NodeId>) {
+        (self.shared.node_id, self.shared.members().1)
+    }
+
+    /// Members of `group` in the node's replicated view: `(node, handle)` pairs, sorted. The
+    /// view is the one after the node's latest delivery, which may be ahead of events this
+    /// handle has not read yet; [`Event::GroupChange`] carries the view at its own point of
+    /// the stream.
+    pub fn group_membership(&self, group: impl AsRef<[u8]>) -> Vec<(NodeId, HandleId)> {
+        lock(&self.shared.view).members(group.as_ref())
+    }
+
+    /// Waits for the next event (`None`: without limit). [`EvsError::Timeout`] when none came
+    /// in time; [`EvsError::Closed`] / [`EvsError::Overflowed`] once the stream ended and
+    /// everything queued before its end was read.
+    pub fn recv(&self, timeout: Option<Duration>) -> Result<Event, EvsError> {
+        let mut v = self.queue.take(1, timeout)?;
+        Ok(v.pop().expect("take returns at least one event"))
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub fn try_recv(&self) -> Result<Option<Event>, EvsError> {
+        match self.queue.take(1, Some(Duration::ZERO)) {
+            Ok(mut v) => Ok(v.pop()),
+            Err(EvsError::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits like [`recv`](Self::recv) for at least one event, then returns up to `max` of
+    /// those queued (one lock for many events).
+    pub fn recv_many(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<Event>, EvsError> {
+        self.queue.take(max, timeout)
+    }
+
+    /// Events waiting in this handle's queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// An eventfd that is readable while this handle has something to receive (an event, or
+    /// the end of its stream). For `poll`/`select`/asyncio `add_reader`; reading from it is
+    /// the handle's business (use `recv`), and it is valid as long as the handle lives.
+    pub fn fileno(&self) -> RawFd {
+        self.queue.efd.as_raw_fd()
+    }
+
+    /// Closes the handle: queued events are dropped, later calls return
+    /// [`EvsError::Closed`], and the node multicasts a leave of its groups. Idempotent.
+    pub fn close(&self) {
+        if self.queue.ended() == Some(End::Closed) {
+            return;
+        }
+        self.queue.end(End::Closed, true);
+        // The driver may be gone already; then there is nothing left to leave.
+        let _ = self.send(Command::Close { id: self.id });
+    }
+}
+
+impl AsFd for Handle {
+    /// The eventfd of [`Handle::fileno`], borrowed.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.queue.efd.as_fd()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

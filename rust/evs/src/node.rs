@@ -1,0 +1,532 @@
+//! A running node: start-up, the application-facing [`Node`], and what it shares with its
+//! driver and handles.
+//!
+//! This module owns the node's life cycle (building crypto, transport configuration and the
+//! processor from a [`NodeConfig`], spawning the driver, shutting it down within a bounded
+//! time), the state shared between application threads and the driver ([`Shared`]: the send
+//! budget, the last regular configuration, the group view), the command channel's message
+//! type, and [`NodeStats`]. The protocol loop itself is in [`crate::driver`].
+//!
+//! Nothing is persisted to disk. What Corosync persists is derived from the wall clock
+//! instead: the processor's starting ring sequence number and first message number, and the
+//! crypto boot id, are the Unix time in microseconds, so a restarted node numbers its rings and
+//! frames above those of its previous run (as long as the clock does not step back by more
+//! than the downtime).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use totem::wire::DecodeError;
+use totem::{Processor, Start};
+
+use crate::config::{NodeConfig, Transport as TransportKind};
+use crate::crypto::{self, Cipher, KeyError, Opener, RejectCounters, SealError, Sealer};
+use crate::driver::Driver;
+use crate::event::{EvsError, Guarantee, HandleId, NodeId, RingId};
+use crate::groups::GroupView;
+use crate::handle::{EventQueue, Handle, SendBudget, DEFAULT_QUEUE_CAPACITY};
+use crate::runtime::Runtime;
+use crate::transport::{self, TransportConfig, TransportStats};
+
+/// How long `Node::start` waits for the driver to bind its sockets.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `Node::shutdown` (and drop) waits for the driver to send its leave and stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `Node::stats` waits for the driver's answer.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a handle asked for, carried with its submission so that the driver updates its copy of
+/// every handle's intended groups in submission order (it multicasts them in its syncs).
+#[derive(Debug)]
+pub(crate) enum Intent {
+    None,
+    Join(HandleId, Vec<Bytes>),
+    Leave(HandleId, Vec<Bytes>),
+}
+
+/// A sealed frame the driver sent, kept for tests (see [`Node::debug_capture`]).
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct CapturedFrame {
+    /// `None`: to everyone; `Some(n)`: to node `n`.
+    pub to: Option<NodeId>,
+    pub frame: Vec<u8>,
+}
+
+/// Requests from application threads to the driver.
+pub(crate) enum Command {
+    Register {
+        id: HandleId,
+        queue: Arc<EventQueue>,
+    },
+    Submit {
+        data: Bytes,
+        guarantee: Guarantee,
+        cost: usize,
+        intent: Intent,
+    },
+    Close {
+        id: HandleId,
+    },
+    Stats {
+        reply: std_mpsc::SyncSender<NodeStats>,
+    },
+    DebugCapture {
+        limit: usize,
+        reply: std_mpsc::SyncSender<Vec<CapturedFrame>>,
+    },
+    Shutdown {
+        ack: std_mpsc::SyncSender<()>,
+    },
+}
+
+/// State shared by the node, its handles and its driver.
+pub(crate) struct Shared {
+    pub(crate) node_id: NodeId,
+    pub(crate) max_message_size: usize,
+    pub(crate) budget: SendBudget,
+    /// Ring id and members of the last regular configuration.
+    pub(crate) membership: Mutex<(RingId, Vec<NodeId>)>,
+    pub(crate) view: Mutex<GroupView>,
+    pub(crate) running: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn members(&self) -> (RingId, Vec<NodeId>) {
+        self.membership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug)]
+pub enum NodeError {
+    /// The authkey could not be loaded.
+    Key(KeyError),
+    /// The frame sealer could not be created.
+    Seal(SealError),
+    /// The protocol configuration was refused by the processor.
+    Protocol(totem::ConfigError),
+    /// Sockets could not be bound (address in use, no such interface, ...), or the runtime
+    /// failed.
+    Io(io::Error),
+    /// Something else about the configuration.
+    Config(String),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Key(e) => write!(f, "authkey: {e}"),
+            NodeError::Seal(e) => write!(f, "crypto: {e}"),
+            NodeError::Protocol(e) => write!(f, "totem configuration: {e:?}"),
+            NodeError::Io(e) => write!(f, "transport: {e}"),
+            NodeError::Config(e) => write!(f, "configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NodeError::Key(e) => Some(e),
+            NodeError::Seal(e) => Some(e),
+            NodeError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<NodeError> for EvsError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Io(e) => EvsError::Io(e),
+            other => EvsError::Config(other.to_string()),
+        }
+    }
+}
+
+/// Counters of a node, like Corosync's `corosync-cmapctl stats`: the protocol's (messages and
+/// packets in and out, retransmits, token rotation), the transport's, every rejected packet by
+/// reason, and the depths of its queues.
+#[derive(Clone, Debug)]
+pub struct NodeStats {
+    pub node_id: NodeId,
+    /// Last regular configuration.
+    pub ring_id: RingId,
+    pub members: Vec<NodeId>,
+    pub state: totem::State,
+    /// The processor's counters (packets by type in and out, messages submitted and delivered,
+    /// retransmits, token rotation times, decoder rejections, ...).
+    pub totem: totem::Stats,
+    /// Datagrams and bytes in and out, system calls, send errors by kind.
+    pub transport: TransportStats,
+    /// Frames refused by authentication or replay checks, by reason.
+    pub crypto_rejected: RejectCounters,
+    /// Frames that passed authentication.
+    pub crypto_accepted: u64,
+    /// Our own frames seen again (multicast loopback), dropped before authentication.
+    pub own_frames_dropped: u64,
+    /// Authentic frames whose Totem header names another sender than the crypto header.
+    pub sender_mismatch: u64,
+    /// Delivered payloads that did not decode as a ring message (dropped).
+    pub malformed_payloads: u64,
+    /// Frames that could not be sealed (and were not sent).
+    pub seal_errors: u64,
+    /// Packets the processor addressed to this node itself (a one-node ring's token).
+    pub self_packets: u64,
+    /// Events put into handle queues.
+    pub events_queued: u64,
+    /// Handles closed because their queue overflowed.
+    pub handles_overflowed: u64,
+    /// Open handles and the events waiting in each.
+    pub queue_depths: Vec<(HandleId, usize)>,
+    /// Bytes charged to the send budget, and its cap.
+    pub send_budget_used: usize,
+    pub send_budget_cap: usize,
+    /// Messages accepted from handles but not yet taken by the processor.
+    pub pending_submits: usize,
+}
+
+impl NodeStats {
+    /// Mean time of a full token rotation.
+    pub fn token_rotation(&self) -> Duration {
+        self.totem.mean_rotation
+    }
+
+    /// Every rejected packet by reason: `crypto.*` (authentication and replay), `decode.*`
+    /// (authentic but not a Totem packet), `node.sender_mismatch`, `node.malformed_payload`,
+    /// and `send.*` (datagrams the transport failed to send). Zero counts included.
+    pub fn rejected(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .crypto_rejected
+            .iter()
+            .map(|(r, n)| (format!("crypto.{}", r.as_str()), n))
+            .collect();
+        out.extend(
+            DecodeError::ALL
+                .iter()
+                .map(|e| (format!("decode.{}", e.as_str()), self.totem.rejected(*e))),
+        );
+        out.push(("node.sender_mismatch".into(), self.sender_mismatch));
+        out.push(("node.malformed_payload".into(), self.malformed_payloads));
+        let s = &self.transport.send_errors;
+        for (k, n) in [
+            ("would_block", s.would_block),
+            ("no_buffers", s.no_buffers),
+            ("permission", s.permission),
+            ("unreachable", s.unreachable),
+            ("too_big", s.too_big),
+            ("other", s.other),
+        ] {
+            out.push((format!("send.{k}"), n));
+        }
+        out
+    }
+}
+
+/// Microseconds since the Unix epoch, strictly increasing within this process (two nodes
+/// started in the same microsecond still get distinct boots).
+fn unix_micros() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+fn transport_config(config: &NodeConfig) -> TransportConfig {
+    match config.transport() {
+        TransportKind::Udpu => {
+            let members = config
+                .members()
+                .iter()
+                .map(|m| (m.node_id, m.address))
+                .collect();
+            let mut t = TransportConfig::udpu(config.bind(), config.port(), members);
+            t.interface = config.interface().map(str::to_owned);
+            t
+        }
+        TransportKind::Multicast => {
+            let group = config.multicast_address().unwrap_or_else(|| {
+                transport::derive_multicast_group(config.cluster_name(), config.bind().is_ipv6())
+            });
+            let mut t = TransportConfig::multicast(config.bind(), group);
+            t.port = config.port();
+            t.mode = transport::Mode::Multicast {
+                group,
+                ttl: u32::from(config.multicast_ttl()),
+                loopback: true,
+            };
+            t.interface = config.interface().map(str::to_owned);
+            t
+        }
+    }
+}
+
+/// A running node: one Totem processor driven on a [`Runtime`], with any number of
+/// [`Handle`]s. Dropping it shuts it down ([`Node::shutdown`]).
+pub struct Node {
+    id: NodeId,
+    local_addr: SocketAddr,
+    cmd: UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    runtime: Runtime,
+    next_handle: AtomicU32,
+    stopped: AtomicBool,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node on `runtime`: loads the authkey (unless crypto is `none`), binds the
+    /// sockets (on the runtime thread), and starts the driver, which immediately begins a
+    /// membership round (it forms a ring alone or with the nodes it hears).
+    pub fn start(config: &NodeConfig, runtime: &Runtime) -> Result<Node, NodeError> {
+        let me = config.node_id();
+        let boot = unix_micros();
+        let (sealer, opener) = match (config.crypto(), config.authkey()) {
+            (Cipher::None, _) => (
+                Sealer::without_crypto(me, boot).map_err(NodeError::Seal)?,
+                Opener::without_crypto(),
+            ),
+            (cipher, Some(path)) => {
+                let key = crypto::load_authkey(path).map_err(NodeError::Key)?;
+                let cluster = config.cluster_name();
+                (
+                    Sealer::new(&key, cipher, cluster, me, boot).map_err(NodeError::Seal)?,
+                    Opener::new(&key, cipher, cluster),
+                )
+            }
+            (cipher, None) => {
+                return Err(NodeError::Config(format!(
+                    "crypto {cipher} needs an authkey"
+                )))
+            }
+        };
+        let mut seed = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| NodeError::Seal(SealError::Random))?;
+        let start = Start {
+            ring_seq: boot,
+            first_msg_no: boot,
+            seed: u64::from_le_bytes(seed),
+        };
+        let epoch = tokio::time::Instant::now();
+        let processor = Processor::new(config.totem(), me, start, totem::Instant::ZERO)
+            .map_err(NodeError::Protocol)?;
+        let shared = Arc::new(Shared {
+            node_id: me,
+            max_message_size: config.max_message_size(),
+            budget: SendBudget::new(config.send_queue_bytes()),
+            membership: Mutex::new((RingId::default(), Vec::new())),
+            view: Mutex::new(GroupView::default()),
+            running: AtomicBool::new(true),
+        });
+        let (cmd_tx, cmd_rx) = unbounded_channel();
+        let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+        let tcfg = transport_config(config);
+        let multicast = config.transport() == TransportKind::Multicast;
+        let driver_shared = shared.clone();
+        runtime.tokio_handle().spawn(async move {
+            // Bound here, on the runtime thread, so the sockets live in its network namespace.
+            let transport = match transport::Transport::bind(tcfg) {
+                Ok(t) => t,
+                Err(e) => {
+                    driver_shared.running.store(false, Ordering::Release);
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(transport.local_addr()));
+            Driver::new(
+                processor,
+                transport,
+                multicast,
+                sealer,
+                opener,
+                cmd_rx,
+                driver_shared,
+                epoch,
+            )
+            .run()
+            .await;
+        });
+        let local_addr = match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return Err(NodeError::Io(e)),
+            Err(_) => {
+                return Err(NodeError::Io(io::Error::other(
+                    "the runtime did not start the node (runtime stopped or blocked)",
+                )))
+            }
+        };
+        tracing::info!(node = me, %local_addr, crypto = %config.crypto(), "node started");
+        Ok(Node {
+            id: me,
+            local_addr,
+            cmd: cmd_tx,
+            shared,
+            runtime: runtime.clone(),
+            next_handle: AtomicU32::new(1),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts a node on a runtime of its own (one background thread for this node).
+    pub fn start_standalone(config: &NodeConfig) -> Result<Node, NodeError> {
+        let runtime = Runtime::new().map_err(NodeError::Io)?;
+        Node::start(config, &runtime)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address the node sends from (its unicast socket).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The runtime this node runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Whether the driver is running (false after shutdown, or if it stopped).
+    pub fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire)
+    }
+
+    /// A new handle with the default queue capacity ([`DEFAULT_QUEUE_CAPACITY`] events).
+    pub fn handle(&self) -> Result<Handle, EvsError> {
+        self.handle_with_capacity(DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// A new handle whose queue holds at most `capacity` events (see the overflow policy in
+    /// [`crate::handle`]). Its first event is the current regular configuration, if the node
+    /// has one.
+    pub fn handle_with_capacity(&self, capacity: usize) -> Result<Handle, EvsError> {
+        if !self.is_running() {
+            return Err(EvsError::Closed);
+        }
+        let id = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let queue = Arc::new(EventQueue::new(capacity)?);
+        self.cmd
+            .send(Command::Register {
+                id,
+                queue: queue.clone(),
+            })
+            .map_err(|_| EvsError::Closed)?;
+        Ok(Handle::new(
+            id,
+            self.cmd.clone(),
+            self.shared.clone(),
+            queue,
+        ))
+    }
+
+    /// This node's id and the members of the last regular configuration (empty before the
+    /// first ring is installed).
+    pub fn membership(&self) -> (NodeId, Vec<NodeId>) {
+        (self.id, self.shared.members().1)
+    }
+
+    /// Ring id of the last regular configuration (`RingId::default()` before the first).
+    pub fn ring_id(&self) -> RingId {
+        self.shared.members().0
+    }
+
+    /// The whole replicated group view: every group with its `(node, handle)` members.
+    pub fn group_view(&self) -> BTreeMap<Bytes, Vec<(NodeId, HandleId)>> {
+        self.shared
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot()
+    }
+
+    /// A snapshot of the node's counters (asks the driver; waits a bounded time).
+    pub fn stats(&self) -> Result<NodeStats, EvsError> {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        self.cmd
+            .send(Command::Stats { reply: tx })
+            .map_err(|_| EvsError::Closed)?;
+        rx.recv_timeout(QUERY_TIMEOUT).map_err(|e| match e {
+            std_mpsc::RecvTimeoutError::Timeout => EvsError::Timeout,
+            std_mpsc::RecvTimeoutError::Disconnected => EvsError::Closed,
+        })
+    }
+
+    /// Test hook: from now on the driver keeps copies of the last `limit` sealed frames it
+    /// sends; returns those kept so far (and clears them). `limit` 0 stops capturing.
+    #[doc(hidden)]
+    pub fn debug_capture(&self, limit: usize) -> Vec<CapturedFrame> {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        if self
+            .cmd
+            .send(Command::DebugCapture { limit, reply: tx })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.recv_timeout(QUERY_TIMEOUT).unwrap_or_default()
+    }
+
+    /// Leaves the ring (the others see this node in a transitional configuration's `left`
+    /// without waiting for a token timeout), stops the driver and ends every handle's stream
+    /// with [`EvsError::Closed`] after its queued events. Waits at most a few seconds.
+    /// Idempotent; also done on drop.
+    pub fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        if self.cmd.send(Command::Shutdown { ack: tx }).is_err() {
+            return;
+        }
+        if self.runtime.is_current_thread() {
+            // Called from a task on the runtime: waiting here would block the driver itself.
+            return;
+        }
+        if rx.recv_timeout(SHUTDOWN_TIMEOUT).is_err() && self.is_running() {
+            tracing::warn!(
+                node = self.id,
+                "driver did not acknowledge shutdown in time"
+            );
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
