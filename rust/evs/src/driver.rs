@@ -427,9 +427,7 @@ impl Driver {
     /// Refunds the budget for messages the processor has sent whole (its queue is FIFO, so
     /// they are the oldest ones).
     fn refund_sent(&mut self) {
-        // TODO(totem): a cheap `Processor::send_queue_messages()` would avoid copying the
-        // whole `Stats` on every pump.
-        let queued = self.processor.stats().send_queue_messages;
+        let queued = self.processor.send_queue_messages();
         let mut freed = 0;
         while self.inflight.len() > queued {
             freed += self.inflight.pop_front().unwrap_or(0);

@@ -422,6 +422,12 @@ impl Processor {
         self.ring_seq_high.max(self.ring_id.seq)
     }
 
+    /// Application messages waiting in the send queue (a partly sent one counts): cheap,
+    /// for drivers that refund send budgets as messages leave.
+    pub fn send_queue_messages(&self) -> usize {
+        self.packer.queued_messages()
+    }
+
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.ring_id = self.regular_ring;
