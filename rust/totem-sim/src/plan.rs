@@ -284,9 +284,10 @@ pub fn convergence_deadline(
     from + (t.token + t.consensus) * 4 + slack
 }
 
-/// A pessimistic estimate of the bytes per second a ring of `nodes` can order: a full window
-/// of full packets per rotation, a rotation taking one worst-case hop (latency plus all the
-/// jitter) per member, and every lost packet sent again.
+/// A pessimistic estimate of the bytes per second a ring of `nodes` can order: per rotation a
+/// full window of full packets, or fewer when `max_messages` per member caps it, a rotation
+/// taking one worst-case hop (latency plus all the jitter) per member, and every lost packet
+/// sent again.
 pub fn ring_capacity(config: &Config, net: &NetParams, nodes: usize) -> f64 {
     let worst = net
         .links
@@ -295,7 +296,10 @@ pub fn ring_capacity(config: &Config, net: &NetParams, nodes: usize) -> f64 {
         .fold(20e-6, f64::max);
     let loss = net.links.values().map(|l| l.loss).fold(0.0, f64::max);
     let rotation = worst * nodes.max(1) as f64;
-    let per_rotation = f64::from(config.window_size) * config.payload_budget() as f64;
+    let packets = config
+        .window_size
+        .min(config.max_messages.saturating_mul(nodes.max(1) as u32));
+    let per_rotation = f64::from(packets) * config.payload_budget() as f64;
     per_rotation / rotation * (1.0 - loss) * (1.0 - loss)
 }
 
