@@ -22,7 +22,8 @@
 #      size of SIZES after another). Every run starts 3 fresh node-bench processes, one per
 #      namespace (`ip netns exec`), each one node, in a cluster of its own name,
 #   6. optionally (PERF=1) one extra 1 KiB throughput run per crypto setting with
-#      `perf record -g` on node 1 during the window (not counted in the tables),
+#      `perf record -g` on node 1 during the window (not counted in the tables; the flat
+#      profile goes to perf-<crypto>.txt, the data to perf-<crypto>.data),
 #   7. tears its namespaces down, then runs ../shared/bench/corosync/run.sh (RES=$RES/corosync,
 #      QUICK passed on) and ../shared/bench/udp-limit/run.sh,
 #   8. writes $RES/summary.md (and prints it): medians of the node runs beside Corosync's
@@ -31,7 +32,7 @@
 # Knobs (env): REPS (3) DUR (10) WARMUP (2) SIZES ("64 1024 16384") CRYPTOS ("off on")
 #   LAT_COUNT (10000) LAT_SIZES ("64 1024 16384") QUICK (0) CORO (1: run corosync)
 #   UDPLIM (1: run udp-limit) CORO_ENV (extra VAR=value words for corosync's run.sh)
-#   PERF (0) SHARED (<repo>/../shared) RES (<repo>/target/node-bench/<UTC stamp>)
+#   PERF (1: profile if perf is installed) SHARED (<repo>/../shared) RES (<repo>/target/node-bench/<UTC stamp>)
 #   WORK (/tmp/evsnb-work) PREFIX (evsnb) BIN (build with cargo)
 set -u -o pipefail
 
@@ -59,7 +60,7 @@ LAT_SIZES=${LAT_SIZES-"64 1024 16384"}
 CORO=${CORO:-1}
 UDPLIM=${UDPLIM:-1}
 CORO_ENV=${CORO_ENV:-}
-PERF=${PERF:-0}
+PERF=${PERF:-1}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RES=${RES:-$ROOT/target/node-bench/$STAMP}
 TPUT_TIMEOUT=$((WARMUP + DUR + 180))      # hard cap per node process (s)
@@ -243,12 +244,12 @@ perf_run() { # crypto: one 1 KiB throughput run with perf on node 1's process du
 	pid=$(pgrep -P "${NPID[1]}" 2>/dev/null | head -1)
 	[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = node-bench ] || pid=""
 	if [ -n "$pid" ]; then
-		timeout 60 perf record -q -g -o "$WORK/perf-$c.data" -p "$pid" -- sleep $((DUR / 2 > 2 ? DUR / 2 : 2)) >>"$RES/run.log" 2>&1
-		perf report -q -i "$WORK/perf-$c.data" --no-children --percent-limit 0.7 --stdio -g none \
-			--sort comm,dso,symbol 2>/dev/null | head -60 >"$RES/perf-$c.txt"
-		perf report -q -i "$WORK/perf-$c.data" --no-children --stdio -g none --sort comm \
-			2>/dev/null | head -10 >"$RES/perf-$c-threads.txt"
-		rm -f "$WORK/perf-$c.data"
+		timeout 60 perf record -q -g -o "$RES/perf-$c.data" -p "$pid" -- sleep $((DUR / 2 > 2 ? DUR / 2 : 2)) >>"$RES/run.log" 2>&1
+		# flat: where the CPU of node 1's process goes, by thread, object and symbol
+		perf report -q -i "$RES/perf-$c.data" --no-children --percent-limit 0.7 --stdio -g none \
+			--sort comm,dso,symbol 2>/dev/null | sed 's/ *- *- *$//' | head -60 >"$RES/perf-$c.txt"
+		perf report -q -i "$RES/perf-$c.data" --no-children --stdio -g none --sort comm,dso \
+			2>/dev/null | sed 's/ *- *- *$//' | head -20 >"$RES/perf-$c-dso.txt"
 		log "$tag: profile in perf-$c.txt"
 	fi
 	wait_nodes "$tag" || true
