@@ -646,6 +646,7 @@ fn run(a: &Args) -> Result<bool, String> {
     // Start once the group has a handle on every expected node: a join is delivered in agreed
     // order everywhere, so this is nearly a common start signal (as in cpgperf.c).
     let join_deadline = t_init + secs_ns(a.join_timeout);
+    let mut rx = Rx::new();
     loop {
         let nodes: std::collections::BTreeSet<NodeId> = h
             .group_membership(GROUP)
@@ -664,12 +665,21 @@ fn run(a: &Args) -> Result<bool, String> {
                 node.membership().1
             ));
         }
-        // Events before the start are not counted; read them so the queue stays short.
-        let _ = h.recv_many(4096, Some(Duration::from_millis(10)));
+        // Nodes that saw the whole group earlier may already be sending: their messages are
+        // not counted (the window is later) but must be taken, or the FIFO and completeness
+        // checks would see a gap.
+        match h.recv_many(4096, Some(Duration::from_millis(10))) {
+            Ok(evs) => {
+                for ev in evs {
+                    rx.event(me, ev, (u64::MAX, u64::MAX));
+                }
+            }
+            Err(EvsError::Timeout) => {}
+            Err(e) => return Err(format!("node {me}: receive failed: {e}")),
+        }
     }
     let t0 = mono_ns();
     let wait_join_s = (t0 - t_init) as f64 / 1e9;
-    let mut rx = Rx::new();
     let mut j = Json::new();
     j.str("mode", if is_lat { "latency" } else { "throughput" })
         .raw("node", me)
