@@ -32,7 +32,7 @@
 # Knobs (env): REPS (3) DUR (10) WARMUP (2) SIZES ("64 1024 16384") CRYPTOS ("off on")
 #   LAT_COUNT (10000) LAT_SIZES ("64 1024 16384") QUICK (0) CORO (1: run corosync)
 #   UDPLIM (1: run udp-limit) CORO_ENV (extra VAR=value words for corosync's run.sh)
-#   PERF (1: profile if perf is installed) SHARED (<repo>/../shared) RES (<repo>/target/node-bench/<UTC stamp>)
+#   PERF (1: profile if perf is installed) PERF_G (-g) SHARED (<repo>/../shared) RES (<repo>/target/node-bench/<UTC stamp>)
 #   WORK (/tmp/evsnb-work) PREFIX (evsnb) BIN (build with cargo)
 set -u -o pipefail
 
@@ -48,7 +48,7 @@ NODES=3
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	DUR=${DUR:-3}; WARMUP=${WARMUP:-1}; REPS=${REPS:-1}; SIZES=${SIZES:-"1024"}
-	LAT_COUNT=${LAT_COUNT:-1000}; LAT_SIZES=${LAT_SIZES:-"64"}
+	LAT_COUNT=${LAT_COUNT:-1000}; LAT_SIZES=${LAT_SIZES-"64"}
 fi
 REPS=${REPS:-3}
 DUR=${DUR:-10}
@@ -61,6 +61,7 @@ CORO=${CORO:-1}
 UDPLIM=${UDPLIM:-1}
 CORO_ENV=${CORO_ENV:-}
 PERF=${PERF:-1}
+PERF_G=${PERF_G:-"-g"}   # e.g. "--call-graph dwarf" for user-space callers (larger data)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RES=${RES:-$ROOT/target/node-bench/$STAMP}
 TPUT_TIMEOUT=$((WARMUP + DUR + 180))      # hard cap per node process (s)
@@ -244,7 +245,8 @@ perf_run() { # crypto: one 1 KiB throughput run with perf on node 1's process du
 	pid=$(pgrep -P "${NPID[1]}" 2>/dev/null | head -1)
 	[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = node-bench ] || pid=""
 	if [ -n "$pid" ]; then
-		timeout 60 perf record -q -g -o "$RES/perf-$c.data" -p "$pid" -- sleep $((DUR / 2 > 2 ? DUR / 2 : 2)) >>"$RES/run.log" 2>&1
+		# shellcheck disable=SC2086 # PERF_G is a list of perf options
+		timeout 120 perf record -q $PERF_G -o "$RES/perf-$c.data" -p "$pid" -- sleep $((DUR / 2 > 2 ? DUR / 2 : 2)) >>"$RES/run.log" 2>&1
 		# flat: where the CPU of node 1's process goes, by thread, object and symbol
 		perf report -q -i "$RES/perf-$c.data" --no-children --percent-limit 0.7 --stdio -g none \
 			--sort comm,dso,symbol 2>/dev/null | sed 's/ *- *- *$//' | head -60 >"$RES/perf-$c.txt"
