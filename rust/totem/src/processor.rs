@@ -798,11 +798,21 @@ impl Processor {
         self.stats.ignored[why as usize] += 1;
     }
 
+    /// The queue of the ring this processor works on: the recovery queue in RECOVERY, the
+    /// regular queue otherwise.
     fn current_queue(&self) -> &SortQueue {
         if self.state == State::Recovery {
             &self.recovery
         } else {
             &self.regular
+        }
+    }
+
+    fn current_queue_mut(&mut self) -> &mut SortQueue {
+        if self.state == State::Recovery {
+            &mut self.recovery
+        } else {
+            &mut self.regular
         }
     }
 
@@ -963,10 +973,8 @@ impl Processor {
             for &seq in &tok.rtr {
                 let have = if rtr_sent >= allowed {
                     None
-                } else if operational {
-                    self.regular.get(seq).map(|s| s.raw.clone())
                 } else {
-                    self.recovery.get(seq).map(|s| s.raw.clone())
+                    self.current_queue().get(seq).map(|s| s.raw.clone())
                 };
                 match have {
                     Some(raw) => {
@@ -1107,22 +1115,19 @@ impl Processor {
         let cap = self.cfg.sort_queue_capacity;
         let miss_const = self.cfg.miss_count_const;
         let mut seq = self.aru + 1;
-        let recovery = self.state == State::Recovery;
+        let mut requested = 0;
+        let q = self.current_queue_mut();
         while seq <= tok.seq && tok.rtr.len() < max {
-            let q = if recovery {
-                &mut self.recovery
-            } else {
-                &mut self.regular
-            };
             if seq - q.base > cap {
                 break;
             }
             if !q.has(seq) && q.bump_miss(seq, cap) >= miss_const && !tok.rtr.contains(&seq) {
                 tok.rtr.push(seq);
-                self.stats.retransmits_requested += 1;
+                requested += 1;
             }
             seq += 1;
         }
+        self.stats.retransmits_requested += requested;
     }
 
     /// Originates up to `allowed` multicasts, stamping each with the next sequence number.
@@ -1162,13 +1167,8 @@ impl Processor {
                 raw: raw.clone(),
             };
             let cap = self.cfg.sort_queue_capacity;
-            let q = if self.state == State::Recovery {
-                &mut self.recovery
-            } else {
-                &mut self.regular
-            };
             // Cannot fail: seq is new and flow control kept it inside the window.
-            let _ = q.insert(seq, slot, cap);
+            let _ = self.current_queue_mut().insert(seq, slot, cap);
             self.high_seq = self.high_seq.max(seq);
             self.send_raw(Destination::Multicast, raw, PacketType::Mcast);
             sent += 1;
