@@ -1,0 +1,110 @@
+"""evs: Extended Virtual Synchrony group messaging on a Totem single ring.
+
+Nodes on a LAN form a ring; applications hold :class:`Handle` s on a node, join groups,
+multicast, and receive messages in one agreed total order (or safe order on request), their
+own messages included, together with configuration changes placed by the rules of extended
+virtual synchrony. The core is Rust (``evs._evs``); its threads never call into Python.
+
+>>> import evs
+>>> with evs.Handle(groups="locks") as h:          # the process's default node
+...     h.mcast_joined(b"acquire printer")
+...     for ev in h.events(timeout=5):
+...         print(ev)
+"""
+
+from __future__ import annotations
+
+from ._evs import (
+    DEFAULT_QUEUE_CAPACITY,
+    MAX_GROUP_LEN,
+    MAX_GROUPS,
+    ConfigChange,
+    ConfigKind,
+    GroupChange,
+    Guarantee,
+    Message,
+    RingId,
+    __version__,
+    check_config,
+)
+from ._evs import keygen as _native_keygen
+from ._handle import (
+    DISPATCH_ALL,
+    DISPATCH_BLOCKING,
+    DISPATCH_ONE,
+    DISPATCH_ONE_NONBLOCKING,
+    DispatchFlags,
+    GroupName,
+    Groups,
+    Handle,
+    Membership,
+)
+from ._node import Node, default_node
+from ._types import Event
+from .errors import (
+    ConfigError,
+    EvsError,
+    EvsOSError,
+    HandleClosedError,
+    InvalidGroupError,
+    MessageTooLargeError,
+    NotJoinedError,
+    OverflowedError,
+    TimeoutError,
+    TryAgainError,
+)
+
+AGREED = Guarantee.AGREED
+SAFE = Guarantee.SAFE
+TRANSITIONAL = ConfigKind.TRANSITIONAL
+REGULAR = ConfigKind.REGULAR
+
+
+def keygen(path: str, *, force: bool = False, length: int = 32) -> None:
+    """Writes a new random authkey of ``length`` bytes (32..4096) to ``path`` with mode 0600.
+    Refuses to overwrite an existing file unless ``force``. Raises EvsOSError."""
+    import os
+
+    _native_keygen(os.fspath(path), force, length)
+
+
+__all__ = [
+    "AGREED",
+    "DEFAULT_QUEUE_CAPACITY",
+    "DISPATCH_ALL",
+    "DISPATCH_BLOCKING",
+    "DISPATCH_ONE",
+    "DISPATCH_ONE_NONBLOCKING",
+    "MAX_GROUPS",
+    "MAX_GROUP_LEN",
+    "REGULAR",
+    "SAFE",
+    "TRANSITIONAL",
+    "ConfigChange",
+    "ConfigError",
+    "ConfigKind",
+    "DispatchFlags",
+    "Event",
+    "EvsError",
+    "EvsOSError",
+    "GroupChange",
+    "GroupName",
+    "Groups",
+    "Guarantee",
+    "Handle",
+    "HandleClosedError",
+    "InvalidGroupError",
+    "Membership",
+    "Message",
+    "MessageTooLargeError",
+    "Node",
+    "NotJoinedError",
+    "OverflowedError",
+    "RingId",
+    "TimeoutError",
+    "TryAgainError",
+    "__version__",
+    "check_config",
+    "default_node",
+    "keygen",
+]

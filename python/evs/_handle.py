@@ -1,0 +1,460 @@
+"""`evs.Handle`: the EVS API of one application endpoint on a node."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, NamedTuple, Union
+
+from ._evs import ConfigChange, GroupChange, Guarantee, Message
+from ._node import Node, default_node
+from ._types import Event
+from .errors import HandleClosedError, OverflowedError
+from .errors import TimeoutError as EvsTimeoutError
+
+__all__ = [
+    "DISPATCH_ALL",
+    "DISPATCH_BLOCKING",
+    "DISPATCH_ONE",
+    "DISPATCH_ONE_NONBLOCKING",
+    "DispatchFlags",
+    "GroupName",
+    "Groups",
+    "Handle",
+    "Membership",
+]
+
+GroupName = Union[str, bytes]
+"""A group name: 1 to 32 bytes; a ``str`` is encoded as UTF-8."""
+Groups = Union[GroupName, Iterable[GroupName]]
+"""One group name, or several."""
+
+MessageCallback = Callable[["Handle", Message], object]
+ConfigCallback = Callable[["Handle", ConfigChange], object]
+GroupCallback = Callable[["Handle", GroupChange], object]
+
+
+class DispatchFlags(enum.IntEnum):
+    """How :meth:`Handle.dispatch` runs (the values of Corosync's ``cs_dispatch_flags_t``)."""
+
+    ONE = 1
+    """Wait for one event (up to ``timeout``) and dispatch it."""
+    ALL = 2
+    """Dispatch every event queued at the time of the call, without waiting."""
+    BLOCKING = 3
+    """Dispatch events as they come until the handle is closed."""
+    ONE_NONBLOCKING = 4
+    """Dispatch at most one event, without waiting."""
+
+
+DISPATCH_ONE = DispatchFlags.ONE
+DISPATCH_ALL = DispatchFlags.ALL
+DISPATCH_BLOCKING = DispatchFlags.BLOCKING
+DISPATCH_ONE_NONBLOCKING = DispatchFlags.ONE_NONBLOCKING
+
+_BATCH = 256
+
+
+class Membership(NamedTuple):
+    """What :meth:`Handle.membership` returns (Corosync's ``evs_membership_get``)."""
+
+    local_node_id: int
+    members: tuple[int, ...]
+
+
+def _group(g: object) -> bytes:
+    if isinstance(g, bytes):
+        return g
+    if isinstance(g, str):
+        return g.encode()
+    if isinstance(g, (bytearray, memoryview)):
+        return bytes(g)
+    raise TypeError(f"a group name must be str or bytes, not {type(g).__name__}")
+
+
+def _groups(groups: object) -> list[bytes]:
+    if isinstance(groups, (str, bytes, bytearray, memoryview)):
+        return [_group(groups)]
+    if not isinstance(groups, Iterable):
+        raise TypeError(
+            f"groups must be a group name or an iterable of names, not {type(groups).__name__}"
+        )
+    return [_group(g) for g in groups]
+
+
+def _data(data: object) -> bytes:
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(
+        f"data must be bytes-like (bytes, bytearray, memoryview), not {type(data).__name__}"
+    )
+
+
+def _timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    return float(timeout)
+
+
+def _check_callback(name: str, cb: object) -> None:
+    if cb is not None and not callable(cb):
+        raise TypeError(f"{name} must be callable or None, not {type(cb).__name__}")
+
+
+class Handle:
+    """One endpoint of the EVS API on a node: join and leave groups, multicast, and receive
+    messages, configuration changes and group changes in one agreed-ordered stream.
+
+    ``Handle(node=None, ...)``: with no node, the process's default node
+    (:func:`evs.default_node`). Callbacks, used by :meth:`dispatch`, take the handle and the
+    event. ``context`` is free for the application (Corosync's ``evs_context_set``).
+    ``groups`` joins those groups at once. ``queue_capacity`` bounds the event queue (default
+    16384 events); a consumer that lets it fill is closed with :class:`evs.OverflowedError`
+    after reading everything queued before, never silently dropped.
+
+    Thread-safe: one thread may send while another receives. Use as a (async) context manager
+    to close it on exit.
+    """
+
+    def __init__(
+        self,
+        node: Node | None = None,
+        *,
+        on_message: MessageCallback | None = None,
+        on_config_change: ConfigCallback | None = None,
+        on_group_change: GroupCallback | None = None,
+        context: Any = None,
+        queue_capacity: int | None = None,
+        groups: Groups | None = None,
+    ) -> None:
+        if node is not None and not isinstance(node, Node):
+            raise TypeError(f"node must be an evs.Node or None, not {type(node).__name__}")
+        _check_callback("on_message", on_message)
+        _check_callback("on_config_change", on_config_change)
+        _check_callback("on_group_change", on_group_change)
+        if queue_capacity is not None and (
+            isinstance(queue_capacity, bool)
+            or not isinstance(queue_capacity, int)
+            or queue_capacity < 1
+        ):
+            raise ValueError(f"queue_capacity must be a positive int, got {queue_capacity!r}")
+        self.node: Node = node if node is not None else default_node()
+        self._native = self.node._native.handle(queue_capacity)
+        self.on_message = on_message
+        self.on_config_change = on_config_change
+        self.on_group_change = on_group_change
+        self.context = context
+        self._pending: collections.deque[Event] = collections.deque()
+        self._closed = False
+        self._aio_future: asyncio.Future[None] | None = None
+        if groups is not None:
+            self.join(groups)
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """This handle's id on its node (receivers see it as ``Message.sender_handle``)."""
+        return self._native.id
+
+    @property
+    def node_id(self) -> int:
+        return self._native.node_id
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    @property
+    def joined(self) -> tuple[bytes, ...]:
+        """The groups this handle asked to join (joins in flight included), sorted."""
+        return tuple(self._native.joined())
+
+    # -- groups and sending ---------------------------------------------------------------
+
+    def join(self, groups: Groups) -> None:
+        """Joins one group or several. Takes effect where the join is delivered in agreed
+        order, at every node alike. Raises InvalidGroupError for a bad name."""
+        self._native.join(_groups(groups))
+
+    def leave(self, groups: Groups) -> None:
+        """Leaves groups; every one must be joined (else NotJoinedError, nothing left)."""
+        self._native.leave(_groups(groups))
+
+    def mcast_joined(
+        self,
+        data: bytes | bytearray | memoryview,
+        guarantee: Guarantee = Guarantee.AGREED,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Multicasts ``data`` to every group this handle joined.
+
+        When the node's send budget is used up: ``timeout=0`` raises TryAgainError at once,
+        a number waits that long (then TimeoutError), None (default) waits as long as it
+        takes. Raises NotJoinedError with no group joined, MessageTooLargeError over
+        ``max_message_size``.
+        """
+        self._native.mcast_joined(_data(data), guarantee, _timeout(timeout))
+
+    def mcast_groups(
+        self,
+        groups: Groups,
+        data: bytes | bytearray | memoryview,
+        guarantee: Guarantee = Guarantee.AGREED,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Multicasts ``data`` to ``groups``, joined or not; ``timeout`` as for
+        :meth:`mcast_joined`."""
+        self._native.mcast_groups(_groups(groups), _data(data), guarantee, _timeout(timeout))
+
+    async def amcast_joined(
+        self, data: bytes | bytearray | memoryview, guarantee: Guarantee = Guarantee.AGREED
+    ) -> None:
+        """:meth:`mcast_joined` for asyncio: waits for send budget without blocking the
+        event loop."""
+        payload = _data(data)
+        await self._retry_async(lambda: self._native.mcast_joined(payload, guarantee, 0.0))
+
+    async def amcast_groups(
+        self,
+        groups: Groups,
+        data: bytes | bytearray | memoryview,
+        guarantee: Guarantee = Guarantee.AGREED,
+    ) -> None:
+        """:meth:`mcast_groups` for asyncio."""
+        names, payload = _groups(groups), _data(data)
+        await self._retry_async(lambda: self._native.mcast_groups(names, payload, guarantee, 0.0))
+
+    @staticmethod
+    async def _retry_async(send: Callable[[], None]) -> None:
+        from .errors import TryAgainError
+
+        delay = 0.0005
+        while True:
+            try:
+                send()
+                return
+            except TryAgainError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.02)
+
+    # -- membership -----------------------------------------------------------------------
+
+    def membership(self) -> Membership:
+        """This node's id and the members of the last regular configuration."""
+        local, members = self._native.membership()
+        return Membership(local, tuple(members))
+
+    def group_membership(self, group: GroupName) -> list[tuple[int, int]]:
+        """Members of ``group`` as sorted ``(node_id, handle_id)`` pairs, in the node's view
+        after its latest delivery (GroupChange events carry the view at their own point of
+        the stream)."""
+        return self._native.group_membership(_group(group))
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """An eventfd readable while an event (or the end of the stream) can be received;
+        for select/poll/selectors and event loops."""
+        return self._native.fileno()
+
+    def recv(self, timeout: float | None = None) -> Event:
+        """The next event, waiting up to ``timeout`` seconds (None: as long as it takes).
+        Raises TimeoutError, HandleClosedError once closed (OverflowedError after an
+        overflow, when everything queued before it was read)."""
+        if self._pending:
+            return self._pending.popleft()
+        return self._native.recv(_timeout(timeout))
+
+    def try_recv(self) -> Event | None:
+        """The next event if one is queued, else None."""
+        if self._pending:
+            return self._pending.popleft()
+        return self._native.try_recv()
+
+    def recv_many(self, max_events: int = 1024, timeout: float | None = None) -> list[Event]:
+        """Waits like :meth:`recv` for one event, then returns up to ``max_events`` of the
+        queued ones: many events for one crossing into the native module."""
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
+            raise ValueError(f"max_events must be a positive int, got {max_events!r}")
+        if self._pending:
+            n = min(max_events, len(self._pending))
+            return [self._pending.popleft() for _ in range(n)]
+        return self._native.recv_many(max_events, _timeout(timeout))
+
+    def queue_len(self) -> int:
+        """Events waiting to be received."""
+        return len(self._pending) + self._native.queue_len()
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Iterates over events as they come. Ends when no event arrives for ``timeout``
+        seconds (None: never) or when the handle is closed; an overflow raises
+        OverflowedError."""
+        t = _timeout(timeout)
+        while True:
+            if not self._pending:
+                try:
+                    self._pending.extend(self._native.recv_many(_BATCH, t))
+                except EvsTimeoutError:
+                    return
+                except OverflowedError:
+                    raise
+                except HandleClosedError:
+                    return
+            yield self._pending.popleft()
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events()
+
+    def _call(self, ev: Event) -> None:
+        if isinstance(ev, Message):
+            if self.on_message is not None:
+                self.on_message(self, ev)
+        elif isinstance(ev, ConfigChange):
+            if self.on_config_change is not None:
+                self.on_config_change(self, ev)
+        elif self.on_group_change is not None:
+            self.on_group_change(self, ev)
+
+    def dispatch(self, flags: DispatchFlags = DISPATCH_ALL, timeout: float | None = None) -> int:
+        """Runs the callbacks for received events, as Corosync's ``evs_dispatch``; returns
+        how many events were dispatched (events without a callback count and are consumed).
+
+        ``DISPATCH_ONE`` waits up to ``timeout`` for one event; ``DISPATCH_ONE_NONBLOCKING``
+        takes one if queued; ``DISPATCH_ALL`` takes every event queued at the call;
+        ``DISPATCH_BLOCKING`` runs until the handle is closed. An exception from a callback
+        propagates; the events after it stay queued.
+        """
+        try:
+            flags = DispatchFlags(flags)
+        except ValueError:
+            raise ValueError(f"unknown dispatch flags {flags!r}") from None
+        if flags is DispatchFlags.ONE:
+            self._call(self.recv(timeout))
+            return 1
+        if flags is DispatchFlags.ONE_NONBLOCKING:
+            ev = self.try_recv()
+            if ev is None:
+                return 0
+            self._call(ev)
+            return 1
+        n = 0
+        if flags is DispatchFlags.ALL:
+            budget = len(self._pending) + self._native.queue_len()
+            while n < budget:
+                if not self._pending:
+                    try:
+                        self._pending.extend(self._native.recv_many(budget - n, 0.0))
+                    except EvsTimeoutError:
+                        break
+                ev = self._pending.popleft()
+                n += 1
+                self._call(ev)
+            return n
+        while True:  # BLOCKING
+            if not self._pending:
+                try:
+                    self._pending.extend(self._native.recv_many(_BATCH, None))
+                except OverflowedError:
+                    raise
+                except HandleClosedError:
+                    return n
+            ev = self._pending.popleft()
+            n += 1
+            self._call(ev)
+
+    # -- asyncio --------------------------------------------------------------------------
+
+    def _readable(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        fut = self._aio_future
+        if fut is None or fut.done() or fut.get_loop() is not loop:
+            new: asyncio.Future[None] = loop.create_future()
+            fd = self._native.fileno()
+
+            def ready() -> None:
+                loop.remove_reader(fd)
+                if not new.done():
+                    new.set_result(None)
+
+            loop.remove_reader(fd)
+            loop.add_reader(fd, ready)
+            self._aio_future = fut = new
+        return fut
+
+    async def arecv(self, timeout: float | None = None) -> Event:
+        """:meth:`recv` for asyncio, driven by :meth:`fileno` with the loop's reader (no
+        thread, and the runtime never calls into Python)."""
+        t = _timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if t is None else loop.time() + t
+        while True:
+            ev = self.try_recv()
+            if ev is not None:
+                return ev
+            fut = self._readable(loop)
+            if deadline is None:
+                await asyncio.shield(fut)
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise EvsTimeoutError("timed out")
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+            except asyncio.TimeoutError:
+                ev = self.try_recv()
+                if ev is not None:
+                    return ev
+                raise EvsTimeoutError("timed out") from None
+
+    async def aevents(self, timeout: float | None = None) -> AsyncIterator[Event]:
+        """``async for ev in h.aevents():`` ends like :meth:`events`."""
+        while True:
+            try:
+                ev = await self.arecv(timeout)
+            except EvsTimeoutError:
+                return
+            except OverflowedError:
+                raise
+            except HandleClosedError:
+                return
+            yield ev
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self.aevents()
+
+    async def __aenter__(self) -> Handle:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the handle: its groups are left (other members see it go), queued events
+        are dropped, later calls raise HandleClosedError. Idempotent."""
+        self._closed = True
+        self._pending.clear()
+        self._native.close()
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        groups = ", ".join(repr(g) for g in self._native.joined())
+        return f"<evs.Handle {self.id} of node {self.node_id} groups=[{groups}]{state}>"

@@ -1,0 +1,178 @@
+"""`evs.Node`: one EVS node (a Totem processor, its sockets and its runtime thread)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import socket
+import tempfile
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from . import _evs, _logging
+from ._evs import RingId
+from ._settings import to_pairs
+
+if TYPE_CHECKING:
+    from ._handle import ConfigCallback, GroupCallback, Handle, MessageCallback
+
+__all__ = ["Node", "default_node"]
+
+_live: weakref.WeakSet[Node] = weakref.WeakSet()
+
+
+class Node:
+    """A running node.
+
+    ``Node(config=None, **settings)`` starts a node from an optional TOML file and keyword
+    settings applied over it (the keys of the file: ``cluster_name``, ``bind``, ``port``,
+    ``transport``, ``members``, ``crypto``, ``authkey``, every totem timer such as
+    ``token=1000`` or ``join=datetime.timedelta(milliseconds=50)``, ...). A bad key or value
+    raises :class:`evs.ConfigError` naming it. Several nodes may live in one process; each has
+    its own runtime thread. ``shutdown()`` (or leaving a ``with`` block) leaves the ring.
+    """
+
+    def __init__(self, config: str | os.PathLike[str] | None = None, **settings: Any) -> None:
+        path = os.fspath(config) if config is not None else None
+        _logging.ensure_started()
+        self._native = _evs.Node(path, to_pairs(settings))
+        self._lock = threading.Lock()
+        _live.add(self)
+
+    @property
+    def node_id(self) -> int:
+        """This node's id."""
+        return self._native.node_id
+
+    @property
+    def local_addr(self) -> tuple[str, int]:
+        """``(host, port)`` the node's socket is bound to."""
+        return self._native.local_addr
+
+    @property
+    def cluster_name(self) -> str:
+        return self._native.cluster_name
+
+    @property
+    def config_toml(self) -> str:
+        """The effective configuration, as TOML text."""
+        return self._native.config_toml
+
+    @property
+    def is_running(self) -> bool:
+        return self._native.is_running
+
+    def membership(self) -> tuple[int, list[int]]:
+        """``(node_id, members)`` of the last regular configuration (members empty before
+        the first ring formed)."""
+        return self._native.membership()
+
+    def ring_id(self) -> RingId:
+        """The ring of the last regular configuration."""
+        return self._native.ring_id()
+
+    def group_view(self) -> dict[bytes, list[tuple[int, int]]]:
+        """The replicated per-group membership: group -> sorted ``(node_id, handle_id)``."""
+        return self._native.group_view()
+
+    def stats(self) -> dict[str, object]:
+        """Counters and state (ring, members, packets, retransmits, token rotation, rejected
+        packets by reason, queue depths)."""
+        return self._native.stats()
+
+    def handle(
+        self,
+        *,
+        on_message: MessageCallback | None = None,
+        on_config_change: ConfigCallback | None = None,
+        on_group_change: GroupCallback | None = None,
+        context: Any = None,
+        queue_capacity: int | None = None,
+    ) -> Handle:
+        """A new :class:`evs.Handle` on this node."""
+        from ._handle import Handle
+
+        return Handle(
+            self,
+            on_message=on_message,
+            on_config_change=on_config_change,
+            on_group_change=on_group_change,
+            context=context,
+            queue_capacity=queue_capacity,
+        )
+
+    def shutdown(self) -> None:
+        """Leaves the ring and stops the node; its handles then raise HandleClosedError.
+        Idempotent."""
+        self._native.shutdown()
+
+    close = shutdown
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+
+_default_lock = threading.Lock()
+_default: Node | None = None
+_default_keydir: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def default_node() -> Node:
+    """The process's default node, started on first use.
+
+    From the TOML file named by the ``EVS_CONFIG`` environment variable when it is set.
+    Otherwise from built-in defaults: a private node on 127.0.0.1 (udpu, a free port, crypto
+    on with a key made for this process), which lets the handles of one process talk to each
+    other; set ``EVS_CONFIG`` to reach other machines.
+    """
+    global _default, _default_keydir
+    with _default_lock:
+        if _default is not None and _default.is_running:
+            return _default
+        path = os.environ.get("EVS_CONFIG")
+        if path:
+            _default = Node(path)
+        else:
+            _default_keydir = tempfile.TemporaryDirectory(prefix="evs-default-")
+            key = os.path.join(_default_keydir.name, "authkey")
+            _evs.keygen(key)
+            port = _free_port("127.0.0.1")
+            _default = Node(
+                cluster_name=f"evs-default-{os.getpid()}",
+                bind="127.0.0.1",
+                port=port,
+                transport="udpu",
+                members=[{"node_id": 1, "address": f"127.0.0.1:{port}"}],
+                node_id=1,
+                authkey=key,
+            )
+        return _default
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """At interpreter exit: leave every ring and stop the runtime threads, so that exit
+    neither hangs nor tears a thread down mid-call."""
+    global _default_keydir
+    for node in list(_live):
+        with contextlib.suppress(Exception):  # best effort at exit
+            node.shutdown()
+    if _default_keydir is not None:
+        _default_keydir.cleanup()
+        _default_keydir = None
+    _logging.stop()

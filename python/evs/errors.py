@@ -1,0 +1,68 @@
+"""Exceptions of the evs package, all rooted at :class:`EvsError`.
+
+Several also subclass the builtin a caller would naturally catch: :class:`TimeoutError` is a
+``builtins.TimeoutError``, :class:`ConfigError`, :class:`InvalidGroupError` and
+:class:`MessageTooLargeError` are ``ValueError`` s, :class:`EvsOSError` is an ``OSError``.
+The native module raises these very classes.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "ConfigError",
+    "EvsError",
+    "EvsOSError",
+    "HandleClosedError",
+    "InvalidGroupError",
+    "MessageTooLargeError",
+    "NotJoinedError",
+    "OverflowedError",
+    "TimeoutError",
+    "TryAgainError",
+]
+
+
+class EvsError(Exception):
+    """Base class of every error the evs package raises on purpose."""
+
+
+class HandleClosedError(EvsError):
+    """The handle was closed (by :meth:`evs.Handle.close`) or its node stopped."""
+
+
+class OverflowedError(HandleClosedError):
+    """The node closed the handle because its event queue overflowed: the consumer did not
+    keep up. Everything queued before the overflow was delivered first."""
+
+
+class NotJoinedError(EvsError):
+    """``leave`` of a group that is not joined, or ``mcast_joined`` with no group joined."""
+
+
+class TryAgainError(EvsError):
+    """The node's send budget is used up (backpressure); retry once deliveries drain it."""
+
+
+class TimeoutError(EvsError, builtins.TimeoutError):
+    """A blocking call's timeout passed. Also a ``builtins.TimeoutError``."""
+
+
+class ConfigError(EvsError, ValueError):
+    """A configuration value (or file) was refused. ``key`` names the setting at fault
+    (empty when the error is about the file as a whole)."""
+
+    key: str = ""
+
+
+class MessageTooLargeError(EvsError, ValueError):
+    """The message (with its group header) exceeds ``max_message_size``."""
+
+
+class InvalidGroupError(EvsError, ValueError):
+    """A group name is empty, longer than 32 bytes, or the list of groups is unusable."""
+
+
+class EvsOSError(EvsError, OSError):
+    """An operating-system error: sockets could not be bound, a key file not written, ..."""

@@ -1,0 +1,62 @@
+//! `evs._evs`, the native module under the `evs` Python package.
+//!
+//! It wraps the Rust runtime ([`evs`]) for Python: nodes, handles and the event types, with
+//! every wait done with the GIL released and in short slices that let Python's signal
+//! handlers run. The runtime threads never call into Python: events cross into Python only
+//! when a Python thread asks for them, and log records go through a queue that a Python
+//! thread drains ([`logs`]). The Python facade (`python/evs/`) builds the public API on top.
+
+mod errors;
+mod events;
+mod handle;
+mod logs;
+mod node;
+
+use pyo3::prelude::*;
+
+/// Writes a new random authkey (mode 0600) to `path`; refuses to overwrite unless `force`.
+#[pyfunction]
+#[pyo3(signature = (path, force = false, length = 32))]
+fn keygen(py: Python<'_>, path: std::path::PathBuf, force: bool, length: usize) -> PyResult<()> {
+    py.detach(|| evs::crypto::keygen_with(&path, length, force))
+        .map_err(|e| errors::new_error(py, "EvsOSError", format!("keygen {}: {e}", path.display())))
+}
+
+/// Checks a configuration without starting a node: returns the effective configuration as
+/// TOML text, or raises ConfigError naming the key.
+#[pyfunction]
+#[pyo3(signature = (config_path = None, settings = None))]
+fn check_config(
+    py: Python<'_>,
+    config_path: Option<&str>,
+    settings: Option<&Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    let empty = pyo3::types::PyList::empty(py);
+    let cfg = node::build_config(py, config_path, settings.unwrap_or(empty.as_any()))?;
+    Ok(cfg.to_toml_string())
+}
+
+#[pymodule]
+fn _evs(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logs::install();
+    m.add_class::<node::PyNode>()?;
+    m.add_class::<handle::PyHandle>()?;
+    m.add_class::<events::PyMessage>()?;
+    m.add_class::<events::PyConfigChange>()?;
+    m.add_class::<events::PyGroupChange>()?;
+    m.add_class::<events::PyRingId>()?;
+    m.add_class::<events::PyGuarantee>()?;
+    m.add_class::<events::PyConfigKind>()?;
+    m.add_function(wrap_pyfunction!(keygen, m)?)?;
+    m.add_function(wrap_pyfunction!(check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(logs::take_logs, m)?)?;
+    m.add("MAX_GROUP_LEN", evs::event::MAX_GROUP_LEN)?;
+    m.add("MAX_GROUPS", evs::event::MAX_GROUPS)?;
+    m.add(
+        "DEFAULT_QUEUE_CAPACITY",
+        evs::handle::DEFAULT_QUEUE_CAPACITY,
+    )?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
