@@ -19,3 +19,21 @@ grep -E '^test result:' /tmp/evs-cargo-test.log | awk '{p+=$4; f+=$6} END {print
 
 step "deterministic simulation: seeds ${SIM_SEEDS:-0..500}, 2-9 processors, every fault kind"
 cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}"
+
+# ---- Python package -------------------------------------------------------------------------
+# A virtualenv of its own (.venv, reused between runs) with the package installed editable by
+# maturin (release build of rust/evs-py) and the test tools; PYTHON picks the interpreter.
+step "python: build and install the package (maturin, release) into .venv"
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+
+step "python: ruff, mypy --strict, stubtest of the native module"
+.venv/bin/ruff check python tests/python examples
+.venv/bin/ruff format --check python tests/python examples
+.venv/bin/mypy --strict python/evs
+.venv/bin/python -m mypy.stubtest evs._evs
+
+step "python: pytest"
+.venv/bin/python -m pytest -q tests/python
