@@ -40,6 +40,13 @@ fn wait<T: Send>(
     step: impl Fn(Duration) -> Result<T, EvsError> + Sync,
 ) -> PyResult<T> {
     let until = deadline(timeout)?;
+    // Fast path: an event (or send budget) is usually there at once; take it without
+    // releasing the GIL, which would cost two thread switches under contention.
+    match step(Duration::ZERO) {
+        Err(EvsError::Timeout) => {}
+        Err(e) => return Err(evs_error(py, e)),
+        Ok(v) => return Ok(v),
+    }
     loop {
         let slice = match until {
             None => SLICE,
