@@ -9,6 +9,7 @@ import socket
 import tempfile
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _evs, _logging
@@ -102,6 +103,12 @@ class Node:
             context=context,
             queue_capacity=queue_capacity,
         )
+
+    def isolate_from(self, nodes: Iterable[int]) -> None:
+        """Fault injection for tests and demonstrations: drop every packet from the given
+        node ids from now on (an empty iterable ends it). Isolating two sides from each other
+        on both sides partitions the ring without touching the network; healing merges it."""
+        self._native.isolate_from(sorted(set(nodes)))
 
     def shutdown(self) -> None:
         """Leaves the ring and stops the node; its handles then raise HandleClosedError.

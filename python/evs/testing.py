@@ -109,6 +109,25 @@ class LocalCluster:
                 raise EvsTimeoutError(f"no common ring with members {want} in {timeout}s: {views}")
             time.sleep(0.02)
 
+    def partition(self, *sides: Sequence[int]) -> None:
+        """Splits the cluster: each side (a sequence of node indexes, 0-based) drops every
+        packet from the nodes of the other sides (fault injection inside the nodes; the network
+        is untouched). Nodes in no side are isolated from everyone. :meth:`heal` ends it."""
+        side_of = {i: k for k, side in enumerate(sides) for i in side}
+        for i, node in enumerate(self.nodes):
+            others = [
+                self.addresses[j][0]
+                for j in range(len(self.nodes))
+                if j != i and (i not in side_of or side_of.get(j) != side_of[i])
+            ]
+            if node.is_running:
+                node.isolate_from(others)
+
+    def heal(self) -> None:
+        """Ends every partition made by :meth:`partition`."""
+        for node in self.running():
+            node.isolate_from([])
+
     def stop(self, i: int) -> None:
         """Shuts node ``i`` down (it leaves the ring)."""
         self.nodes[i].shutdown()

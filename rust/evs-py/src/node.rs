@@ -176,6 +176,11 @@ impl PyNode {
         h.map(PyHandle::new).map_err(|e| evs_error(py, e))
     }
 
+    /// Fault injection: drop every frame from the nodes in `from_nodes` (empty: none).
+    fn isolate_from(&self, from_nodes: Vec<u32>) {
+        self.node.isolate_from(&from_nodes);
+    }
+
     /// Leaves the ring and stops the node's thread; its handles end with HandleClosedError.
     /// Idempotent.
     fn shutdown(&self, py: Python<'_>) {
@@ -234,6 +239,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &NodeStats) -> PyResult<Bound<'py, PyDict
         ("consensus_timeouts", t.consensus_timeouts),
         ("crypto_accepted", s.crypto_accepted),
         ("own_frames_dropped", s.own_frames_dropped),
+        ("isolated_dropped", s.isolated_dropped),
         ("events_queued", s.events_queued),
         ("handles_overflowed", s.handles_overflowed),
         ("datagrams_in", s.transport.datagrams_in),

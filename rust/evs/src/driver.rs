@@ -73,6 +73,7 @@ fn read_u32(b: &[u8], r: std::ops::Range<usize>) -> Option<u32> {
 #[derive(Default)]
 struct Counters {
     own_frames_dropped: u64,
+    isolated_dropped: u64,
     sender_mismatch: u64,
     malformed_payloads: u64,
     seal_errors: u64,
@@ -117,6 +118,8 @@ pub(crate) struct Driver {
     out_ranges: Vec<(transport::Destination, usize, usize)>,
     capture: Option<(usize, VecDeque<CapturedFrame>)>,
     counters: Counters,
+    /// Senders whose frames are dropped (fault injection, `Node::isolate_from`); usually empty.
+    isolated: Vec<NodeId>,
     shutdown_ack: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
@@ -155,6 +158,7 @@ impl Driver {
             out_ranges: Vec::new(),
             capture: None,
             counters: Counters::default(),
+            isolated: Vec::new(),
             shutdown_ack: None,
         }
     }
@@ -270,6 +274,10 @@ impl Driver {
                 }
             };
             let sender = opened.sender;
+            if !self.isolated.is_empty() && self.isolated.contains(&sender) {
+                self.counters.isolated_dropped += 1;
+                continue;
+            }
             if let Some(claimed) = read_u32(opened.payload, TOTEM_SENDER) {
                 if claimed != sender {
                     self.counters.sender_mismatch += 1;
@@ -344,6 +352,14 @@ impl Driver {
                 let _ = reply.try_send(kept);
             }
             Command::Shutdown { ack } => self.begin_shutdown(Some(ack)),
+            Command::Isolate { from } => {
+                tracing::info!(
+                    node = self.me,
+                    ?from,
+                    "isolated from nodes (fault injection)"
+                );
+                self.isolated = from;
+            }
         }
     }
 
@@ -662,6 +678,7 @@ impl Driver {
             crypto_rejected: *self.opener.stats(),
             crypto_accepted: self.opener.accepted(),
             own_frames_dropped: c.own_frames_dropped,
+            isolated_dropped: c.isolated_dropped,
             sender_mismatch: c.sender_mismatch,
             malformed_payloads: c.malformed_payloads,
             seal_errors: c.seal_errors,
