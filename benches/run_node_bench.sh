@@ -36,7 +36,8 @@
 #   WORK (/tmp/evsnb-work) PREFIX (evsnb) BIN (build with cargo)
 #   IMPL (rust | py: the Python-level worker benches/py_bench.py instead of node-bench, run by
 #   PY (default: <repo>/.venv/bin/python if present, else python3), which must import evs;
-#   no cargo build; results in <repo>/target/py-bench/<UTC stamp>)
+#   no cargo build; results in <repo>/target/py-bench/<UTC stamp>; PY_SENDER=thread|inline
+#   reaches the worker: its sending structure, see py_bench.py)
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
