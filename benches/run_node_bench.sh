@@ -34,6 +34,10 @@
 #   UDPLIM (1: run udp-limit) CORO_ENV (extra VAR=value words for corosync's run.sh)
 #   PERF (1: profile if perf is installed) PERF_G (-g) SHARED (<repo>/../shared) RES (<repo>/target/node-bench/<UTC stamp>)
 #   WORK (/tmp/evsnb-work) PREFIX (evsnb) BIN (build with cargo)
+#   IMPL (rust | py: the Python-level worker benches/py_bench.py instead of node-bench, run by
+#   PY (default: <repo>/.venv/bin/python if present, else python3), which must import evs;
+#   no cargo build; results in <repo>/target/py-bench/<UTC stamp>; PY_SENDER=thread|inline
+#   reaches the worker: its sending structure, see py_bench.py)
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -63,7 +67,19 @@ CORO_ENV=${CORO_ENV:-}
 PERF=${PERF:-1}
 PERF_G=${PERF_G:-"-g"}   # e.g. "--call-graph dwarf" for user-space callers (larger data)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RES=${RES:-$ROOT/target/node-bench/$STAMP}
+IMPL=${IMPL:-rust}
+if [ "$IMPL" = py ]; then
+	[ -x "$ROOT/.venv/bin/python" ] && PY=${PY:-$ROOT/.venv/bin/python}
+	PY=${PY:-python3}
+	NODE_CMD=("$PY" "$WORK/py_bench.py")   # the worker is copied there (see main)
+	RES=${RES:-$ROOT/target/py-bench/$STAMP}
+	TITLE="EVS node benchmark, Python level (py_bench.py: every message received as an evs.Message in Python)"
+else
+	[ "$IMPL" = rust ] || { echo "IMPL must be rust or py, not $IMPL" >&2; exit 1; }
+	NODE_CMD=("$WORK/node-bench")
+	RES=${RES:-$ROOT/target/node-bench/$STAMP}
+	TITLE="EVS node benchmark"
+fi
 TPUT_TIMEOUT=$((WARMUP + DUR + 180))      # hard cap per node process (s)
 LAT_TIMEOUT=$((LAT_COUNT / 50 + 180))
 
@@ -170,7 +186,7 @@ start_nodes() {
 	for i in $(seq 1 $NODES); do
 		if [ "$mode" = throughput ] || [ "$i" = 1 ]; then send=1; else send=0; fi
 		# A cluster name per run: a straggler of an earlier run can not join this ring.
-		timeout -k 5 "$tmo" ip netns exec "$PREFIX-n$i" "$WORK/node-bench" \
+		timeout -k 5 "$tmo" ip netns exec "$PREFIX-n$i" "${NODE_CMD[@]}" \
 			--bind "$SUBNET.$i" --node-id "$i" --port $PORT --cluster "evsnb-$tag" \
 			--set multicast_address=$MCAST --crypto "$c" --authkey "$WORK/authkey" \
 			--mode "$mode" --size "$size" --nodes $NODES --send $send \
@@ -243,7 +259,7 @@ perf_run() { # crypto: one 1 KiB throughput run with perf on node 1's process du
 	# NPID is the `timeout` process; its child is node-bench (ip netns exec execs it)
 	local pid
 	pid=$(pgrep -P "${NPID[1]}" 2>/dev/null | head -1)
-	[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = node-bench ] || pid=""
+	case "$(cat "/proc/$pid/comm" 2>/dev/null)" in node-bench | python*) ;; *) pid="" ;; esac
 	if [ -n "$pid" ]; then
 		# shellcheck disable=SC2086 # PERF_G is a list of perf options
 		timeout 120 perf record -q $PERF_G -o "$RES/perf-$c.data" -p "$pid" -- sleep $((DUR / 2 > 2 ? DUR / 2 : 2)) >>"$RES/run.log" 2>&1
@@ -331,7 +347,7 @@ summary() {
 	[ -s "$RES/node-tput.tsv" ] && med_table "$RES/node-tput.tsv" >"$med"
 	local u1400 u8000 u64
 	u64=$(udp_ceiling 64); u1400=$(udp_ceiling 1400); u8000=$(udp_ceiling 8000)
-	echo "# EVS node benchmark run $STAMP"
+	echo "# $TITLE run $STAMP"
 	echo
 	echo '```'
 	cat "$RES/env.txt"
@@ -409,7 +425,10 @@ log "results -> $RES"
 kill_recorded
 net_down
 : >"$WORK/pids"
-if [ -n "${BIN:-}" ]; then
+if [ "$IMPL" = py ]; then
+	cp "$ROOT/benches/py_bench.py" "$WORK/py_bench.py" || die "cannot copy py_bench.py"
+	"$PY" -c 'import evs' 2>>"$RES/run.log" || die "$PY cannot import evs (maturin develop --release in a venv; PY=)"
+elif [ -n "${BIN:-}" ]; then
 	cp "$BIN" "$WORK/node-bench" || die "cannot copy $BIN"
 else
 	log "building node-bench (cargo build --release)"
@@ -423,6 +442,7 @@ fi
 	echo "cpus: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
 	echo "rustc: $(rustc --version 2>/dev/null)"
+	[ "$IMPL" = py ] && echo "impl: py ($("$PY" -c 'import sys, evs; print(sys.executable, sys.version.split()[0], "evs", evs.__version__)'))"
 	echo "params: DUR=$DUR WARMUP=$WARMUP REPS=$REPS SIZES='$SIZES' CRYPTOS='$CRYPTOS' LAT_COUNT=$LAT_COUNT LAT_SIZES='$LAT_SIZES' QUICK=$QUICK"
 	echo "loadavg at start: $(cat /proc/loadavg)"
 } >"$RES/env.txt"
@@ -430,7 +450,7 @@ fi
 net_up
 log "network up: $PREFIX-br + $PREFIX-n1..n$NODES ($SUBNET.0/24 inside the namespaces only)"
 rm -f "$WORK/authkey"
-"$WORK/node-bench" --keygen "$WORK/authkey" || die "keygen"
+"${NODE_CMD[@]}" --keygen "$WORK/authkey" || die "keygen"
 : >"$RES/node-tput.tsv"
 : >"$RES/node-lat.tsv"
 for c in $CRYPTOS; do
