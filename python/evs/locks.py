@@ -187,8 +187,12 @@ class LockService:
 
     @property
     def status(self) -> str:
+        """``starting``, ``reconfiguring`` (between a transitional and a regular
+        configuration), ``syncing`` (state exchange), ``primary`` or ``no quorum``."""
         if self.ring is None:
             return "starting"
+        if self._old_ring_ending:
+            return "reconfiguring"
         if self.syncing:
             return "syncing"
         return "primary" if self.primary else "no quorum"
