@@ -28,10 +28,22 @@ position (the message's sequence number on that ring) where they happened, and t
 each primary ring it took part in (:attr:`LockService.primaries`);
 :func:`check_histories` compares the records of several nodes.
 
+Use::
+
+    service = LockService(evs.Handle(node, groups="locks"), cluster_size=3)
+    service.request("printer")
+    while not service.holds("printer"):
+        service.pump(timeout=0.1)       # or feed service.process(event) from your own loop
+    ...                                 # use the printer
+    service.release("printer")
+
+The messages are text: ``REQUEST <lock>``, ``RELEASE <lock>``, ``RESYNC`` and
+``STATE <json>`` (ring, exchange, last primary ring and position, queues).
+
 Limits, on purpose: every node of the cluster runs the service (a member that never sends its
 STATE keeps the others syncing); a node holds a lock on behalf of the whole node (one service
 per node); nothing is persisted, so a restarted node starts empty and learns the table from
-the next state exchange.
+the next state exchange; a service is not thread-safe (drive it from one thread).
 """
 
 from __future__ import annotations
@@ -166,7 +178,10 @@ class LockService:
     # -- the application's side -----------------------------------------------------------
 
     def request(self, lock: str) -> None:
-        """Queues this node for ``lock``; :meth:`holds` tells when it is granted."""
+        """Queues this node for ``lock`` (a non-empty name); :meth:`holds` tells when it is
+        granted."""
+        if not lock:
+            raise ValueError("a lock needs a name")
         self.wanted.add(lock)
         self._send("REQUEST", lock)
 

@@ -8,6 +8,7 @@ changes shaped like the real ones (transitional, then regular), partitions, merg
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 import evs
 from evs.locks import LockEvent, LockService, check_histories
+from evs.testing import LocalCluster
 
 GROUP = b"locks"
 
@@ -290,6 +292,42 @@ def test_bad_messages_are_ignored() -> None:
     ring.services[2].request("a")
     ring.run()
     assert all(s.queues == {"a": [2]} for s in ring.services.values())
+
+
+def test_on_grant_runs_for_every_grant() -> None:
+    ring = ToyRing(2, seed=10)
+    seen: list[LockEvent] = []
+    ring.services[1].on_grant = seen.append
+    ring.run()
+    for node in (2, 1):
+        ring.services[node].request("a")
+        ring.run()
+    ring.services[2].release("a")
+    ring.run()
+    assert [(e.lock, e.holder) for e in seen] == [("a", 2), ("a", 1)]
+    with pytest.raises(ValueError):
+        ring.services[1].request("")
+
+
+def test_over_a_real_ring() -> None:
+    """Three nodes on loopback, one service each, driven by pump()."""
+    with LocalCluster(3, token=500) as cluster:
+        services = [LockService(cluster.handle(i), 3) for i in range(3)]
+        deadline = time.monotonic() + 30
+        while not all(s.status == "primary" and len(s.members) == 3 for s in services):
+            assert time.monotonic() < deadline, services
+            for s in services:
+                s.pump(timeout=0.01)
+        for s in services:
+            s.request("printer")
+        while not all(len(s.queues.get("printer", [])) == 3 for s in services):
+            assert time.monotonic() < deadline, services
+            for s in services:
+                s.pump(timeout=0.01)
+        assert services[0].queues == services[1].queues == services[2].queues
+        holder = services[0].queues["printer"][0]
+        assert [s.holds("printer") for s in services] == [i + 1 == holder for i in range(3)]
+        assert services[0].history == services[1].history == services[2].history
 
 
 # -- the checker, shown able to fail --------------------------------------------------------
