@@ -117,6 +117,8 @@ def _child(settings: dict[str, Any], cluster_size: int, verbose: bool, conn: Con
                     node.isolate_from(arg)
                 elif cmd == "stop":
                     return
+    except (BrokenPipeError, EOFError):
+        pass  # the parent is gone: so is the demo
     finally:
         node.shutdown()
 
