@@ -219,3 +219,12 @@ def test_bench_on_a_local_cluster_prints_a_table_and_json() -> None:
     assert res["throughput"]["delivered_msgs"] > 0
     assert res["latency"]["round_trips"] == 20 and res["latency"]["p50_us"] > 0
     assert_one_line_error(run("bench", "--size", "4"), "--size")
+
+
+def test_evs_demo_through_the_command_reaches_its_verdict() -> None:
+    """`evs demo`, the README's first command, run non-interactively: exit 0 and `demo OK`."""
+    p = run("demo", "--fast", "--no-color", timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "demo OK: " in p.stdout.strip().splitlines()[-1]
+    bad = run("demo", "--nodes", "1")
+    assert bad.returncode == 2 and "3 to 9 nodes" in bad.stderr and "Traceback" not in bad.stderr
