@@ -36,7 +36,8 @@ replica has left; a snapshot must fit one message (``max_message_size``, 1 MiB b
 and partitions are not reconciled -- each side of a split keeps serving writes, and when the
 sides merge both keep their own state (a real store would let only a primary component, e.g.
 a majority, write). Start a replica once its node has joined the ring, or it may find the
-group empty and start it afresh.
+group empty and start it afresh. The group is the store's own: any handle joined to it counts
+as a member (a non-replica there first would keep the first replica from starting the store).
 """
 
 from __future__ import annotations
