@@ -296,7 +296,7 @@ def test_chat_bots_all_see_the_same_transcript(cluster: LocalCluster) -> None:
         assert own == [f"{bot}: message {k} from {bot}" for k in range(6)] + [f"{bot}: /bye"]
 
 
-@pytest.mark.parametrize("script", ["kvstore.py", "chat.py"])
+@pytest.mark.parametrize("script", ["kvstore.py", "chat.py", "locks.py", "quickstart.py"])
 def test_example_runs_as_a_script(script: str) -> None:
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", script)],
