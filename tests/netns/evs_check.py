@@ -211,7 +211,7 @@ class Report:
 
 
 def _fmt(x: float | None) -> str:
-    return "none" if x is None else f"{x:.2f} s"
+    return "none" if x is None else f"{x:.3f} s"
 
 
 def load(path: str | Path) -> list[dict[str, Any]]:

@@ -448,6 +448,8 @@ class Cluster:
         self.workers.append(w)
         if inc > 1:
             self._fault("restart", host=i, inc=inc)
+        elif wrong_key:
+            self._fault("start_wrong_key", host=i)
         return w
 
     def start_all(self, hosts: Iterable[int] | None = None) -> None:
@@ -550,6 +552,17 @@ class Cluster:
                 if k and (v.host, v.inc, k) not in got:
                     return False
         return True
+
+    def capture(self, seconds: float, marker: str) -> dict[str, int]:
+        """Counts, in the bridge namespace (every port), frames holding ``marker``."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.bridge_ns, self.python,
+             str(REPO / "tests" / "netns" / "capture.py"), "--seconds", str(seconds),
+             "--marker", marker, "--port", str(PORT)],
+            capture_output=True, text=True, timeout=seconds + 60, check=True,
+        )  # fmt: skip
+        result: dict[str, int] = json.loads(out.stdout)
+        return result
 
     def traces(self) -> list[Path]:
         return [w.trace for w in self.workers]
