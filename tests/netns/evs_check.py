@@ -185,6 +185,8 @@ class Report:
             f"processes {s['processes']} (crashed {s['crashed']}, outsiders {s['outsiders']}); "
             f"messages sent {s['sent']}, deliveries {s['deliveries']}, "
             f"messages delivered {s['delivered_messages']}, lost {s['lost']}; "
+            f"latency p50/p99/max {s['latency_p50_s']}/{s['latency_p99_s']}/"
+            f"{s['latency_max_s']} s; "
             f"violations {len(self.violations)} {self.by_property()}",
         ]
         for f in self.fault_times:
@@ -897,7 +899,21 @@ class _Checker:
                     f"{q.name}, which stayed with it"
                 )
                 break
+        # send -> delivery latency (same host clock): a stalled ring shows here even when
+        # no property breaks
+        lat = []
+        for mid, (_sp, e) in self.sent.items():
+            for d in self.deliveries.get(mid, []):
+                lat.append(d.t - e["t"])
+        lat.sort()
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
+
         return {
+            "latency_p50_s": pct(0.5),
+            "latency_p99_s": pct(0.99),
+            "latency_max_s": round(lat[-1], 3) if lat else None,
             "processes": len(self.procs),
             "crashed": sum(p.crashed for p in self.procs),
             "outsiders": sum(p.outsider for p in self.procs),

@@ -515,12 +515,18 @@ class Cluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.proc.pid, signal.SIGUSR1)
         deadline = time.monotonic() + drain_timeout
+        settle_deadline = None
         while time.monotonic() < deadline:
             evs_by = {w: w.events() for w in live}
             if all(
                 any(e["ev"] in ("drained", "drain_timeout") for e in evs) for evs in evs_by.values()
-            ) and self._settled(evs_by):
-                break
+            ):
+                # A worker that left the ring at the very end is not owed the others' last
+                # messages, so settling is waited for, but not forever.
+                if settle_deadline is None:
+                    settle_deadline = time.monotonic() + 15
+                if self._settled(evs_by) or time.monotonic() > settle_deadline:
+                    break
             time.sleep(0.3)
         for w in live:
             with contextlib.suppress(ProcessLookupError):

@@ -15,6 +15,8 @@ Trace lines (``t`` is ``time.time()``; namespaces share the host clock, so trace
   false when the payload is not the bytes the id stands for (or not ours at all: ``id`` null).
 * ``{"ev": "config", "kind": "regular"|"transitional", "ring", "members", "left", "joined"}``.
 * ``{"ev": "group", "group", "members", "joined", "left"}`` - pairs ``[node, handle]``.
+* ``{"ev": "stats", ...}`` every 2 s: counters of ``Node.stats()`` (token losses, consensus
+  timeouts, retransmissions, rejected packets) to explain a reconfiguration afterwards.
 * ``{"ev": "quiesce", "last": k}`` (SIGUSR1: sending stopped; ``k`` the last number sent),
   ``{"ev": "drained", "pending": n}`` (every own message delivered, or ``drain_timeout``),
   ``{"ev": "end"}`` (SIGTERM: the node is about to leave; nothing follows), ``{"ev": "error"}``.
@@ -72,6 +74,26 @@ class Trace:
         line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         with self.lock:
             os.write(self.fd, line)
+
+
+STATS_PERIOD = 2.0
+STATS_KEYS = (
+    "state", "token_lost", "consensus_timeouts", "token_retransmits", "retransmits_requested",
+    "retransmits_sent", "rings_formed", "token_rotation_s", "sort_queue_len",
+    "send_queue_messages", "messages_submitted", "messages_delivered", "datagrams_in",
+)  # fmt: skip
+
+
+def write_stats(trace: Trace, node: Any) -> None:
+    """A ``stats`` line: the node's counters that explain a reconfiguration afterwards."""
+    try:
+        st = node.stats()
+    except Exception as e:  # the node may be stopping
+        trace.write("stats", error=str(e))
+        return
+    out = {k: st.get(k) for k in STATS_KEYS}
+    out["rejected"] = {k: v for k, v in dict(st.get("rejected", {})).items() if v}
+    trace.write("stats", **out)
 
 
 def ring(r: Any) -> list[int]:
@@ -227,8 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     tx = threading.Thread(target=sender, name="tx", daemon=True)
     rx.start()
     tx.start()
+    next_stats = 0.0
     while not quiesce.is_set() and not stop.is_set():
+        if time.monotonic() >= next_stats:
+            next_stats = time.monotonic() + STATS_PERIOD
+            write_stats(trace, node)
         quiesce.wait(0.2)
+    write_stats(trace, node)
     if quiesce.is_set() and not stop.is_set():
         tx.join(10)
         trace.write("quiesce", last=last_sent[0])

@@ -89,6 +89,10 @@ def scenario(
             "token_ms": c.settings["token"],
             "consensus_ms": c.settings["consensus"],
             "regular_configurations": stats["regular_configurations"],
+            "latency_p50_s": stats["latency_p50_s"],
+            "latency_p99_s": stats["latency_p99_s"],
+            "latency_max_s": stats["latency_max_s"],
+            "sender_mismatch_rejected": sender_mismatch(c),
             "crashed_processes": stats["crashed"],
             "duration_s": round(time.monotonic() - t0, 1),
             "traces": str(c.workdir / "traces"),
@@ -99,6 +103,16 @@ def scenario(
         assert report.violations == [], report.summary()
         assert stats["lost"] == 0, report.summary()
         return c, report
+
+
+def sender_mismatch(c: Cluster) -> int:
+    """Frames the nodes dropped as ``node.sender_mismatch`` (last stats line of each)."""
+    total = 0
+    for w in c.workers:
+        st = [e for e in w.events() if e["ev"] == "stats" and "rejected" in e]
+        if st:
+            total += st[-1]["rejected"].get("node.sender_mismatch", 0)
+    return total
 
 
 def run_for(seconds: float) -> None:
