@@ -26,7 +26,12 @@
 //! 2. [`Opener::open`] authenticates and replay-checks; rejections are counted there by reason.
 //! 3. The Totem header's sender (u32 LE at bytes 4..8 of the plaintext) must equal the
 //!    authenticated sender, else the frame is dropped and counted: a key holder must not speak
-//!    for another node id through this path.
+//!    for another node id through this path. Multicasts (type 1) are exempt: their header
+//!    names the message's *originator*, and any member that holds a message answers a
+//!    retransmission request by re-sending it unchanged under its own crypto identity (the
+//!    Totem protocol depends on this; dropping them stalled every ring under loss until a
+//!    reconfiguration). Every member shares the authkey, so the check never stood between a
+//!    member and a forged multicast anyway; it guards the membership and token packets.
 //! 4. In multicast mode the sender's source address is learned (for tokens), and unknown
 //!    destinations are dropped rather than multicast, since a multicast token would be
 //!    processed by several members.
@@ -41,6 +46,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant as TokioInstant;
+use totem::wire::PacketType;
 use totem::{ConfigKind, Destination, Processor, SubmitError};
 
 use crate::crypto::{Opener, Sealer};
@@ -60,6 +66,8 @@ const RECV_BATCH: usize = 32;
 const FRAME_SENDER: std::ops::Range<usize> = 2..6;
 /// Offset of the sender id in the Totem header (see [`totem::wire`]).
 const TOTEM_SENDER: std::ops::Range<usize> = 4..8;
+/// Offset of the packet type in the Totem header.
+const TOTEM_TYPE: usize = 3;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -74,6 +82,7 @@ fn read_u32(b: &[u8], r: std::ops::Range<usize>) -> Option<u32> {
 struct Counters {
     own_frames_dropped: u64,
     isolated_dropped: u64,
+    loss_injected: u64,
     sender_mismatch: u64,
     malformed_payloads: u64,
     seal_errors: u64,
@@ -120,6 +129,9 @@ pub(crate) struct Driver {
     counters: Counters,
     /// Senders whose frames are dropped (fault injection, `Node::isolate_from`); usually empty.
     isolated: Vec<NodeId>,
+    /// Injected receive loss in percent (`Node::set_receive_loss`), and its generator.
+    loss_percent: u8,
+    loss_rng: u64,
     shutdown_ack: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
@@ -159,6 +171,8 @@ impl Driver {
             capture: None,
             counters: Counters::default(),
             isolated: Vec::new(),
+            loss_percent: 0,
+            loss_rng: 0,
             shutdown_ack: None,
         }
     }
@@ -262,6 +276,18 @@ impl Driver {
         let me = self.me;
         let learn = self.transport.group_addr().is_some();
         for (from, frame) in self.batch.iter_mut() {
+            if self.loss_percent > 0 {
+                // xorshift64: cheap, and good enough to decide drops.
+                let mut x = self.loss_rng;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                self.loss_rng = x;
+                if x % 100 < u64::from(self.loss_percent) {
+                    self.counters.loss_injected += 1;
+                    continue;
+                }
+            }
             if read_u32(frame, FRAME_SENDER) == Some(me) {
                 self.counters.own_frames_dropped += 1;
                 continue;
@@ -278,8 +304,9 @@ impl Driver {
                 self.counters.isolated_dropped += 1;
                 continue;
             }
+            let is_mcast = opened.payload.get(TOTEM_TYPE) == Some(&(PacketType::Mcast as u8));
             if let Some(claimed) = read_u32(opened.payload, TOTEM_SENDER) {
-                if claimed != sender {
+                if claimed != sender && !is_mcast {
                     self.counters.sender_mismatch += 1;
                     tracing::debug!(node = me, %from, sender, claimed, "sender mismatch");
                     continue;
@@ -352,6 +379,12 @@ impl Driver {
                 let _ = reply.try_send(kept);
             }
             Command::Shutdown { ack } => self.begin_shutdown(Some(ack)),
+            Command::ReceiveLoss { percent } => {
+                tracing::info!(node = self.me, percent, "receive loss injected");
+                self.loss_percent = percent;
+                self.loss_rng =
+                    0x9E37_79B9_7F4A_7C15 ^ u64::from(self.me).wrapping_mul(0x2545_F491);
+            }
             Command::Isolate { from } => {
                 tracing::info!(
                     node = self.me,
@@ -679,6 +712,7 @@ impl Driver {
             crypto_accepted: self.opener.accepted(),
             own_frames_dropped: c.own_frames_dropped,
             isolated_dropped: c.isolated_dropped,
+            loss_injected: c.loss_injected,
             sender_mismatch: c.sender_mismatch,
             malformed_payloads: c.malformed_payloads,
             seal_errors: c.seal_errors,

@@ -89,6 +89,9 @@ pub(crate) enum Command {
     Isolate {
         from: Vec<NodeId>,
     },
+    ReceiveLoss {
+        percent: u8,
+    },
 }
 
 /// State shared by the node, its handles and its driver.
@@ -182,6 +185,8 @@ pub struct NodeStats {
     pub own_frames_dropped: u64,
     /// Authentic frames dropped because their sender is isolated ([`Node::isolate_from`]).
     pub isolated_dropped: u64,
+    /// Datagrams dropped by injected receive loss ([`Node::set_receive_loss`]).
+    pub loss_injected: u64,
     /// Authentic frames whose Totem header names another sender than the crypto header.
     pub sender_mismatch: u64,
     /// Delivered payloads that did not decode as a ring message (dropped).
@@ -513,6 +518,15 @@ impl Node {
     pub fn isolate_from(&self, from: &[NodeId]) {
         let _ = self.cmd.send(Command::Isolate {
             from: from.to_vec(),
+        });
+    }
+
+    /// Fault injection for tests: from now on drop each received datagram with probability
+    /// `percent`/100 (pseudo-random, before authentication, as a lossy network would; capped
+    /// at 100; 0 ends it). Counted in `NodeStats::loss_injected`.
+    pub fn set_receive_loss(&self, percent: u8) {
+        let _ = self.cmd.send(Command::ReceiveLoss {
+            percent: percent.min(100),
         });
     }
 

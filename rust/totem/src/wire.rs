@@ -7,7 +7,9 @@
 //! | 0   | 2    | magic   | [`MAGIC`]                                           |
 //! | 2   | 1    | version | [`VERSION`]; any other value is rejected            |
 //! | 3   | 1    | type    | [`PacketType`]                                      |
-//! | 4   | 4    | sender  | node id of the processor that sent this packet (≠0) |
+//! | 4   | 4    | sender  | node id of the processor that sent this packet (≠0); |
+//! |     |      |         | for `Mcast`, of the message's originator, also when |
+//! |     |      |         | another member retransmits it unchanged             |
 //!
 //! A ring id is 12 bytes: `rep u32, seq u64`.
 //!
