@@ -71,6 +71,9 @@ def test_three_processes_deliver_identical_complete_sequences(tmp_path: Path) ->
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            for pipe in (p.stdin, p.stdout):
+                if pipe is not None:
+                    pipe.close()
     sequences = [out.read_text().splitlines() for out in outs]
     assert len(sequences[0]) == 3 * PER_SENDER
     assert sequences[0] == sequences[1] == sequences[2]
