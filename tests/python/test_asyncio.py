@@ -117,7 +117,7 @@ def test_amcast_waits_out_backpressure() -> None:
         async def main() -> list[bytes]:
             for i in range(200):
                 await a.amcast_joined(b"%03d" % i + b"x" * 800)
-            got = []
+            got: list[bytes] = []
             while len(got) < 200:
                 got.append((await next_message_async(b)).data[:3])
             return got

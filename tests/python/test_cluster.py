@@ -68,7 +68,10 @@ def test_stop_delivers_transitional_then_regular_and_restart_rejoins(
     cluster.wait_for_ring()
     assert cluster[0].membership() == (1, [1, 2, 3])
     for w in watchers[:2]:
-        reg = [c for c in config_changes(w, 2) if c.kind == evs.REGULAR][-1]
+        trans = config_changes(w, 1)[0]
+        assert trans.kind == evs.TRANSITIONAL and trans.members == (1, 2)
+        reg = config_changes(w, 1)[0]
+        assert reg.kind == evs.REGULAR
         assert reg.members == (1, 2, 3) and reg.joined == (3,)
     back = cluster.handle(2, groups="after")
     wait_members([back], "after")

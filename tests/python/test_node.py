@@ -6,6 +6,7 @@ import datetime
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,9 @@ def authkey(tmp_path: Path) -> Path:
     return key
 
 
-def solo_settings(key: Path, **extra: object) -> dict[str, object]:
+def solo_settings(key: Path, **extra: Any) -> dict[str, Any]:
     port = free_port("127.0.0.1")
-    settings: dict[str, object] = {
+    settings: dict[str, Any] = {
         "bind": "127.0.0.1",
         "port": port,
         "transport": "udpu",
@@ -141,7 +142,7 @@ def test_stats_ring_id_membership_group_view(cluster: LocalCluster) -> None:
     assert stats["members"] == [1, 2, 3]
     assert stats["state"] == "operational"
     assert isinstance(stats["packets_in"], dict)
-    assert stats["packets_in"]["orf_token"] > 0  # type: ignore[index]
+    assert stats["packets_in"]["orf_token"] > 0
     assert isinstance(stats["rejected"], dict)
     assert stats["handles_overflowed"] == 0
 
@@ -179,9 +180,9 @@ def test_several_independent_nodes_in_one_process(authkey: Path) -> None:
         assert len({n.local_addr for n in nodes}) == 3
         handles = [evs.Handle(n, groups="own") for n in nodes]
         for n in nodes:
-            wait_until(lambda n=n: n.membership()[1] == [7], "a ring of one")
+            wait_until(lambda n=n: n.membership()[1] == [7], "a ring of one")  # type: ignore[misc]
         for i, h in enumerate(handles):
-            wait_until(lambda h=h: h.group_membership("own") == [(7, h.id)], "own join")
+            wait_until(lambda h=h: h.group_membership("own") == [(7, h.id)], "own join")  # type: ignore[misc]
             h.mcast_joined(b"%d" % i)
         for i, h in enumerate(handles):
             ev = next(e for e in h.events(timeout=30) if isinstance(e, evs.Message))

@@ -246,16 +246,16 @@ class GroupsMachine(RuleBasedStateMachine):
         # Every message reached the observer, once, with the groups it was sent to.
         got = [ev for ev in observed if isinstance(ev, evs.Message)]
         assert sorted(m.data for m in got) == sorted(self.sent)
-        for m in got:
-            key, groups = self.sent[m.data]
-            assert (m.sender, m.sender_handle) == key
-            assert frozenset(m.groups) == groups
+        for msg in got:
+            key, groups = self.sent[msg.data]
+            assert (msg.sender, msg.sender_handle) == key
+            assert frozenset(msg.groups) == groups
         positions = [(m.ring_id, m.seq) for m in got]
         assert positions == sorted(positions), "(ring_id, seq) goes backwards"
         for t in self.tracked:
             if not t.closed:
-                while (ev := t.handle.try_recv()) is not None:
-                    t.events.append(ev)
+                while (rest := t.handle.try_recv()) is not None:
+                    t.events.append(rest)
             stream = [ev for ev in t.events if not isinstance(ev, evs.ConfigChange)]
             want = expected_stream(observed, t.key)
             mine = [ev for ev in stream if isinstance(ev, evs.Message)]
