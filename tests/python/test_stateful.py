@@ -15,6 +15,7 @@ that was sent before is already in the queues of node j's handles.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -39,8 +40,9 @@ pytestmark = pytest.mark.timeout(300)
 N_GROUPS = 3
 MAX_HANDLES = 6
 
+# EVS_STATEFUL_EXAMPLES=2000 for a soak; the default keeps the suite quick.
 SETTINGS = settings(
-    max_examples=50,
+    max_examples=int(os.environ.get("EVS_STATEFUL_EXAMPLES", "50")),
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
