@@ -11,7 +11,7 @@ import evs
 from evs.testing import LocalCluster
 from support import WAIT, wait_members
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(120)]
 
 
 async def next_message_async(h: evs.Handle) -> evs.Message:

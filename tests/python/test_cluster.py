@@ -11,7 +11,7 @@ import evs
 from evs.testing import LocalCluster
 from support import WAIT, messages, recv_until, wait_members, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(120)]
 
 
 def config_changes(h: evs.Handle, n: int) -> list[evs.ConfigChange]:

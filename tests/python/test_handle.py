@@ -13,7 +13,7 @@ import evs
 from evs.testing import LocalCluster
 from support import WAIT, messages, next_message, recv_until, wait_members, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(120)]
 
 
 def joined_event(h: evs.Handle, group: bytes) -> Callable[[evs.Event], bool]:

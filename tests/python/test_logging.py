@@ -11,7 +11,7 @@ import pytest
 import evs
 from evs.testing import LocalCluster
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(120)]
 
 
 class Collect(logging.Handler):

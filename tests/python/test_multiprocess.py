@@ -17,7 +17,11 @@ from support import PYTHON, child_env, free_port
 PER_SENDER = 3334  # 10,002 messages in all
 TIMEOUT = 150.0
 
-pytestmark = [pytest.mark.timeout(TIMEOUT + 60), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.filterwarnings("error"),
+    pytest.mark.timeout(TIMEOUT + 60),
+    pytest.mark.slow,
+]
 
 
 def read_line(p: subprocess.Popen[str], want: str, deadline: float) -> None:

@@ -14,6 +14,8 @@ import evs
 from evs.testing import LocalCluster
 from support import free_port, wait_until
 
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(120)]
+
 
 @pytest.fixture
 def authkey(tmp_path: Path) -> Path:

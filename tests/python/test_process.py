@@ -14,7 +14,7 @@ import pytest
 import evs
 from support import PYTHON, child_env, free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(180)]
 
 # The bound for Ctrl-C is 100 ms from the signal to KeyboardInterrupt. Blocking calls
 # wait in slices of 50 ms, so the expected figure is at most ~55 ms; the allowance covers a

@@ -35,7 +35,7 @@ import evs
 from evs.testing import LocalCluster
 from support import WAIT, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(300)]
 
 N_GROUPS = 3
 MAX_HANDLES = 6
