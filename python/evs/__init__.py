@@ -14,6 +14,8 @@ virtual synchrony. The core is Rust (``evs._evs``); its threads never call into 
 
 from __future__ import annotations
 
+import os
+
 from ._evs import (
     DEFAULT_QUEUE_CAPACITY,
     MAX_GROUP_LEN,
@@ -60,11 +62,9 @@ TRANSITIONAL = ConfigKind.TRANSITIONAL
 REGULAR = ConfigKind.REGULAR
 
 
-def keygen(path: str, *, force: bool = False, length: int = 32) -> None:
+def keygen(path: str | os.PathLike[str], *, force: bool = False, length: int = 32) -> None:
     """Writes a new random authkey of ``length`` bytes (32..4096) to ``path`` with mode 0600.
     Refuses to overwrite an existing file unless ``force``. Raises EvsOSError."""
-    import os
-
     _native_keygen(os.fspath(path), force, length)
 
 

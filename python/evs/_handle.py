@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Union
@@ -53,8 +52,6 @@ DISPATCH_ONE = DispatchFlags.ONE
 DISPATCH_ALL = DispatchFlags.ALL
 DISPATCH_BLOCKING = DispatchFlags.BLOCKING
 DISPATCH_ONE_NONBLOCKING = DispatchFlags.ONE_NONBLOCKING
-
-_BATCH = 256
 
 
 class Membership(NamedTuple):
@@ -152,7 +149,6 @@ class Handle:
         self.on_config_change = on_config_change
         self.on_group_change = on_group_change
         self.context = context
-        self._pending: collections.deque[Event] = collections.deque()
         self._closed = False
         self._aio_future: asyncio.Future[None] | None = None
         if groups is not None:
@@ -173,6 +169,15 @@ class Handle:
     def closed(self) -> bool:
         """True after :meth:`close`."""
         return self._closed
+
+    def _check_open(self) -> None:
+        # The native handle refuses sends and receives once closed; this covers the calls
+        # it answers from shared node state (membership, a mcast_joined with no group), so
+        # that every call after close() or a node shutdown raises alike.
+        if self._closed:
+            raise HandleClosedError("handle closed")
+        if not self.node.is_running:
+            raise HandleClosedError("handle closed: its node stopped")
 
     @property
     def joined(self) -> tuple[bytes, ...]:
@@ -204,6 +209,7 @@ class Handle:
         takes. Raises NotJoinedError with no group joined, MessageTooLargeError over
         ``max_message_size``.
         """
+        self._check_open()
         self._native.mcast_joined(_data(data), guarantee, _timeout(timeout))
 
     def mcast_groups(
@@ -224,6 +230,7 @@ class Handle:
         """:meth:`mcast_joined` for asyncio: waits for send budget without blocking the
         event loop."""
         payload = _data(data)
+        self._check_open()
         await self._retry_async(lambda: self._native.mcast_joined(payload, guarantee, 0.0))
 
     async def amcast_groups(
@@ -253,6 +260,7 @@ class Handle:
 
     def membership(self) -> Membership:
         """This node's id and the members of the last regular configuration."""
+        self._check_open()
         local, members = self._native.membership()
         return Membership(local, tuple(members))
 
@@ -260,7 +268,9 @@ class Handle:
         """Members of ``group`` as sorted ``(node_id, handle_id)`` pairs, in the node's view
         after its latest delivery (GroupChange events carry the view at their own point of
         the stream)."""
-        return self._native.group_membership(_group(group))
+        name = _group(group)
+        self._check_open()
+        return self._native.group_membership(name)
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -273,14 +283,10 @@ class Handle:
         """The next event, waiting up to ``timeout`` seconds (None: as long as it takes).
         Raises TimeoutError, HandleClosedError once closed (OverflowedError after an
         overflow, when everything queued before it was read)."""
-        if self._pending:
-            return self._pending.popleft()
         return self._native.recv(_timeout(timeout))
 
     def try_recv(self) -> Event | None:
         """The next event if one is queued, else None."""
-        if self._pending:
-            return self._pending.popleft()
         return self._native.try_recv()
 
     def recv_many(self, max_events: int = 1024, timeout: float | None = None) -> list[Event]:
@@ -288,31 +294,34 @@ class Handle:
         queued ones: many events for one crossing into the native module."""
         if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
             raise ValueError(f"max_events must be a positive int, got {max_events!r}")
-        if self._pending:
-            n = min(max_events, len(self._pending))
-            return [self._pending.popleft() for _ in range(n)]
         return self._native.recv_many(max_events, _timeout(timeout))
 
     def queue_len(self) -> int:
         """Events waiting to be received."""
-        return len(self._pending) + self._native.queue_len()
+        return self._native.queue_len()
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Iterates over events as they come. Ends when no event arrives for ``timeout``
         seconds (None: never) or when the handle is closed; an overflow raises
         OverflowedError."""
+        # One event per native call, never a batch held in Python: events left in a Python
+        # buffer when the loop breaks would be invisible to fileno() (select would sleep on a
+        # non-empty queue). try_recv first: it does not release the GIL, so a busy stream
+        # costs one lock per event.
         t = _timeout(timeout)
+        native = self._native
         while True:
-            if not self._pending:
-                try:
-                    self._pending.extend(self._native.recv_many(_BATCH, t))
-                except EvsTimeoutError:
-                    return
-                except OverflowedError:
-                    raise
-                except HandleClosedError:
-                    return
-            yield self._pending.popleft()
+            try:
+                ev = native.try_recv()
+                if ev is None:
+                    ev = native.recv(t)
+            except EvsTimeoutError:
+                return
+            except OverflowedError:
+                raise
+            except HandleClosedError:
+                return
+            yield ev
 
     def __iter__(self) -> Iterator[Event]:
         return self.events()
@@ -340,6 +349,8 @@ class Handle:
             flags = DispatchFlags(flags)
         except ValueError:
             raise ValueError(f"unknown dispatch flags {flags!r}") from None
+        if self._closed:
+            raise HandleClosedError("handle closed")
         if flags is DispatchFlags.ONE:
             self._call(self.recv(timeout))
             return 1
@@ -349,28 +360,28 @@ class Handle:
                 return 0
             self._call(ev)
             return 1
+        # Events are taken one at a time so that those after a raising callback stay in the
+        # native queue, where recv and fileno() still see them.
+        native = self._native
         n = 0
         if flags is DispatchFlags.ALL:
-            budget = len(self._pending) + self._native.queue_len()
+            budget = max(native.queue_len(), 1)  # 1: an ended stream still raises
             while n < budget:
-                if not self._pending:
-                    try:
-                        self._pending.extend(self._native.recv_many(budget - n, 0.0))
-                    except EvsTimeoutError:
-                        break
-                ev = self._pending.popleft()
+                ev = native.try_recv()
+                if ev is None:
+                    break
                 n += 1
                 self._call(ev)
             return n
         while True:  # BLOCKING
-            if not self._pending:
-                try:
-                    self._pending.extend(self._native.recv_many(_BATCH, None))
-                except OverflowedError:
-                    raise
-                except HandleClosedError:
-                    return n
-            ev = self._pending.popleft()
+            try:
+                ev = native.try_recv()
+                if ev is None:
+                    ev = native.recv(None)
+            except OverflowedError:
+                raise
+            except HandleClosedError:
+                return n
             n += 1
             self._call(ev)
 
@@ -445,7 +456,6 @@ class Handle:
         """Closes the handle: its groups are left (other members see it go), queued events
         are dropped, later calls raise HandleClosedError. Idempotent."""
         self._closed = True
-        self._pending.clear()
         self._native.close()
 
     def __enter__(self) -> Handle:

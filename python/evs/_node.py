@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -129,7 +130,9 @@ class Node:
 
 _default_lock = threading.Lock()
 _default: Node | None = None
-_default_keydir: tempfile.TemporaryDirectory[str] | None = None
+# A plain directory, removed by _shutdown_all: a TemporaryDirectory's own finalizer may run
+# before that hook at exit and warn (ResourceWarning) that it cleaned up implicitly.
+_default_keydir: str | None = None
 
 
 def _free_port(host: str) -> int:
@@ -155,8 +158,10 @@ def default_node() -> Node:
         if path:
             _default = Node(path)
         else:
-            _default_keydir = tempfile.TemporaryDirectory(prefix="evs-default-")
-            key = os.path.join(_default_keydir.name, "authkey")
+            if _default_keydir is not None:  # the key of a default node that was stopped
+                shutil.rmtree(_default_keydir, ignore_errors=True)
+            _default_keydir = tempfile.mkdtemp(prefix="evs-default-")
+            key = os.path.join(_default_keydir, "authkey")
             _evs.keygen(key)
             port = _free_port("127.0.0.1")
             _default = Node(
@@ -180,6 +185,6 @@ def _shutdown_all() -> None:
         with contextlib.suppress(Exception):  # best effort at exit
             node.shutdown()
     if _default_keydir is not None:
-        _default_keydir.cleanup()
+        shutil.rmtree(_default_keydir, ignore_errors=True)
         _default_keydir = None
     _logging.stop()
