@@ -108,11 +108,11 @@ def node(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path, subprocess.Pope
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            proc.communicate(timeout=30)  # also closes the pipes
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def test_node_status_send_listen_and_clean_shutdown(
