@@ -111,6 +111,13 @@ class Node:
         on both sides partitions the ring without touching the network; healing merges it."""
         self._native.isolate_from(sorted(set(nodes)))
 
+    def set_receive_loss(self, percent: int) -> None:
+        """Fault injection for tests: from now on drop each received packet with probability
+        ``percent``/100, before authentication, as a lossy network would (0 ends it)."""
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+            raise ValueError(f"percent must be an int from 0 to 100, got {percent!r}")
+        self._native.set_receive_loss(percent)
+
     def shutdown(self) -> None:
         """Leaves the ring and stops the node; its handles then raise HandleClosedError.
         Idempotent."""

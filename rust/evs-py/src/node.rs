@@ -181,6 +181,11 @@ impl PyNode {
         self.node.isolate_from(&from_nodes);
     }
 
+    /// Fault injection: drop each received datagram with probability `percent`/100.
+    fn set_receive_loss(&self, percent: u8) {
+        self.node.set_receive_loss(percent);
+    }
+
     /// Leaves the ring and stops the node's thread; its handles end with HandleClosedError.
     /// Idempotent.
     fn shutdown(&self, py: Python<'_>) {
@@ -240,6 +245,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &NodeStats) -> PyResult<Bound<'py, PyDict
         ("crypto_accepted", s.crypto_accepted),
         ("own_frames_dropped", s.own_frames_dropped),
         ("isolated_dropped", s.isolated_dropped),
+        ("loss_injected", s.loss_injected),
         ("events_queued", s.events_queued),
         ("handles_overflowed", s.handles_overflowed),
         ("datagrams_in", s.transport.datagrams_in),
