@@ -67,6 +67,7 @@ def event_to_json(ev: Event) -> dict[str, Any]:
             "groups": [_name(g) for g in ev.groups],
             "ring_id": str(ev.ring_id),
             "seq": ev.seq,
+            "index": ev.index,
             "guarantee": "safe" if ev.guarantee == Guarantee.SAFE else "agreed",
             "data": base64.b64encode(ev.data).decode(),
         }

@@ -136,7 +136,8 @@ fn ids_tuple<'py>(py: Python<'py>, ids: &[NodeId]) -> PyResult<Bound<'py, PyTupl
 }
 
 /// A message delivered to a handle: who sent it (node and handle), to which groups, the
-/// payload, where it sits in the total order (`ring_id`, `seq`) and its guarantee.
+/// payload, where it sits in the total order (`ring_id`, `seq`, `index`: unique, ordered like
+/// the agreed order) and its guarantee.
 #[pyclass(frozen, eq, hash, name = "Message", module = "evs")]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PyMessage {
@@ -151,13 +152,15 @@ pub struct PyMessage {
     #[pyo3(get)]
     seq: u64,
     #[pyo3(get)]
+    index: u32,
+    #[pyo3(get)]
     guarantee: PyGuarantee,
 }
 
 #[pymethods]
 impl PyMessage {
     #[new]
-    #[pyo3(signature = (sender, groups, data, ring_id, seq, guarantee = PyGuarantee::Agreed, sender_handle = 0))]
+    #[pyo3(signature = (sender, groups, data, ring_id, seq, guarantee = PyGuarantee::Agreed, sender_handle = 0, index = 0))]
     fn new(
         sender: NodeId,
         groups: Vec<Vec<u8>>,
@@ -166,6 +169,7 @@ impl PyMessage {
         seq: u64,
         guarantee: PyGuarantee,
         sender_handle: u32,
+        index: u32,
     ) -> Self {
         PyMessage {
             sender,
@@ -174,6 +178,7 @@ impl PyMessage {
             data: Bytes::from(data),
             ring_id,
             seq,
+            index,
             guarantee,
         }
     }
@@ -196,13 +201,14 @@ impl PyMessage {
 
     fn __repr__(&self) -> String {
         format!(
-            "Message(sender={}, sender_handle={}, groups={}, data={}, ring_id={}, seq={}, guarantee={})",
+            "Message(sender={}, sender_handle={}, groups={}, data={}, ring_id={}, seq={}, index={}, guarantee={})",
             self.sender,
             self.sender_handle,
             groups_repr(&self.groups),
             bytes_repr(&self.data, 48),
             PyRingId::__str__(&self.ring_id),
             self.seq,
+            self.index,
             if self.guarantee == PyGuarantee::Safe { "SAFE" } else { "AGREED" },
         )
     }
@@ -348,6 +354,7 @@ pub fn to_py(py: Python<'_>, ev: Event) -> PyResult<Py<PyAny>> {
             data,
             ring_id,
             seq,
+            index,
             guarantee,
         } => Py::new(
             py,
@@ -358,6 +365,7 @@ pub fn to_py(py: Python<'_>, ev: Event) -> PyResult<Py<PyAny>> {
                 data,
                 ring_id: ring_id.into(),
                 seq,
+                index,
                 guarantee: guarantee.into(),
             },
         )?

@@ -609,6 +609,7 @@ impl Driver {
                                     data: data.clone(),
                                     ring_id: d.ring_id,
                                     seq: d.seq,
+                                    index: d.index,
                                     guarantee: d.guarantee,
                                 },
                             );

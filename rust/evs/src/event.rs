@@ -41,8 +41,11 @@ pub enum Event {
         data: Bytes,
         /// Ring on which the message was ordered.
         ring_id: RingId,
-        /// Its sequence number on `ring_id`.
+        /// Sequence number, on `ring_id`, of the packet that completed it.
         seq: u64,
+        /// Its position among the messages that packet completed (small messages share
+        /// packets): `(ring_id, seq, index)` is unique and ordered like the agreed order.
+        index: u32,
         /// Agreed or safe, as requested by the sender.
         guarantee: Guarantee,
     },

@@ -144,6 +144,7 @@ impl Run {
                 msg_no,
                 ring_id: ring,
                 seq,
+                index: 0,
                 guarantee,
                 data: payload(sender, msg_no),
             }),
@@ -490,6 +491,7 @@ fn d1_corrupted_payload_is_caught() {
         msg_no: 1,
         ring_id: A,
         seq: 1,
+        index: 0,
         guarantee: AGREED,
         data: Bytes::from_static(b"payload of m2:2"),
     });
@@ -506,6 +508,7 @@ fn d1_changed_guarantee_is_caught() {
         msg_no: 1,
         ring_id: A,
         seq: 1,
+        index: 0,
         guarantee: AGREED,
         data: payload(1, 1),
     });

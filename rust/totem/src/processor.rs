@@ -63,6 +63,10 @@ pub struct Delivery {
     pub ring_id: RingId,
     /// Sequence number, on `ring_id`, of the multicast that completed this message.
     pub seq: u64,
+    /// Position of this message among those completed by multicast `seq` (several small
+    /// messages share one packet): `(ring_id, seq, index)` is unique, and ordered like the
+    /// deliveries.
+    pub index: u32,
     pub guarantee: Guarantee,
     pub data: Bytes,
 }
@@ -860,7 +864,7 @@ impl Processor {
         {
             self.ignore(Ignored::BadPayload);
         }
-        for u in out.drain(..) {
+        for (index, u) in out.drain(..).enumerate() {
             self.stats.messages_delivered += 1;
             self.stats.bytes_delivered += u.data.len() as u64;
             self.events.push_back(Event::Deliver(Delivery {
@@ -868,6 +872,7 @@ impl Processor {
                 msg_no: u.msg_no,
                 ring_id,
                 seq,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
                 guarantee: slot.guarantee,
                 data: u.data,
             }));
