@@ -160,6 +160,7 @@ pub struct PyMessage {
 #[pymethods]
 impl PyMessage {
     #[new]
+    #[allow(clippy::too_many_arguments)] // the Python constructor takes every field
     #[pyo3(signature = (sender, groups, data, ring_id, seq, guarantee = PyGuarantee::Agreed, sender_handle = 0, index = 0))]
     fn new(
         sender: NodeId,
