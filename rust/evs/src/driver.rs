@@ -109,6 +109,9 @@ pub(crate) struct Driver {
     pending: VecDeque<Pending>,
     /// Budget cost of each message in the processor's send queue, oldest first.
     inflight: VecDeque<usize>,
+    /// Events of the current pump per handle, handed over in one push per handle at its end
+    /// (one lock and at most one wake-up of the consumer, instead of one per event).
+    outbox: BTreeMap<HandleId, Vec<Event>>,
     /// Handles whose queue overflowed during the current dispatch.
     overflowed: Vec<HandleId>,
     batch: RecvBatch,
@@ -149,6 +152,7 @@ impl Driver {
             local: VecDeque::new(),
             pending: VecDeque::new(),
             inflight: VecDeque::new(),
+            outbox: BTreeMap::new(),
             overflowed: Vec::new(),
             batch: RecvBatch::new(RECV_BATCH),
             out: Vec::new(),
@@ -358,6 +362,7 @@ impl Driver {
         let Some(queue) = self.handles.remove(&id) else {
             return;
         };
+        self.outbox.remove(&id);
         if overflowed {
             self.counters.handles_overflowed += 1;
             tracing::warn!(
@@ -447,6 +452,7 @@ impl Driver {
                 events += 1;
                 self.dispatch(ev);
             }
+            self.flush_events();
             for id in std::mem::take(&mut self.overflowed) {
                 self.close_handle(id, true);
             }
@@ -508,14 +514,28 @@ impl Driver {
         n
     }
 
+    /// Queues `ev` for handle `id` in the outbox (see [`Self::flush_events`]).
     fn push(&mut self, id: HandleId, ev: Event) {
-        let Some(q) = self.handles.get(&id) else {
-            return;
-        };
-        match q.push(ev) {
-            Push::Queued => self.counters.events_queued += 1,
-            Push::Overflowed => self.overflowed.push(id),
-            Push::Gone => {}
+        if self.handles.contains_key(&id) {
+            self.outbox.entry(id).or_default().push(ev);
+        }
+    }
+
+    /// Hands every handle its events of this pump, in order.
+    fn flush_events(&mut self) {
+        for (id, evs) in self.outbox.iter_mut() {
+            if evs.is_empty() {
+                continue;
+            }
+            let Some(q) = self.handles.get(id) else {
+                evs.clear();
+                continue;
+            };
+            let (res, n) = q.push_many(evs);
+            self.counters.events_queued += n as u64;
+            if res == Push::Overflowed {
+                self.overflowed.push(*id);
+            }
         }
     }
 
@@ -550,20 +570,24 @@ impl Driver {
                         };
                         targets.sort_unstable();
                         targets.dedup();
+                        // The last target takes the decoded message itself: with one handle
+                        // per node (the common case) nothing is copied.
+                        let Some(last) = targets.pop() else {
+                            return;
+                        };
+                        let message = |groups: Vec<Bytes>, data: Bytes| Event::Message {
+                            sender: d.sender,
+                            sender_handle: handle,
+                            groups,
+                            data,
+                            ring_id: d.ring_id,
+                            seq: d.seq,
+                            guarantee: d.guarantee,
+                        };
                         for id in targets {
-                            self.push(
-                                id,
-                                Event::Message {
-                                    sender: d.sender,
-                                    sender_handle: handle,
-                                    groups: groups.clone(),
-                                    data: data.clone(),
-                                    ring_id: d.ring_id,
-                                    seq: d.seq,
-                                    guarantee: d.guarantee,
-                                },
-                            );
+                            self.push(id, message(groups.clone(), data.clone()));
                         }
+                        self.push(last, message(groups, data));
                         return;
                     }
                     RingMsg::GroupJoin { handle, groups } => {
