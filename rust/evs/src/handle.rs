@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use tokio::sync::mpsc::UnboundedSender;
 
+use crate::command::CommandSender;
 use crate::event::{group_list, Event, EvsError, Guarantee, HandleId, NodeId, MAX_GROUPS};
 use crate::groups;
 use crate::node::{Command, Intent, Shared};
@@ -327,7 +327,7 @@ impl SendBudget {
 /// receiving thread. Dropping it closes it ([`Handle::close`]).
 pub struct Handle {
     id: HandleId,
-    cmd: UnboundedSender<Command>,
+    cmd: CommandSender,
     shared: Arc<Shared>,
     queue: Arc<EventQueue>,
     /// Groups this handle asked to join (in effect or on their way): what `mcast_joined`
@@ -348,7 +348,7 @@ impl std::fmt::Debug for Handle {
 impl Handle {
     pub(crate) fn new(
         id: HandleId,
-        cmd: UnboundedSender<Command>,
+        cmd: CommandSender,
         shared: Arc<Shared>,
         queue: Arc<EventQueue>,
     ) -> Handle {
