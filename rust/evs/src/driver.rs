@@ -14,12 +14,14 @@
 //! send), the packets the processor addressed to this node itself on the previous turn (a
 //! one-node ring's token; fed back here rather than through the network or recursively), one
 //! receive batch from the sockets, and expired timers. Then it *pumps*: seals and sends every
-//! transmit in one batch, dispatches every event to the handles (one hand-over per handle),
-//! retries submissions the processor had no room for, and refunds the send budget for what the
-//! processor sent. A busy turn yields to the runtime (other nodes may share it) and loops; an
-//! idle one waits for the sockets, a command that must wake it (see [`crate::command`]: plain
-//! multicasts only when the processor has nothing left to send) or the processor's next
-//! deadline.
+//! transmit in one batch, dispatches every event into a per-handle outbox, and retries
+//! submissions the processor had no room for. A busy turn yields to the runtime (other nodes
+//! may share it) and loops. Before it waits (or after [`HANDOVER_TURNS`] busy turns) the driver
+//! *hands over*: each handle gets its outbox in one push, and the send budget is refunded for
+//! what the processor sent; so the application threads are woken once the token has moved on,
+//! not while the driver is still on its path. Then it waits for the sockets, a command that
+//! must wake it (see [`crate::command`]: plain multicasts only when the processor has nothing
+//! left to send) or the processor's next deadline.
 //!
 //! # Inbound order of checks
 //!
