@@ -333,7 +333,30 @@ pub struct Handle {
     /// Groups this handle asked to join (in effect or on their way): what `mcast_joined`
     /// addresses and `leave` checks. Held while the join or leave command is sent, so the
     /// driver sees intents in the order they were made.
-    joined: Mutex<BTreeSet<Bytes>>,
+    joined: Mutex<Joined>,
+}
+
+/// A handle's joined groups: the set, and the same groups as a list in set order (what
+/// `mcast_joined` encodes; kept so that a send does not copy the set).
+#[derive(Default)]
+struct Joined {
+    set: BTreeSet<Bytes>,
+    list: Vec<Bytes>,
+}
+
+impl Joined {
+    fn contains(&self, g: &Bytes) -> bool {
+        self.set.contains(g)
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn update(&mut self, f: impl FnOnce(&mut BTreeSet<Bytes>)) {
+        f(&mut self.set);
+        self.list = self.set.iter().cloned().collect();
+    }
 }
 
 impl std::fmt::Debug for Handle {
@@ -357,7 +380,7 @@ impl Handle {
             cmd,
             shared,
             queue,
-            joined: Mutex::new(BTreeSet::new()),
+            joined: Mutex::new(Joined::default()),
         }
     }
 
@@ -427,7 +450,7 @@ impl Handle {
         }
         let payload = groups::encode_membership(true, self.id, &new);
         self.control(payload, Intent::Join(self.id, new.clone()))?;
-        joined.extend(new);
+        joined.update(|set| set.extend(new));
         Ok(())
     }
 
@@ -447,15 +470,17 @@ impl Handle {
         }
         let payload = groups::encode_membership(false, self.id, &list);
         self.control(payload, Intent::Leave(self.id, list.clone()))?;
-        for g in &list {
-            joined.remove(g);
-        }
+        joined.update(|set| {
+            for g in &list {
+                set.remove(g);
+            }
+        });
         Ok(())
     }
 
     /// The groups this handle has asked to join (including joins not yet delivered).
     pub fn joined(&self) -> Vec<Bytes> {
-        lock(&self.joined).iter().cloned().collect()
+        lock(&self.joined).list.clone()
     }
 
     fn mcast(
@@ -466,12 +491,27 @@ impl Handle {
         wait: Option<Duration>,
     ) -> Result<(), EvsError> {
         self.check_open()?;
+        let payload = self.encode(groups, data)?;
+        self.submit(payload, guarantee, wait)
+    }
+
+    /// The ring payload of a message of this handle, if it is not too large.
+    fn encode(&self, groups: &[Bytes], data: &[u8]) -> Result<Bytes, EvsError> {
         let size = groups::APP_FIXED_OVERHEAD - 1 + groups::group_list_len(groups) + data.len();
         let max = self.shared.max_message_size;
         if size > max {
             return Err(EvsError::TooLarge { size, max });
         }
-        let payload = groups::encode_app(self.id, groups, data);
+        Ok(groups::encode_app(self.id, groups, data))
+    }
+
+    /// Charges the budget for `payload` (waiting up to `wait`) and hands it to the driver.
+    fn submit(
+        &self,
+        payload: Bytes,
+        guarantee: Guarantee,
+        wait: Option<Duration>,
+    ) -> Result<(), EvsError> {
         let cost = payload.len();
         self.shared.budget.acquire(cost, wait)?;
         let sent = self.send(Command::Submit {
@@ -486,19 +526,29 @@ impl Handle {
         sent
     }
 
-    fn joined_list(&self) -> Result<Vec<Bytes>, EvsError> {
-        let joined = lock(&self.joined);
-        if joined.is_empty() {
-            return Err(EvsError::NotJoined);
-        }
-        Ok(joined.iter().cloned().collect())
+    /// Encodes a message to the joined groups straight from the joined list (no copy of the
+    /// list per message); the lock is released before any wait for budget.
+    fn mcast_to_joined(
+        &self,
+        data: &[u8],
+        guarantee: Guarantee,
+        wait: Option<Duration>,
+    ) -> Result<(), EvsError> {
+        self.check_open()?;
+        let payload = {
+            let joined = lock(&self.joined);
+            if joined.list.is_empty() {
+                return Err(EvsError::NotJoined);
+            }
+            self.encode(&joined.list, data)?
+        };
+        self.submit(payload, guarantee, wait)
     }
 
     /// Multicasts `data` to every group this handle has asked to join. Without waiting:
     /// [`EvsError::TryAgain`] when the node's send budget is used up.
     pub fn mcast_joined(&self, data: &[u8], guarantee: Guarantee) -> Result<(), EvsError> {
-        let groups = self.joined_list()?;
-        self.mcast(&groups, data, guarantee, None)
+        self.mcast_to_joined(data, guarantee, None)
     }
 
     /// Like [`mcast_joined`](Self::mcast_joined), but waits up to `timeout` for send budget
@@ -509,8 +559,7 @@ impl Handle {
         guarantee: Guarantee,
         timeout: Duration,
     ) -> Result<(), EvsError> {
-        let groups = self.joined_list()?;
-        self.mcast(&groups, data, guarantee, Some(timeout))
+        self.mcast_to_joined(data, guarantee, Some(timeout))
     }
 
     /// Multicasts `data` to `groups`, joined or not. Without waiting: [`EvsError::TryAgain`]
