@@ -26,8 +26,9 @@
 //! # Inbound order of checks
 //!
 //! 1. A frame whose cleartext crypto header names this node is dropped before any work: our
-//!    own multicasts loop back (they would only be refused as replays, at the cost of an AEAD
-//!    pass each). A forged frame naming us is dropped the same way.
+//!    own multicasts loop back where the transport's socket filter cannot drop them (IPv6, a
+//!    wildcard bind address), and would only be refused as replays, at the cost of an AEAD
+//!    pass each. A forged frame naming us is dropped the same way.
 //! 2. [`Opener::open`] authenticates and replay-checks; rejections are counted there by reason.
 //! 3. The Totem header's sender (u32 LE at bytes 4..8 of the plaintext) must equal the
 //!    authenticated sender, else the frame is dropped and counted: a key holder must not speak

@@ -175,7 +175,8 @@ pub struct NodeStats {
     pub crypto_rejected: RejectCounters,
     /// Frames that passed authentication.
     pub crypto_accepted: u64,
-    /// Our own frames seen again (multicast loopback), dropped before authentication.
+    /// Our own frames seen again (multicast loopback where the transport cannot filter them in
+    /// the kernel: IPv6 or a wildcard bind address), dropped before authentication.
     pub own_frames_dropped: u64,
     /// Authentic frames whose Totem header names another sender than the crypto header.
     pub sender_mismatch: u64,
