@@ -9,20 +9,26 @@
 //!
 //! # The loop
 //!
-//! Each turn takes, without waiting: the packets the processor addressed to this node itself
-//! on the previous turn (a one-node ring's token; fed back here rather than through the
-//! network or recursively), one receive batch from the sockets, up to
-//! [`MAX_COMMANDS_PER_TURN`] commands, and expired timers. Then it *pumps*: seals and sends
-//! every transmit in one batch, dispatches every event to the handles, retries submissions the
-//! processor had no room for, and refunds the send budget for what the processor sent. A busy
-//! turn yields to the runtime (other nodes may share it) and loops; an idle one waits for the
-//! sockets, a command or the processor's next deadline.
+//! Each turn takes, without waiting: up to [`MAX_COMMANDS_PER_TURN`] commands (first, so that
+//! multicasts queued meanwhile are in the processor before a token of this turn asks it to
+//! send), the packets the processor addressed to this node itself on the previous turn (a
+//! one-node ring's token; fed back here rather than through the network or recursively), one
+//! receive batch from the sockets, and expired timers. Then it *pumps*: seals and sends every
+//! transmit in one batch, dispatches every event into a per-handle outbox, and retries
+//! submissions the processor had no room for. A busy turn yields to the runtime (other nodes
+//! may share it) and loops. Before it waits (or after [`HANDOVER_TURNS`] busy turns) the driver
+//! *hands over*: each handle gets its outbox in one push, and the send budget is refunded for
+//! what the processor sent; so the application threads are woken once the token has moved on,
+//! not while the driver is still on its path. Then it waits for the sockets, a command that
+//! must wake it (see [`crate::command`]: plain multicasts only when the processor has nothing
+//! left to send) or the processor's next deadline.
 //!
 //! # Inbound order of checks
 //!
 //! 1. A frame whose cleartext crypto header names this node is dropped before any work: our
-//!    own multicasts loop back (they would only be refused as replays, at the cost of an AEAD
-//!    pass each). A forged frame naming us is dropped the same way.
+//!    own multicasts loop back where the transport's socket filter cannot drop them (IPv6, a
+//!    wildcard bind address), and would only be refused as replays, at the cost of an AEAD
+//!    pass each. A forged frame naming us is dropped the same way.
 //! 2. [`Opener::open`] authenticates and replay-checks; rejections are counted there by reason.
 //! 3. The Totem header's sender (u32 LE at bytes 4..8 of the plaintext) must equal the
 //!    authenticated sender, else the frame is dropped and counted: a key holder must not speak
@@ -43,12 +49,11 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant as TokioInstant;
 use totem::wire::PacketType;
 use totem::{ConfigKind, Destination, Processor, SubmitError};
 
+use crate::command::{CommandReceiver, Taken};
 use crate::crypto::{Opener, Sealer};
 use crate::event::{Event, Guarantee, HandleId, NodeId};
 use crate::groups::{self, GroupDelta, GroupView, RingMsg};
@@ -58,6 +63,10 @@ use crate::transport::{self, RecvBatch, Transport, UnknownDestination};
 
 /// Commands taken per turn, so a flood of submissions cannot delay tokens and timers.
 pub const MAX_COMMANDS_PER_TURN: usize = 256;
+
+/// Busy turns after which the driver hands events and budget to the application even though
+/// it has more to do (see [`Driver::hand_over`]).
+const HANDOVER_TURNS: u32 = 8;
 
 /// Receive slots per turn (one `recvmmsg` worth).
 const RECV_BATCH: usize = 32;
@@ -105,7 +114,9 @@ pub(crate) struct Driver {
     transport: Transport,
     sealer: Sealer,
     opener: Opener,
-    cmd_rx: UnboundedReceiver<Command>,
+    cmd_rx: CommandReceiver,
+    /// Commands taken this turn (reused).
+    cmd_buf: Vec<Command>,
     shared: Arc<Shared>,
     epoch: TokioInstant,
 
@@ -119,8 +130,13 @@ pub(crate) struct Driver {
     pending: VecDeque<Pending>,
     /// Budget cost of each message in the processor's send queue, oldest first.
     inflight: VecDeque<usize>,
-    /// Handles whose queue overflowed during the current dispatch.
+    /// Events dispatched since the last hand-over, per handle, handed over in one push per
+    /// handle (one lock and at most one wake-up of the consumer, instead of one per event).
+    outbox: BTreeMap<HandleId, Vec<Event>>,
+    /// Handles whose queue overflowed during the current hand-over.
     overflowed: Vec<HandleId>,
+    /// Busy turns since the last hand-over.
+    busy_turns: u32,
     batch: RecvBatch,
     /// Sealed frames of the current pump, back to back, and where each goes.
     out: Vec<u8>,
@@ -143,7 +159,7 @@ impl Driver {
         multicast: bool,
         sealer: Sealer,
         opener: Opener,
-        cmd_rx: UnboundedReceiver<Command>,
+        cmd_rx: CommandReceiver,
         shared: Arc<Shared>,
         epoch: TokioInstant,
     ) -> Driver {
@@ -157,6 +173,7 @@ impl Driver {
             sealer,
             opener,
             cmd_rx,
+            cmd_buf: Vec::new(),
             shared,
             epoch,
             handles: BTreeMap::new(),
@@ -164,7 +181,9 @@ impl Driver {
             local: VecDeque::new(),
             pending: VecDeque::new(),
             inflight: VecDeque::new(),
+            outbox: BTreeMap::new(),
             overflowed: Vec::new(),
+            busy_turns: 0,
             batch: RecvBatch::new(RECV_BATCH),
             out: Vec::new(),
             out_ranges: Vec::new(),
@@ -198,8 +217,19 @@ impl Driver {
                 return self.stop();
             }
             if busy {
+                self.busy_turns += 1;
+                if self.busy_turns >= HANDOVER_TURNS {
+                    self.hand_over();
+                }
                 // Other nodes may share this runtime thread.
                 tokio::task::yield_now().await;
+                continue;
+            }
+            self.hand_over();
+            // Multicasts wake us only when the processor has nothing left to send; otherwise
+            // the next token visit is soon enough (see `crate::command`).
+            let starving = self.pending.is_empty() && self.processor.send_queue_messages() == 0;
+            if !self.cmd_rx.idle(starving) {
                 continue;
             }
             let deadline = self.deadline();
@@ -210,13 +240,7 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
-                c = self.cmd_rx.recv() => {
-                    match c {
-                        Some(c) => self.command(c),
-                        None => self.begin_shutdown(None),
-                    }
-                    self.pump();
-                }
+                _ = self.cmd_rx.woken() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             if self.shutdown_ack.is_some() {
@@ -228,6 +252,14 @@ impl Driver {
     /// One turn of non-blocking work; true if anything was done.
     fn turn(&mut self) -> bool {
         let mut busy = false;
+        // Commands first: multicasts queued while we slept must be in the processor when a
+        // token in this turn's receive batch asks it to send.
+        if self.commands() {
+            busy = true;
+        }
+        if self.shutdown_ack.is_some() {
+            return busy;
+        }
         if !self.local.is_empty() {
             let now = self.now();
             // Only those queued before this turn: the packets they cause wait for the next.
@@ -245,22 +277,6 @@ impl Driver {
             }
             Err(e) => tracing::debug!(node = self.me, error = %e, "receive failed"),
         }
-        for _ in 0..MAX_COMMANDS_PER_TURN {
-            match self.cmd_rx.try_recv() {
-                Ok(c) => {
-                    busy = true;
-                    self.command(c);
-                    if self.shutdown_ack.is_some() {
-                        return busy;
-                    }
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.begin_shutdown(None);
-                    return busy;
-                }
-            }
-        }
         let now = self.now();
         if self.processor.poll_timeout().is_some_and(|t| t <= now) {
             self.processor.handle_timeout(now);
@@ -268,6 +284,25 @@ impl Driver {
         }
         self.pump();
         busy
+    }
+
+    /// Takes up to [`MAX_COMMANDS_PER_TURN`] queued commands; true if there were any.
+    fn commands(&mut self) -> bool {
+        let mut buf = std::mem::take(&mut self.cmd_buf);
+        let taken = self.cmd_rx.take(MAX_COMMANDS_PER_TURN, &mut buf);
+        let any = !buf.is_empty();
+        for c in buf.drain(..) {
+            if self.shutdown_ack.is_some() {
+                // Dropped unanswered, as a closed channel would.
+                continue;
+            }
+            self.command(c);
+        }
+        self.cmd_buf = buf;
+        if taken == Taken::Disconnected {
+            self.begin_shutdown(None);
+        }
+        any
     }
 
     /// Authenticates and feeds the received batch (see "Inbound order of checks").
@@ -407,6 +442,7 @@ impl Driver {
         let Some(queue) = self.handles.remove(&id) else {
             return;
         };
+        self.outbox.remove(&id);
         if overflowed {
             self.counters.handles_overflowed += 1;
             tracing::warn!(
@@ -496,9 +532,6 @@ impl Driver {
                 events += 1;
                 self.dispatch(ev);
             }
-            for id in std::mem::take(&mut self.overflowed) {
-                self.close_handle(id, true);
-            }
             if !self.pending.is_empty() {
                 self.retry_pending();
             }
@@ -506,9 +539,29 @@ impl Driver {
                 break;
             }
         }
-        if !self.inflight.is_empty() {
-            self.refund_sent();
+    }
+
+    /// Wakes the application: gives every handle the events dispatched since the last
+    /// hand-over and refunds the send budget for what the processor sent. Done when the driver
+    /// is about to wait, or after [`HANDOVER_TURNS`] busy turns, rather than on every turn: a
+    /// woken application thread competes with the driver for the CPU (and on a small machine
+    /// preempts it) while the driver is still on the token's path. Pumps again if a handle
+    /// overflowed (its leave is a submission).
+    fn hand_over(&mut self) {
+        loop {
+            self.flush_events();
+            if !self.inflight.is_empty() {
+                self.refund_sent();
+            }
+            if self.overflowed.is_empty() {
+                break;
+            }
+            for id in std::mem::take(&mut self.overflowed) {
+                self.close_handle(id, true);
+            }
+            self.pump();
         }
+        self.busy_turns = 0;
     }
 
     /// Seals and sends the processor's transmits in one batch; returns how many.
@@ -557,14 +610,28 @@ impl Driver {
         n
     }
 
+    /// Queues `ev` for handle `id` in the outbox (see [`Self::flush_events`]).
     fn push(&mut self, id: HandleId, ev: Event) {
-        let Some(q) = self.handles.get(&id) else {
-            return;
-        };
-        match q.push(ev) {
-            Push::Queued => self.counters.events_queued += 1,
-            Push::Overflowed => self.overflowed.push(id),
-            Push::Gone => {}
+        if self.handles.contains_key(&id) {
+            self.outbox.entry(id).or_default().push(ev);
+        }
+    }
+
+    /// Hands every handle its events since the last hand-over, in order.
+    fn flush_events(&mut self) {
+        for (id, evs) in self.outbox.iter_mut() {
+            if evs.is_empty() {
+                continue;
+            }
+            let Some(q) = self.handles.get(id) else {
+                evs.clear();
+                continue;
+            };
+            let (res, n) = q.push_many(evs);
+            self.counters.events_queued += n as u64;
+            if res == Push::Overflowed {
+                self.overflowed.push(*id);
+            }
         }
     }
 
@@ -599,21 +666,25 @@ impl Driver {
                         };
                         targets.sort_unstable();
                         targets.dedup();
+                        // The last target takes the decoded message itself: with one handle
+                        // per node (the common case) nothing is copied.
+                        let Some(last) = targets.pop() else {
+                            return;
+                        };
+                        let message = |groups: Vec<Bytes>, data: Bytes| Event::Message {
+                            sender: d.sender,
+                            sender_handle: handle,
+                            groups,
+                            data,
+                            ring_id: d.ring_id,
+                            seq: d.seq,
+                            index: d.index,
+                            guarantee: d.guarantee,
+                        };
                         for id in targets {
-                            self.push(
-                                id,
-                                Event::Message {
-                                    sender: d.sender,
-                                    sender_handle: handle,
-                                    groups: groups.clone(),
-                                    data: data.clone(),
-                                    ring_id: d.ring_id,
-                                    seq: d.seq,
-                                    index: d.index,
-                                    guarantee: d.guarantee,
-                                },
-                            );
+                            self.push(id, message(groups.clone(), data.clone()));
                         }
+                        self.push(last, message(groups, data));
                         return;
                     }
                     RingMsg::GroupJoin { handle, groups } => {
@@ -731,6 +802,8 @@ impl Driver {
     /// sockets) and only then acknowledges: when `Node::shutdown` returns, the handles have
     /// ended and the node's address can be bound again.
     fn stop(mut self) {
+        // Events dispatched before the shutdown are still received (the queues end after them).
+        self.flush_events();
         let now = self.now();
         self.processor.leave(now);
         self.flush_transmits();

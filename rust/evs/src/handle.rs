@@ -4,7 +4,7 @@
 //! ([`EventQueue`], filled by the driver, emptied by the application), the eventfd that makes
 //! the queue pollable, and the node-wide send budget ([`SendBudget`]) that turns a full send
 //! queue into backpressure. Everything here runs on application threads; the only thing the
-//! driver does with it is [`EventQueue::push`], which never blocks (the queue mutex is held by
+//! driver does with it is [`EventQueue::push_many`], which never blocks (the queue mutex is held by
 //! a consumer only for a pop).
 //!
 //! # Slow consumers
@@ -29,13 +29,14 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use tokio::sync::mpsc::UnboundedSender;
 
+use crate::command::CommandSender;
 use crate::event::{group_list, Event, EvsError, Guarantee, HandleId, NodeId, MAX_GROUPS};
 use crate::groups;
 use crate::node::{Command, Intent, Shared};
@@ -85,10 +86,16 @@ struct QueueState {
 }
 
 /// One handle's bounded event queue and its eventfd.
+///
+/// The eventfd is kept in step with the queue only once the application has asked for it
+/// ([`Handle::fileno`] / `as_fd`): an application that only calls `recv` saves the two system
+/// calls (a write when the queue fills, a read when it empties) per batch of events.
 pub(crate) struct EventQueue {
     state: Mutex<QueueState>,
     cond: Condvar,
     efd: EventFd,
+    /// Whether the eventfd was handed out; read under the state lock by [`Self::sync_fd`].
+    fd_used: AtomicBool,
     capacity: usize,
 }
 
@@ -105,6 +112,7 @@ impl EventQueue {
             }),
             cond: Condvar::new(),
             efd,
+            fd_used: AtomicBool::new(false),
             capacity: capacity.max(1),
         })
     }
@@ -112,6 +120,9 @@ impl EventQueue {
     /// Keeps the eventfd readable exactly while there is something to receive (an event, or
     /// the end of the stream). Called under the queue lock after every change.
     fn sync_fd(&self, st: &mut QueueState) {
+        if !self.fd_used.load(Ordering::Relaxed) {
+            return;
+        }
         let readable = !st.events.is_empty() || st.end.is_some();
         if readable && !st.signalled {
             // Cannot fail: the counter is 0 here, far from its u64::MAX - 1 limit.
@@ -123,24 +134,49 @@ impl EventQueue {
         }
     }
 
+    /// The eventfd, from now on kept readable exactly while there is something to receive.
+    fn fd(&self) -> &EventFd {
+        if !self.fd_used.swap(true, Ordering::Relaxed) {
+            // The first request: bring the counter in line with what is queued already. Under
+            // the lock, so a concurrent push sees `fd_used` and signals at most once.
+            let mut st = lock(&self.state);
+            self.sync_fd(&mut st);
+        }
+        &self.efd
+    }
+
     /// Driver side: queues `ev` without blocking.
     pub(crate) fn push(&self, ev: Event) -> Push {
+        let mut one = vec![ev];
+        self.push_many(&mut one).0
+    }
+
+    /// Driver side: queues all of `events` (emptying it) without blocking, under one lock and
+    /// with at most one wake-up of a blocked consumer. If they do not all fit, those that fit
+    /// are queued, the queue ends as overflowed and the rest are dropped. Returns the outcome
+    /// and how many were queued.
+    pub(crate) fn push_many(&self, events: &mut Vec<Event>) -> (Push, usize) {
         let mut st = lock(&self.state);
         if st.end.is_some() {
-            return Push::Gone;
+            events.clear();
+            return (Push::Gone, 0);
         }
-        let res = if st.events.len() >= self.capacity {
+        let room = self.capacity.saturating_sub(st.events.len());
+        let (res, n) = if events.len() > room {
+            st.events.extend(events.drain(..room));
+            events.clear();
             st.end = Some(End::Overflowed);
-            Push::Overflowed
+            (Push::Overflowed, room)
         } else {
-            st.events.push_back(ev);
-            Push::Queued
+            let n = events.len();
+            st.events.extend(events.drain(..));
+            (Push::Queued, n)
         };
         self.sync_fd(&mut st);
         if st.waiters > 0 {
             self.cond.notify_all();
         }
-        res
+        (res, n)
     }
 
     /// Ends the stream (node stopped: `Closed` after the queued events; closed by the
@@ -291,13 +327,36 @@ impl SendBudget {
 /// receiving thread. Dropping it closes it ([`Handle::close`]).
 pub struct Handle {
     id: HandleId,
-    cmd: UnboundedSender<Command>,
+    cmd: CommandSender,
     shared: Arc<Shared>,
     queue: Arc<EventQueue>,
     /// Groups this handle asked to join (in effect or on their way): what `mcast_joined`
     /// addresses and `leave` checks. Held while the join or leave command is sent, so the
     /// driver sees intents in the order they were made.
-    joined: Mutex<BTreeSet<Bytes>>,
+    joined: Mutex<Joined>,
+}
+
+/// A handle's joined groups: the set, and the same groups as a list in set order (what
+/// `mcast_joined` encodes; kept so that a send does not copy the set).
+#[derive(Default)]
+struct Joined {
+    set: BTreeSet<Bytes>,
+    list: Vec<Bytes>,
+}
+
+impl Joined {
+    fn contains(&self, g: &Bytes) -> bool {
+        self.set.contains(g)
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn update(&mut self, f: impl FnOnce(&mut BTreeSet<Bytes>)) {
+        f(&mut self.set);
+        self.list = self.set.iter().cloned().collect();
+    }
 }
 
 impl std::fmt::Debug for Handle {
@@ -312,7 +371,7 @@ impl std::fmt::Debug for Handle {
 impl Handle {
     pub(crate) fn new(
         id: HandleId,
-        cmd: UnboundedSender<Command>,
+        cmd: CommandSender,
         shared: Arc<Shared>,
         queue: Arc<EventQueue>,
     ) -> Handle {
@@ -321,7 +380,7 @@ impl Handle {
             cmd,
             shared,
             queue,
-            joined: Mutex::new(BTreeSet::new()),
+            joined: Mutex::new(Joined::default()),
         }
     }
 
@@ -391,7 +450,7 @@ impl Handle {
         }
         let payload = groups::encode_membership(true, self.id, &new);
         self.control(payload, Intent::Join(self.id, new.clone()))?;
-        joined.extend(new);
+        joined.update(|set| set.extend(new));
         Ok(())
     }
 
@@ -411,15 +470,17 @@ impl Handle {
         }
         let payload = groups::encode_membership(false, self.id, &list);
         self.control(payload, Intent::Leave(self.id, list.clone()))?;
-        for g in &list {
-            joined.remove(g);
-        }
+        joined.update(|set| {
+            for g in &list {
+                set.remove(g);
+            }
+        });
         Ok(())
     }
 
     /// The groups this handle has asked to join (including joins not yet delivered).
     pub fn joined(&self) -> Vec<Bytes> {
-        lock(&self.joined).iter().cloned().collect()
+        lock(&self.joined).list.clone()
     }
 
     fn mcast(
@@ -430,12 +491,27 @@ impl Handle {
         wait: Option<Duration>,
     ) -> Result<(), EvsError> {
         self.check_open()?;
+        let payload = self.encode(groups, data)?;
+        self.submit(payload, guarantee, wait)
+    }
+
+    /// The ring payload of a message of this handle, if it is not too large.
+    fn encode(&self, groups: &[Bytes], data: &[u8]) -> Result<Bytes, EvsError> {
         let size = groups::APP_FIXED_OVERHEAD - 1 + groups::group_list_len(groups) + data.len();
         let max = self.shared.max_message_size;
         if size > max {
             return Err(EvsError::TooLarge { size, max });
         }
-        let payload = groups::encode_app(self.id, groups, data);
+        Ok(groups::encode_app(self.id, groups, data))
+    }
+
+    /// Charges the budget for `payload` (waiting up to `wait`) and hands it to the driver.
+    fn submit(
+        &self,
+        payload: Bytes,
+        guarantee: Guarantee,
+        wait: Option<Duration>,
+    ) -> Result<(), EvsError> {
         let cost = payload.len();
         self.shared.budget.acquire(cost, wait)?;
         let sent = self.send(Command::Submit {
@@ -450,19 +526,29 @@ impl Handle {
         sent
     }
 
-    fn joined_list(&self) -> Result<Vec<Bytes>, EvsError> {
-        let joined = lock(&self.joined);
-        if joined.is_empty() {
-            return Err(EvsError::NotJoined);
-        }
-        Ok(joined.iter().cloned().collect())
+    /// Encodes a message to the joined groups straight from the joined list (no copy of the
+    /// list per message); the lock is released before any wait for budget.
+    fn mcast_to_joined(
+        &self,
+        data: &[u8],
+        guarantee: Guarantee,
+        wait: Option<Duration>,
+    ) -> Result<(), EvsError> {
+        self.check_open()?;
+        let payload = {
+            let joined = lock(&self.joined);
+            if joined.list.is_empty() {
+                return Err(EvsError::NotJoined);
+            }
+            self.encode(&joined.list, data)?
+        };
+        self.submit(payload, guarantee, wait)
     }
 
     /// Multicasts `data` to every group this handle has asked to join. Without waiting:
     /// [`EvsError::TryAgain`] when the node's send budget is used up.
     pub fn mcast_joined(&self, data: &[u8], guarantee: Guarantee) -> Result<(), EvsError> {
-        let groups = self.joined_list()?;
-        self.mcast(&groups, data, guarantee, None)
+        self.mcast_to_joined(data, guarantee, None)
     }
 
     /// Like [`mcast_joined`](Self::mcast_joined), but waits up to `timeout` for send budget
@@ -473,8 +559,7 @@ impl Handle {
         guarantee: Guarantee,
         timeout: Duration,
     ) -> Result<(), EvsError> {
-        let groups = self.joined_list()?;
-        self.mcast(&groups, data, guarantee, Some(timeout))
+        self.mcast_to_joined(data, guarantee, Some(timeout))
     }
 
     /// Multicasts `data` to `groups`, joined or not. Without waiting: [`EvsError::TryAgain`]
@@ -555,7 +640,7 @@ impl Handle {
     /// the end of its stream). For `poll`/`select`/asyncio `add_reader`; reading from it is
     /// the handle's business (use `recv`), and it is valid as long as the handle lives.
     pub fn fileno(&self) -> RawFd {
-        self.queue.efd.as_raw_fd()
+        self.queue.fd().as_raw_fd()
     }
 
     /// Closes the handle: queued events are dropped, later calls return
@@ -573,12 +658,62 @@ impl Handle {
 impl AsFd for Handle {
     /// The eventfd of [`Handle::fileno`], borrowed.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.queue.efd.as_fd()
+        self.queue.fd().as_fd()
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(i: u32) -> Event {
+        Event::ConfigChange {
+            kind: totem::ConfigKind::Regular,
+            ring_id: Default::default(),
+            members: vec![i],
+            left: Vec::new(),
+            joined: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn push_many_queues_what_fits_then_ends_as_overflowed() {
+        let q = EventQueue::new(3).unwrap();
+        let mut batch = vec![ev(1), ev(2)];
+        assert_eq!(q.push_many(&mut batch), (Push::Queued, 2));
+        assert!(batch.is_empty());
+        let mut batch = vec![ev(3), ev(4)];
+        assert_eq!(q.push_many(&mut batch), (Push::Overflowed, 1));
+        assert!(batch.is_empty());
+        let mut batch = vec![ev(5)];
+        assert_eq!(q.push_many(&mut batch), (Push::Gone, 0));
+        let got = q.take(10, Some(Duration::ZERO)).unwrap();
+        assert_eq!(got, vec![ev(1), ev(2), ev(3)]);
+        assert!(matches!(
+            q.take(1, Some(Duration::ZERO)),
+            Err(EvsError::Overflowed)
+        ));
+    }
+
+    #[test]
+    fn eventfd_catches_up_when_first_asked_for() {
+        let q = EventQueue::new(8).unwrap();
+        q.push(ev(1));
+        // Not handed out yet: nothing was written to it.
+        assert!(q.efd.read().is_err());
+        let fd = q.fd();
+        assert_eq!(fd.read().unwrap(), 1);
+        // read() above cleared the counter behind the queue's back; restore it.
+        fd.write(1).unwrap();
+        q.take(1, Some(Duration::ZERO)).unwrap();
+        assert!(q.efd.read().is_err(), "empty queue: not readable");
+        q.push(ev(2));
+        assert_eq!(q.efd.read().unwrap(), 1);
     }
 }

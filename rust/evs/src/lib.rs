@@ -8,8 +8,10 @@
 //! Modules: [`config`] (TOML and builder), [`crypto`] (packet security), [`transport`] (UDP),
 //! [`groups`] (payload format and the replicated group view), [`event`] (API value types and
 //! errors), [`handle`] (handles, their queues and the send budget), [`node`] (start-up,
-//! shutdown, statistics), `driver` (the protocol loop) and [`runtime`].
+//! shutdown, statistics), `command` (the queue from handles to the driver), `driver` (the
+//! protocol loop) and [`runtime`].
 
+mod command;
 pub mod config;
 pub mod crypto;
 mod driver;

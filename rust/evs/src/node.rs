@@ -23,10 +23,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ring::rand::{SecureRandom, SystemRandom};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use totem::wire::DecodeError;
 use totem::{Processor, Start};
 
+use crate::command::{command_queue, CommandSender};
 use crate::config::{NodeConfig, Transport as TransportKind};
 use crate::crypto::{self, Cipher, KeyError, Opener, RejectCounters, SealError, Sealer};
 use crate::driver::Driver;
@@ -181,7 +181,8 @@ pub struct NodeStats {
     pub crypto_rejected: RejectCounters,
     /// Frames that passed authentication.
     pub crypto_accepted: u64,
-    /// Our own frames seen again (multicast loopback), dropped before authentication.
+    /// Our own frames seen again (multicast loopback where the transport cannot filter them in
+    /// the kernel: IPv6 or a wildcard bind address), dropped before authentication.
     pub own_frames_dropped: u64,
     /// Authentic frames dropped because their sender is isolated ([`Node::isolate_from`]).
     pub isolated_dropped: u64,
@@ -297,7 +298,7 @@ fn transport_config(config: &NodeConfig) -> TransportConfig {
 pub struct Node {
     id: NodeId,
     local_addr: SocketAddr,
-    cmd: UnboundedSender<Command>,
+    cmd: CommandSender,
     shared: Arc<Shared>,
     runtime: Runtime,
     next_handle: AtomicU32,
@@ -359,7 +360,7 @@ impl Node {
             view: Mutex::new(GroupView::default()),
             running: AtomicBool::new(true),
         });
-        let (cmd_tx, cmd_rx) = unbounded_channel();
+        let (cmd_tx, cmd_rx) = command_queue();
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
         let tcfg = transport_config(config);
         let multicast = config.transport() == TransportKind::Multicast;

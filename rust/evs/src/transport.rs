@@ -46,8 +46,11 @@
 //!     multicasts (Linux otherwise delivers every group joined by *any* socket to a wildcard
 //!     socket).
 //!   - The *group socket*, bound to `group:port` with `SO_REUSEADDR` and joined to the group on
-//!     the node's interface, receives all multicasts of the cluster, our own looped-back copies
-//!     included (the driver drops those by node id after authentication). Binding to the group
+//!     the node's interface, receives all multicasts of the cluster except our own looped-back
+//!     copies: a socket filter drops datagrams from our own unicast address in the kernel (IPv4
+//!     with a specific bind address; elsewhere, or with
+//!     [`TransportConfig::receive_own_multicasts`], they arrive and the driver drops them by
+//!     node id after authentication). Binding to the group
 //!     address rather than the wildcard keeps unicasts to the same port away from it.
 //!     `SO_REUSEADDR` lets every node on the host bind it: the kernel hands each multicast to all
 //!     such sockets. `SO_REUSEPORT` is deliberately not used: it adds nothing for multicast
@@ -190,10 +193,16 @@ pub struct TransportConfig {
     pub recv_buffer: usize,
     /// `SO_SNDBUF` to ask for (0 = leave the system default).
     pub send_buffer: usize,
+    /// Multicast mode: whether the group socket also receives the copies of our own
+    /// multicasts that `IP_MULTICAST_LOOP` hands back. Default false: a socket filter drops
+    /// them in the kernel (IPv4 with a specific bind address only), which saves queueing,
+    /// copying and a receive slot per datagram we send.
+    pub receive_own_multicasts: bool,
 }
 
 impl TransportConfig {
-    /// Multicast on `group:DEFAULT_PORT` from `bind`, TTL 1, loopback on, 4 MiB buffers.
+    /// Multicast on `group:DEFAULT_PORT` from `bind`, TTL 1, loopback on (our own copies
+    /// filtered out), 4 MiB buffers.
     pub fn multicast(bind: IpAddr, group: IpAddr) -> TransportConfig {
         TransportConfig {
             bind,
@@ -206,6 +215,7 @@ impl TransportConfig {
             interface: None,
             recv_buffer: DEFAULT_SOCKET_BUFFER,
             send_buffer: DEFAULT_SOCKET_BUFFER,
+            receive_own_multicasts: false,
         }
     }
 
@@ -218,6 +228,7 @@ impl TransportConfig {
             interface: None,
             recv_buffer: DEFAULT_SOCKET_BUFFER,
             send_buffer: DEFAULT_SOCKET_BUFFER,
+            receive_own_multicasts: false,
         }
     }
 }

@@ -17,8 +17,13 @@ use transport_support::{recv_for, recv_until, veth_pair, Netns};
 const WAIT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(200);
 
+/// These tests follow every datagram, a node's own looped-back copies included; the filter
+/// that drops those by default is covered by `transport_loopback_multicast.rs` and
+/// `node_netns.rs`.
 fn mcast_cfg(bind: &str, group: IpAddr) -> TransportConfig {
-    TransportConfig::multicast(bind.parse().unwrap(), group)
+    let mut cfg = TransportConfig::multicast(bind.parse().unwrap(), group);
+    cfg.receive_own_multicasts = true;
+    cfg
 }
 
 fn sources(got: &[(SocketAddr, Vec<u8>)]) -> BTreeSet<SocketAddr> {

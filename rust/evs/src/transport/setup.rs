@@ -114,7 +114,16 @@ pub(super) fn open(cfg: &TransportConfig) -> io::Result<Built> {
     if let Mode::Multicast { group, .. } = cfg.mode {
         // Port 0 asked for a free port: the group must then use the one the kernel picked.
         let group_addr = SocketAddr::new(group, local.port());
-        built.group = Some(open_group(cfg, group_addr, &iface)?.into());
+        let sock = open_group(cfg, group_addr, &iface)?;
+        if let (SocketAddr::V4(own), false) = (local, cfg.receive_own_multicasts) {
+            if !own.ip().is_unspecified() {
+                // Best effort: without the filter our copies are still dropped, by the driver.
+                if let Err(e) = sock.attach_filter(&own_source_filter(own)) {
+                    tracing::debug!(error = %e, "no socket filter for our own multicasts");
+                }
+            }
+        }
+        built.group = Some(sock.into());
         built.group_addr = Some(group_addr);
     }
     Ok(built)
@@ -272,6 +281,38 @@ fn multicast_send_options(
             .map_err(|e| context(e, "set IPV6_MULTICAST_LOOP"))?;
     }
     Ok(())
+}
+
+/// A classic BPF program for the group socket that drops datagrams sent from `own` (this
+/// node's unicast socket, from which all its multicasts leave) and accepts everything else.
+///
+/// `IP_MULTICAST_LOOP` must stay on so that other nodes on the host hear us, but it also hands
+/// every multicast we send back to our own group socket. Dropping those copies in the kernel
+/// saves their queueing, the copy to user space and a receive slot each (a third of all
+/// datagrams received in a 3-node ring where everyone sends). Other nodes on the host have
+/// other bind addresses (they share the group port), so only our own copies match.
+///
+/// A socket filter of a UDP socket sees the datagram from its UDP header on (offset 0 is the
+/// source port); the IPv4 source address is read relative to the network header
+/// (`SKF_NET_OFF`).
+fn own_source_filter(own: std::net::SocketAddrV4) -> [socket2::SockFilter; 6] {
+    use socket2::SockFilter;
+    // Classic BPF opcodes (linux/filter.h).
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const LD_H_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SKF_NET_OFF: i32 = -0x10_0000;
+    const IPV4_SRC: i32 = 12;
+    [
+        SockFilter::new(LD_W_ABS, 0, 0, (SKF_NET_OFF + IPV4_SRC) as u32),
+        // Not our address: accept (skip to the last instruction).
+        SockFilter::new(JEQ_K, 0, 3, u32::from(*own.ip())),
+        SockFilter::new(LD_H_ABS, 0, 0, 0),
+        SockFilter::new(JEQ_K, 0, 1, u32::from(own.port())),
+        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(RET_K, 0, 0, u32::MAX),
+    ]
 }
 
 /// The group socket: bound to `group:port` with SO_REUSEADDR, joined on the interface.
