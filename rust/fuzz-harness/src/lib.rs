@@ -18,9 +18,12 @@ pub mod crypto;
 pub mod decode;
 pub mod ring;
 
+/// A target's body: takes the raw fuzzer input.
+pub type Harness = fn(&[u8]);
+
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/<name>.rs` file and corpus
 /// directory, with the function each one runs.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Harness); 4] = [
     ("wire_decode", decode::run),
     ("crypto_open", crypto::open_raw),
     ("crypto_tamper", crypto::tamper),

@@ -12,7 +12,9 @@
 //! strictly increasing ring ids, list it and are sorted; everything it sends decodes.
 //!
 //! Checked while the run is *honest* (nothing injected that decodes to a packet no processor
-//! sent; dropping, duplicating, delaying and reordering are honest): every event against the
+//! sent; dropping, duplicating, delaying and reordering are honest, and so is delivering a sent
+//! packet to a processor it was not addressed to, which anyone on the path can do to a sealed
+//! frame without the key): every event against the
 //! EVS oracle of `totem-sim` (C1-C6, D1-D8), every packet within `max_packet_size`, and after
 //! the script liveness (D9): one ring of all live processors that delivered everything.
 //! Injected packets that decode are forgeries by an insider, which EVS does not promise to
@@ -135,7 +137,18 @@ struct Ring {
     tainted: bool,
 }
 
+/// The script an input stands for, for reading a crash.
+pub fn describe(data: &[u8]) -> String {
+    match Script::arbitrary_take_rest(Unstructured::new(data)) {
+        Ok(s) => format!("{s:#?}"),
+        Err(e) => format!("not a script: {e}"),
+    }
+}
+
 pub fn run(data: &[u8]) {
+    if std::env::var_os("FUZZ_RING_SCRIPT").is_some() {
+        eprintln!("{}", describe(data));
+    }
     let Ok(mut script) = Script::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
@@ -583,7 +596,7 @@ pub fn capture_packets() -> Vec<Bytes> {
             Op::Submit {
                 from: k as u8,
                 len: k * k * 3,
-                safe: k % 5 == 0,
+                safe: k.is_multiple_of(5),
             },
             Op::DeliverInOrder { n: 20 },
             Op::NextTimer,
