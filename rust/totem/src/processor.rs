@@ -534,7 +534,7 @@ impl Processor {
         let sender = decoded.sender;
         match decoded.packet {
             Packet::Mcast(m) => self.on_mcast(now, sender, m, data),
-            Packet::Token(t) => self.on_token(now, t),
+            Packet::Token(t) => self.on_token(now, sender, t),
             Packet::Join(j) => self.on_join(now, sender, j),
             Packet::Commit(c) => self.on_commit(now, c),
             Packet::MergeDetect { ring_id } => self.on_merge_detect(now, sender, ring_id),
@@ -619,6 +619,15 @@ impl Processor {
         let members = self.ring_members();
         match members.iter().position(|&n| n == self.me) {
             Some(i) => members[(i + 1) % members.len()],
+            None => self.me,
+        }
+    }
+
+    /// The member whose successor this processor is: the only one that sends it the token.
+    fn predecessor(&self) -> NodeId {
+        let members = self.ring_members();
+        match members.iter().position(|&n| n == self.me) {
+            Some(i) => members[(i + members.len() - 1) % members.len()],
             None => self.me,
         }
     }
@@ -883,13 +892,22 @@ impl Processor {
     // ---------------------------------------------------------------------------------------
     // The ORF token
 
-    fn on_token(&mut self, now: Instant, tok: OrfToken) {
+    fn on_token(&mut self, now: Instant, sender: NodeId, tok: OrfToken) {
         if !matches!(self.state, State::Operational | State::Recovery) {
             self.ignore(Ignored::WrongState);
             return;
         }
         if tok.ring_id != self.ring_id {
             self.ignore(Ignored::ForeignRing);
+            return;
+        }
+        // The token only ever travels from a member to its successor. A copy from anyone else
+        // is a datagram redirected on its way (the frame's MAC names no destination, so an
+        // on-path attacker without the key can do it): accepting it would make two members
+        // hold the token at once and hand out the same sequence numbers. Found by the `ring`
+        // fuzz target.
+        if sender != self.predecessor() {
+            self.ignore(Ignored::InconsistentToken);
             return;
         }
         if let Some(seen) = self.token_seq_seen {

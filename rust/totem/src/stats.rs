@@ -40,7 +40,8 @@ pub enum Ignored {
     BadPayload,
     /// A token of this ring whose fields contradict what this processor holds (its `seq` is
     /// below a sequence number already ordered, its `aru` above its `seq`, its `aru_addr` not a
-    /// member, or it reaches beyond the sort queue): a replayed or forged token.
+    /// member, or it reaches beyond the sort queue), or one that does not come from this
+    /// processor's predecessor on the ring: a replayed, redirected or forged token.
     InconsistentToken,
 }
 
