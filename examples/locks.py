@@ -37,6 +37,12 @@ def main() -> int:
                     order.append(s.node_id)
                     print(f"node {s.node_id} holds the printer, prints, releases it")
                     s.release("printer")
+        # The last grant reaches the other nodes a moment after its holder saw it.
+        while time.monotonic() < deadline and any(
+            sum(h.kind == "grant" for h in s.history) < len(order) for s in services
+        ):
+            for s in services:
+                s.pump(timeout=0.01)
         grants = [[h for h in s.history if h.kind == "grant"] for s in services]
         same = all(
             [(g.lock, g.holder) for g in gs] == [(g.lock, g.holder) for g in grants[0]]

@@ -133,7 +133,13 @@ def test_loss_10_percent_on_every_host() -> None:
         c.set_loss(range(1, 6), 0)
         run_for(3)
 
-    scenario("loss10", 5, "10% random loss on every host's input for 30 s", body, liveness_s=5.0)
+    # Every lost packet, token included, is repaired within a few rotations (p99 0.03 s here,
+    # 3.7 s before the fast token retransmission), so 1 s still leaves a busy machine room.
+    _, report = scenario(
+        "loss10", 5, "10% random loss on every host's input for 30 s", body, liveness_s=1.0
+    )
+    # Loss alone fails no processor: no node installs a new configuration while it lasts.
+    assert [f["nodes_reconfigured"] for f in report.fault_times] == [0, 0], report.summary()
 
 
 def test_kill_9_under_load() -> None:

@@ -227,6 +227,18 @@ const TIMER_KINDS: [TimerKind; 7] = [
     TimerKind::TokenWarning,
 ];
 
+/// Rotation samples kept for the fast token retransmission (a windowed minimum, so that
+/// rotations slowed by a lost token, retransmitted by someone else, do not inflate it).
+const ROTATION_SAMPLES: usize = 16;
+/// The fast token retransmission never fires sooner than this after a forward.
+const FAST_RETRANSMIT_MIN: Duration = Duration::from_millis(2);
+/// Added to twice the rotation estimate: scheduling and queueing jitter.
+const FAST_RETRANSMIT_MARGIN: Duration = Duration::from_millis(1);
+/// Successive fast retransmissions wait 2, 4, then 8 times longer, and no longer: losses are
+/// independent, so waiting longer only adds latency, and the cost of a duplicate token is one
+/// small packet.
+const FAST_RETRANSMIT_MAX_BACKOFF: u32 = 3;
+
 /// A deadline, tagged with the membership epoch it was armed in: a timer that fires after the
 /// processor moved to another ring or state is stale and does nothing.
 #[derive(Copy, Clone, Debug)]
@@ -304,6 +316,15 @@ pub struct Processor {
     /// The last token (ORF or commit) sent, and to whom: re-sent by the retransmit timer.
     last_token: Option<(NodeId, Bytes, PacketType)>,
     last_token_at: Option<Instant>,
+    /// When this processor last forwarded the ORF token, if the ring cannot be held before
+    /// the token comes back: the time to the next token is then a rotation sample (an upper
+    /// bound of the rotation when the token was lost and retransmitted on the way).
+    forwarded_at: Option<Instant>,
+    /// Recent rotation samples (forward to next token), newest last. Their minimum is the
+    /// rotation estimate: samples stretched by a lost token do not inflate it.
+    rotations: VecDeque<Duration>,
+    /// Token retransmissions since the last accepted token (exponential backoff).
+    retransmit_backoff: u32,
 
     packer: Packer,
     reasm: Reassembler,
@@ -388,6 +409,9 @@ impl Processor {
             holding: false,
             last_token: None,
             last_token_at: None,
+            forwarded_at: None,
+            rotations: VecDeque::with_capacity(ROTATION_SAMPLES),
+            retransmit_backoff: 0,
             packer,
             reasm,
             scratch: Vec::new(),
@@ -480,6 +504,7 @@ impl Processor {
                 self.hold_cancel_sent = true;
                 let ring_id = self.ring_id;
                 self.send(Destination::Multicast, &Packet::HoldCancel { ring_id });
+                self.expect_token_soon(now);
             }
         }
         Ok(no)
@@ -650,9 +675,26 @@ impl Processor {
                     {
                         self.stats.token_retransmits += 1;
                         self.send_raw(Destination::Node(to), data, kind);
+                        self.retransmit_backoff = self.retransmit_backoff.saturating_add(1);
                     }
                 }
-                let t = self.timeouts().token_retransmit;
+                // Processors that think the representative may hold the token wait the slow
+                // `token_retransmit` before re-sending theirs. The representative knows better:
+                // when the token does not come back to it in time it is lost, and a hold cancel
+                // tells every member to retransmit at the fast pace. A member with messages to
+                // send also asks again, in case its first hold cancel was lost.
+                let rep = self.ring_id.rep == self.me;
+                if self.state == State::Operational
+                    && !self.holding
+                    && (rep || (self.hold_cancel_sent && !self.packer.is_empty()))
+                {
+                    if rep {
+                        self.seq_unchanged = 0;
+                    }
+                    let ring_id = self.ring_id;
+                    self.send(Destination::Multicast, &Packet::HoldCancel { ring_id });
+                }
+                let t = self.retransmit_interval();
                 self.arm(TimerKind::TokenRetransmit, now + t);
             }
             TimerKind::Hold => {
@@ -693,11 +735,59 @@ impl Processor {
         }
     }
 
+    /// May the representative hold the ORF token before it next reaches this processor? The
+    /// representative holds after more than `seqno_unchanged_const` visits without a new
+    /// message, and every processor counts the same token visits: between two visits here the
+    /// representative's count exceeds ours by at most one. So a processor whose count is below
+    /// `seqno_unchanged_const - 1` knows the token will come back after one plain rotation.
+    fn may_be_held(&self) -> bool {
+        self.state == State::Operational
+            && self.ring_id.rep != self.me
+            && self.seq_unchanged.saturating_add(1) >= self.cfg.seqno_unchanged_const
+    }
+
+    /// The fast token retransmission: twice the shortest recent rotation plus a margin,
+    /// doubled for every retransmission since the last token, never beyond `token_retransmit`.
+    /// `None` before the first rotation was measured.
+    fn fast_retransmit(&self) -> Option<Duration> {
+        let slow = self.timeouts().token_retransmit;
+        let est = *self.rotations.iter().min()?;
+        let base = (est * 2 + FAST_RETRANSMIT_MARGIN).max(FAST_RETRANSMIT_MIN);
+        let factor = 1u32 << self.retransmit_backoff.min(FAST_RETRANSMIT_MAX_BACKOFF);
+        Some(base.saturating_mul(factor).min(slow))
+    }
+
+    /// When to re-send the last token if no newer one arrived. Corosync waits
+    /// `token_retransmit` (T / (R + 0.2)) every time; on a ring that rotates in a millisecond
+    /// that turns every lost token into a stall of hundreds of rotations, so while the token is
+    /// known to circulate (not held, ORF token) the wait follows the measured rotation instead.
+    fn retransmit_interval(&self) -> Duration {
+        let slow = self.timeouts().token_retransmit;
+        if !matches!(self.state, State::Operational | State::Recovery) || self.may_be_held() {
+            return slow;
+        }
+        self.fast_retransmit().unwrap_or(slow)
+    }
+
+    /// Something (a hold cancel) says the token will circulate now: if it does not reach us
+    /// within a fast retransmission interval, re-send ours.
+    fn expect_token_soon(&mut self, now: Instant) {
+        let Some(fast) = self.fast_retransmit() else {
+            return;
+        };
+        if let Some(t) = self.timers[TimerKind::TokenRetransmit as usize] {
+            if t.epoch == self.epoch && t.at > now + fast {
+                self.arm(TimerKind::TokenRetransmit, now + fast);
+            }
+        }
+    }
+
     fn reset_token_timers(&mut self, now: Instant) {
         let t = self.timeouts();
         let loss = t.heartbeat.unwrap_or(t.token);
         self.arm(TimerKind::TokenLoss, now + loss);
-        self.arm(TimerKind::TokenRetransmit, now + t.token_retransmit);
+        let retransmit = self.retransmit_interval();
+        self.arm(TimerKind::TokenRetransmit, now + retransmit);
         if let Some(w) = t.token_warning {
             self.arm(TimerKind::TokenWarning, now + w);
         }
@@ -714,6 +804,8 @@ impl Processor {
             self.cancel(k);
         }
         self.holding = false;
+        self.forwarded_at = None;
+        self.retransmit_backoff = 0;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -804,6 +896,8 @@ impl Processor {
         self.seq_unchanged = 0;
         if self.holding {
             self.release_held_token(now);
+        } else if self.state == State::Operational {
+            self.expect_token_soon(now);
         }
     }
 
@@ -936,6 +1030,13 @@ impl Processor {
     fn process_token(&mut self, now: Instant, mut tok: OrfToken) {
         let operational = self.state == State::Operational;
         self.token_seq_seen = Some(tok.token_seq);
+        if let Some(at) = self.forwarded_at.take() {
+            if self.rotations.len() == ROTATION_SAMPLES {
+                self.rotations.pop_front();
+            }
+            self.rotations.push_back(now - at);
+        }
+        self.retransmit_backoff = 0;
         self.holding = false;
         self.cancel(TimerKind::Hold);
 
@@ -1090,6 +1191,8 @@ impl Processor {
             self.cancel(TimerKind::TokenRetransmit);
         } else {
             self.send_raw(Destination::Node(to), data, PacketType::OrfToken);
+            // A rotation that the representative may hold is no sample of the rotation time.
+            self.forwarded_at = (!self.may_be_held()).then_some(now);
             self.reset_token_timers(now);
         }
         if self.state == State::Operational {
@@ -1102,6 +1205,7 @@ impl Processor {
         self.cancel(TimerKind::Hold);
         if let Some((to, data, kind)) = self.last_token.clone() {
             self.send_raw(Destination::Node(to), data, kind);
+            self.forwarded_at = Some(now);
             self.reset_token_timers(now);
         }
     }
@@ -1492,6 +1596,10 @@ impl Processor {
         self.trc = 0;
         self.pbl = 0;
         self.token_seq_seen = None;
+        // A new ring rotates at its own pace.
+        self.rotations.clear();
+        self.forwarded_at = None;
+        self.retransmit_backoff = 0;
         self.forward_commit(now, ct);
     }
 
