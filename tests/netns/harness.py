@@ -378,21 +378,25 @@ class Cluster:
     def nft_ruleset(self, i: int) -> str:
         return run("ip", "netns", "exec", self.ns(i), "nft", "list", "ruleset").stdout
 
-    def _fault(self, kind: str, **detail: Any) -> None:
-        self.faults.append({"t": time.time(), "kind": kind, **detail})
+    def _fault(self, kind: str, t: float | None = None, **detail: Any) -> None:
+        """Records a fault; ``t`` is when applying it began (the first rule can take effect,
+        and the ring react, before the last host's rules are in place)."""
+        self.faults.append({"t": time.time() if t is None else t, "kind": kind, **detail})
 
     def set_loss(self, hosts: int | Iterable[int], pct: int) -> None:
         """Random loss of ``pct`` % of the UDP each host receives (0 ends it)."""
+        t0 = time.time()
         if not 0 <= pct <= 100:
             raise ValueError("pct must be 0..100")
         hs = [hosts] if isinstance(hosts, int) else list(hosts)
         for i in hs:
             self.loss[i] = pct
             self._nft_apply(i)
-        self._fault("loss", hosts=hs, pct=pct)
+        self._fault("loss", t=t0, hosts=hs, pct=pct)
 
     def partition(self, a: Iterable[int], b: Iterable[int], *, one_way: bool = False) -> None:
         """Hosts in ``a`` stop hearing hosts in ``b``; unless ``one_way``, also the reverse."""
+        t0 = time.time()
         a, b = sorted(a), sorted(b)
         for i in a:
             self.blocked[i] |= set(b)
@@ -401,25 +405,28 @@ class Cluster:
             for j in b:
                 self.blocked[j] |= set(a)
                 self._nft_apply(j)
-        self._fault("partition_one_way" if one_way else "partition", a=a, b=b)
+        self._fault("partition_one_way" if one_way else "partition", t=t0, a=a, b=b)
 
     def heal(self) -> None:
         """Ends every partition (loss rules stay)."""
+        t0 = time.time()
         for i in range(1, self.n + 1):
             if self.blocked[i]:
                 self.blocked[i] = set()
                 self._nft_apply(i)
-        self._fault("heal")
+        self._fault("heal", t=t0)
 
     def link_down(self, i: int) -> None:
+        t0 = time.time()
         run("ip", "-n", self.bridge_ns, "link", "set", f"p{i}", "down")
         self.links_down.add(i)
-        self._fault("link_down", host=i)
+        self._fault("link_down", t=t0, host=i)
 
     def link_up(self, i: int) -> None:
+        t0 = time.time()
         run("ip", "-n", self.bridge_ns, "link", "set", f"p{i}", "up")
         self.links_down.discard(i)
-        self._fault("link_up", host=i)
+        self._fault("link_up", t=t0, host=i)
 
     # ---------------------------------------------------------------- workers
     def start(self, i: int, *, wrong_key: bool = False, crypto: str | None = None) -> Worker:
