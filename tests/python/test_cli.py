@@ -228,3 +228,15 @@ def test_evs_demo_through_the_command_reaches_its_verdict() -> None:
     assert "demo OK: " in p.stdout.strip().splitlines()[-1]
     bad = run("demo", "--nodes", "1")
     assert bad.returncode == 2 and "3 to 9 nodes" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_node_stops_cleanly_on_sigterm(
+    node: tuple[dict[str, str], Path, subprocess.Popen[str]],
+) -> None:
+    env, _, proc = node
+    assert run("status", env=env).returncode == 0
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "shutting down: leaving the ring" in out and "Traceback" not in err
+    assert_one_line_error(run("status", env=env), "no running node")
