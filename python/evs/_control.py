@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ._evs import ConfigChange, GroupChange, Guarantee, Message
+from ._evs import ConfigChange, ConfigKind, GroupChange, Guarantee, Message
 from ._handle import Handle
 from ._node import Node
 from ._types import Event
@@ -77,7 +77,7 @@ def event_to_json(ev: Event) -> dict[str, Any]:
     if isinstance(ev, ConfigChange):
         return {
             "type": "config",
-            "kind": "regular" if ev.kind.__int__() == 1 else "transitional",
+            "kind": "regular" if ev.kind == ConfigKind.REGULAR else "transitional",
             "ring_id": str(ev.ring_id),
             "members": list(ev.members),
             "left": list(ev.left),

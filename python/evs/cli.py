@@ -117,17 +117,6 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 # -- node -----------------------------------------------------------------------------------
 
 
-def _describe(ev: object) -> str:
-    if isinstance(ev, ConfigChange):
-        kind = "regular" if ev.kind.__int__() == 1 else "transitional"
-        return (
-            f"{kind} configuration ring {ev.ring_id}: members {list(ev.members)}"
-            + (f" left {list(ev.left)}" if ev.left else "")
-            + (f" joined {list(ev.joined)}" if ev.joined else "")
-        )
-    return repr(ev)
-
-
 def _stats_line(node: Node) -> str:
     s = node.stats()
     rej = s.get("rejected", {})
@@ -165,9 +154,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         while not stop.is_set():
             for ev in watcher.events(timeout=0.2):
                 if isinstance(ev, ConfigChange):
-                    line = _describe(ev)
+                    as_json = _control.event_to_json(ev)
                     print(
-                        json.dumps(_control.event_to_json(ev)) if args.json else line,
+                        json.dumps(as_json) if args.json else _describe_json(as_json),
                         file=out,
                         flush=True,
                     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 import uuid
@@ -12,17 +11,10 @@ from typing import Any
 
 from . import _evs
 from ._handle import Handle
-from ._node import Node
+from ._node import Node, _free_port
 from .errors import TimeoutError as EvsTimeoutError
 
 __all__ = ["LocalCluster"]
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class LocalCluster:
