@@ -7,6 +7,7 @@ import enum
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Union
 
+from . import _evs
 from ._evs import ConfigChange, GroupChange, Guarantee, Message
 from ._node import Node, default_node
 from ._types import Event
@@ -71,26 +72,6 @@ def _group(g: object) -> bytes:
     raise TypeError(f"a group name must be str or bytes, not {type(g).__name__}")
 
 
-def _groups(groups: object) -> list[bytes]:
-    if isinstance(groups, (str, bytes, bytearray, memoryview)):
-        return [_group(groups)]
-    if not isinstance(groups, Iterable):
-        raise TypeError(
-            f"groups must be a group name or an iterable of names, not {type(groups).__name__}"
-        )
-    return [_group(g) for g in groups]
-
-
-def _data(data: object) -> bytes:
-    if type(data) is bytes:
-        return data
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(
-        f"data must be bytes-like (bytes, bytearray, memoryview), not {type(data).__name__}"
-    )
-
-
 def _timeout(timeout: float | None) -> float | None:
     if timeout is None:
         return None
@@ -106,7 +87,7 @@ def _check_callback(name: str, cb: object) -> None:
         raise TypeError(f"{name} must be callable or None, not {type(cb).__name__}")
 
 
-class Handle:
+class Handle(_evs.Handle):
     """One endpoint of the EVS API on a node: join and leave groups, multicast, and receive
     messages, configuration changes and group changes in one agreed-ordered stream.
 
@@ -121,6 +102,28 @@ class Handle:
     to close it on exit.
     """
 
+    # The native part (every hot-path call: mcast_*, recv*, try_recv, queue_len, fileno,
+    # join, leave, joined, id, node_id) is the base class: those calls cost one crossing into
+    # native code, which validates the arguments itself. What is written here is the part
+    # that is plain Python: callbacks and dispatch, asyncio, iteration, membership wrappers.
+
+    node: Node
+    """The node this handle belongs to."""
+
+    def __new__(
+        cls,
+        node: Node | None = None,
+        *,
+        queue_capacity: int | None = None,
+        **_callbacks_and_groups: Any,
+    ) -> Handle:
+        if node is not None and not isinstance(node, Node):
+            raise TypeError(f"node must be an evs.Node or None, not {type(node).__name__}")
+        owner = node if node is not None else default_node()
+        self = super().__new__(cls, owner._native, queue_capacity)
+        self.node = owner
+        return self
+
     def __init__(
         self,
         node: Node | None = None,
@@ -132,19 +135,13 @@ class Handle:
         queue_capacity: int | None = None,
         groups: Groups | None = None,
     ) -> None:
-        if node is not None and not isinstance(node, Node):
-            raise TypeError(f"node must be an evs.Node or None, not {type(node).__name__}")
-        _check_callback("on_message", on_message)
-        _check_callback("on_config_change", on_config_change)
-        _check_callback("on_group_change", on_group_change)
-        if queue_capacity is not None and (
-            isinstance(queue_capacity, bool)
-            or not isinstance(queue_capacity, int)
-            or queue_capacity < 1
-        ):
-            raise ValueError(f"queue_capacity must be a positive int, got {queue_capacity!r}")
-        self.node: Node = node if node is not None else default_node()
-        self._native = self.node._native.handle(queue_capacity)
+        try:
+            _check_callback("on_message", on_message)
+            _check_callback("on_config_change", on_config_change)
+            _check_callback("on_group_change", on_group_change)
+        except TypeError:
+            self._close()
+            raise
         self.on_message = on_message
         self.on_config_change = on_config_change
         self.on_group_change = on_group_change
@@ -152,18 +149,13 @@ class Handle:
         self._closed = False
         self._aio_future: asyncio.Future[None] | None = None
         if groups is not None:
-            self.join(groups)
+            try:
+                self.join(groups)
+            except BaseException:
+                self._close()
+                raise
 
     # -- identity -------------------------------------------------------------------------
-
-    @property
-    def id(self) -> int:
-        """This handle's id on its node (receivers see it as ``Message.sender_handle``)."""
-        return self._native.id
-
-    @property
-    def node_id(self) -> int:
-        return self._native.node_id
 
     @property
     def closed(self) -> bool:
@@ -172,66 +164,19 @@ class Handle:
 
     def _check_open(self) -> None:
         # The native handle refuses sends and receives once closed; this covers the calls
-        # it answers from shared node state (membership, a mcast_joined with no group), so
-        # that every call after close() or a node shutdown raises alike.
+        # answered from shared node state (membership, group_membership), so that every call
+        # after close() or a node shutdown raises alike.
         if self._closed:
             raise HandleClosedError("handle closed")
         if not self.node.is_running:
             raise HandleClosedError("handle closed: its node stopped")
-
-    @property
-    def joined(self) -> tuple[bytes, ...]:
-        """The groups this handle asked to join (joins in flight included), sorted."""
-        return tuple(self._native.joined())
-
-    # -- groups and sending ---------------------------------------------------------------
-
-    def join(self, groups: Groups) -> None:
-        """Joins one group or several. Takes effect where the join is delivered in agreed
-        order, at every node alike. Raises InvalidGroupError for a bad name."""
-        self._native.join(_groups(groups))
-
-    def leave(self, groups: Groups) -> None:
-        """Leaves groups; every one must be joined (else NotJoinedError, nothing left)."""
-        self._native.leave(_groups(groups))
-
-    def mcast_joined(
-        self,
-        data: bytes | bytearray | memoryview,
-        guarantee: Guarantee = Guarantee.AGREED,
-        *,
-        timeout: float | None = None,
-    ) -> None:
-        """Multicasts ``data`` to every group this handle joined.
-
-        When the node's send budget is used up: ``timeout=0`` raises TryAgainError at once,
-        a number waits that long (then TimeoutError), None (default) waits as long as it
-        takes. Raises NotJoinedError with no group joined, MessageTooLargeError over
-        ``max_message_size``.
-        """
-        self._check_open()
-        self._native.mcast_joined(_data(data), guarantee, _timeout(timeout))
-
-    def mcast_groups(
-        self,
-        groups: Groups,
-        data: bytes | bytearray | memoryview,
-        guarantee: Guarantee = Guarantee.AGREED,
-        *,
-        timeout: float | None = None,
-    ) -> None:
-        """Multicasts ``data`` to ``groups``, joined or not; ``timeout`` as for
-        :meth:`mcast_joined`."""
-        self._native.mcast_groups(_groups(groups), _data(data), guarantee, _timeout(timeout))
 
     async def amcast_joined(
         self, data: bytes | bytearray | memoryview, guarantee: Guarantee = Guarantee.AGREED
     ) -> None:
         """:meth:`mcast_joined` for asyncio: waits for send budget without blocking the
         event loop."""
-        payload = _data(data)
-        self._check_open()
-        await self._retry_async(lambda: self._native.mcast_joined(payload, guarantee, 0.0))
+        await self._retry_async(lambda: self.mcast_joined(data, guarantee, timeout=0))
 
     async def amcast_groups(
         self,
@@ -240,8 +185,7 @@ class Handle:
         guarantee: Guarantee = Guarantee.AGREED,
     ) -> None:
         """:meth:`mcast_groups` for asyncio."""
-        names, payload = _groups(groups), _data(data)
-        await self._retry_async(lambda: self._native.mcast_groups(names, payload, guarantee, 0.0))
+        await self._retry_async(lambda: self.mcast_groups(groups, data, guarantee, timeout=0))
 
     @staticmethod
     async def _retry_async(send: Callable[[], None]) -> None:
@@ -261,7 +205,7 @@ class Handle:
     def membership(self) -> Membership:
         """This node's id and the members of the last regular configuration."""
         self._check_open()
-        local, members = self._native.membership()
+        local, members = self._membership()
         return Membership(local, tuple(members))
 
     def group_membership(self, group: GroupName) -> list[tuple[int, int]]:
@@ -270,35 +214,9 @@ class Handle:
         the stream)."""
         name = _group(group)
         self._check_open()
-        return self._native.group_membership(name)
+        return self._group_membership(name)
 
     # -- receiving ------------------------------------------------------------------------
-
-    def fileno(self) -> int:
-        """An eventfd readable while an event (or the end of the stream) can be received;
-        for select/poll/selectors and event loops."""
-        return self._native.fileno()
-
-    def recv(self, timeout: float | None = None) -> Event:
-        """The next event, waiting up to ``timeout`` seconds (None: as long as it takes).
-        Raises TimeoutError, HandleClosedError once closed (OverflowedError after an
-        overflow, when everything queued before it was read)."""
-        return self._native.recv(_timeout(timeout))
-
-    def try_recv(self) -> Event | None:
-        """The next event if one is queued, else None."""
-        return self._native.try_recv()
-
-    def recv_many(self, max_events: int = 1024, timeout: float | None = None) -> list[Event]:
-        """Waits like :meth:`recv` for one event, then returns up to ``max_events`` of the
-        queued ones: many events for one crossing into the native module."""
-        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
-            raise ValueError(f"max_events must be a positive int, got {max_events!r}")
-        return self._native.recv_many(max_events, _timeout(timeout))
-
-    def queue_len(self) -> int:
-        """Events waiting to be received."""
-        return self._native.queue_len()
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Iterates over events as they come. Ends when no event arrives for ``timeout``
@@ -309,12 +227,11 @@ class Handle:
         # non-empty queue). try_recv first: it does not release the GIL, so a busy stream
         # costs one lock per event.
         t = _timeout(timeout)
-        native = self._native
         while True:
             try:
-                ev = native.try_recv()
+                ev = self.try_recv()
                 if ev is None:
-                    ev = native.recv(t)
+                    ev = self.recv(t)
             except EvsTimeoutError:
                 return
             except OverflowedError:
@@ -362,12 +279,11 @@ class Handle:
             return 1
         # Events are taken one at a time so that those after a raising callback stay in the
         # native queue, where recv and fileno() still see them.
-        native = self._native
         n = 0
         if flags is DispatchFlags.ALL:
-            budget = max(native.queue_len(), 1)  # 1: an ended stream still raises
+            budget = max(self.queue_len(), 1)  # 1: an ended stream still raises
             while n < budget:
-                ev = native.try_recv()
+                ev = self.try_recv()
                 if ev is None:
                     break
                 n += 1
@@ -375,9 +291,9 @@ class Handle:
             return n
         while True:  # BLOCKING
             try:
-                ev = native.try_recv()
+                ev = self.try_recv()
                 if ev is None:
-                    ev = native.recv(None)
+                    ev = self.recv(None)
             except OverflowedError:
                 raise
             except HandleClosedError:
@@ -391,7 +307,7 @@ class Handle:
         fut = self._aio_future
         if fut is None or fut.done() or fut.get_loop() is not loop:
             new: asyncio.Future[None] = loop.create_future()
-            fd = self._native.fileno()
+            fd = self.fileno()
 
             def ready() -> None:
                 loop.remove_reader(fd)
@@ -456,7 +372,7 @@ class Handle:
         """Closes the handle: its groups are left (other members see it go), queued events
         are dropped, later calls raise HandleClosedError. Idempotent."""
         self._closed = True
-        self._native.close()
+        self._close()
 
     def __enter__(self) -> Handle:
         return self
@@ -466,5 +382,5 @@ class Handle:
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
-        groups = ", ".join(repr(g) for g in self._native.joined())
+        groups = ", ".join(repr(g) for g in self.joined)
         return f"<evs.Handle {self.id} of node {self.node_id} groups=[{groups}]{state}>"

@@ -1,5 +1,9 @@
 //! `evs._evs.Handle`: the EVS API of one handle, with every wait done GIL-free.
 //!
+//! `evs.Handle` (python/evs/_handle.py) subclasses this class, so the calls of the hot path
+//! (`mcast_*`, `recv*`, `try_recv`, `queue_len`, `fileno`) go straight to native code; they
+//! validate their arguments here and raise the precise Python exception themselves.
+//!
 //! Waits are cut into slices of at most [`SLICE`]; between slices the thread takes the GIL
 //! back for a moment to run Python's signal handlers, so Ctrl-C interrupts any blocking call
 //! within about that long. Timeouts are seconds as floats; `None` waits without limit.
@@ -7,12 +11,18 @@
 use std::time::{Duration, Instant};
 
 use evs::{EvsError, Guarantee, Handle};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+};
 
 use crate::errors::evs_error;
 use crate::events::{to_py, PyGuarantee};
+use crate::node::PyNode;
+
+/// `recv_many`'s default `max_events`.
+const DEFAULT_BATCH: usize = 1024;
 
 /// Longest stretch a blocking call waits without checking for signals.
 const SLICE: Duration = Duration::from_millis(50);
@@ -70,21 +80,153 @@ fn wait<T: Send>(
     }
 }
 
-/// One EVS handle of a node.
-#[pyclass(frozen, name = "Handle", module = "evs._evs")]
+/// `type(obj).__name__`, for error messages.
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A `timeout` argument: None, or a number of seconds (not a bool).
+fn timeout_arg(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
+    let Some(t) = timeout else { return Ok(None) };
+    if t.is_none() {
+        return Ok(None);
+    }
+    if let Ok(f) = t.cast::<PyFloat>() {
+        return Ok(Some(f.value()));
+    }
+    if t.is_instance_of::<PyInt>() && !t.is_instance_of::<PyBool>() {
+        return t.extract::<f64>().map(Some);
+    }
+    Err(PyTypeError::new_err(format!(
+        "timeout must be a number of seconds or None, not {}",
+        type_name(t)
+    )))
+}
+
+/// A payload: `bytes` as is (no copy until the message is encoded), `bytearray` and
+/// `memoryview` copied; anything else is a TypeError.
+enum Payload<'a, 'py> {
+    Borrowed(&'a Bound<'py, PyBytes>),
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_, '_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b.as_bytes(),
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+fn payload_arg<'a, 'py>(data: &'a Bound<'py, PyAny>) -> PyResult<Payload<'a, 'py>> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(Payload::Borrowed(b));
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return Ok(Payload::Owned(b.to_vec()));
+    }
+    if data.is_instance_of::<PyMemoryView>() {
+        // bytes(view): any format and layout, as Python itself flattens it.
+        let b = data.py().get_type::<PyBytes>().call1((data,))?;
+        return Ok(Payload::Owned(
+            b.cast_into::<PyBytes>()?.as_bytes().to_vec(),
+        ));
+    }
+    Err(PyTypeError::new_err(format!(
+        "data must be bytes-like (bytes, bytearray, memoryview), not {}",
+        type_name(data)
+    )))
+}
+
+/// One group name: `str` (UTF-8), `bytes`, `bytearray` or `memoryview`; None if `g` is none
+/// of those.
+fn group_name(g: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    if let Ok(b) = g.cast::<PyBytes>() {
+        return Ok(Some(b.as_bytes().to_vec()));
+    }
+    if let Ok(s) = g.cast::<PyString>() {
+        return Ok(Some(s.to_cow()?.as_bytes().to_vec()));
+    }
+    if let Ok(b) = g.cast::<PyByteArray>() {
+        return Ok(Some(b.to_vec()));
+    }
+    if g.is_instance_of::<PyMemoryView>() {
+        let b = g.py().get_type::<PyBytes>().call1((g,))?;
+        return Ok(Some(b.cast_into::<PyBytes>()?.as_bytes().to_vec()));
+    }
+    Ok(None)
+}
+
+/// A `groups` argument: one group name, or an iterable of names.
+fn groups_arg(groups: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
+    if let Some(one) = group_name(groups)? {
+        return Ok(vec![one]);
+    }
+    let Ok(iter) = groups.try_iter() else {
+        return Err(PyTypeError::new_err(format!(
+            "groups must be a group name or an iterable of names, not {}",
+            type_name(groups)
+        )));
+    };
+    let mut out = Vec::new();
+    for g in iter {
+        let g = g?;
+        match group_name(&g)? {
+            Some(name) => out.push(name),
+            None => {
+                return Err(PyTypeError::new_err(format!(
+                    "a group name must be str or bytes, not {}",
+                    type_name(&g)
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One EVS handle of a node. Subclassed by `evs.Handle`, whose constructor calls
+/// `__new__(cls, node, queue_capacity)` with the native node.
+#[pyclass(frozen, subclass, name = "Handle", module = "evs._evs")]
 pub struct PyHandle {
     h: Handle,
 }
 
-impl PyHandle {
-    pub fn new(h: Handle) -> Self {
-        PyHandle { h }
-    }
-}
-
 #[pymethods]
 impl PyHandle {
-    /// This handle's id on its node.
+    #[new]
+    #[pyo3(signature = (node, queue_capacity = None, *_args, **_kwargs))]
+    fn py_new(
+        py: Python<'_>,
+        node: PyRef<'_, PyNode>,
+        queue_capacity: Option<&Bound<'_, PyAny>>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Self> {
+        let capacity = match queue_capacity {
+            None => None,
+            Some(c) if c.is_none() => None,
+            Some(c) => {
+                let ok = c.is_instance_of::<PyInt>() && !c.is_instance_of::<PyBool>();
+                match c.extract::<usize>() {
+                    Ok(n) if ok && n >= 1 => Some(n),
+                    _ => {
+                        return Err(PyValueError::new_err(format!(
+                            "queue_capacity must be a positive int, got {}",
+                            c.repr()?
+                        )))
+                    }
+                }
+            }
+        };
+        let h = node.new_handle(capacity).map_err(|e| evs_error(py, e))?;
+        Ok(PyHandle { h })
+    }
+
+    /// This handle's id on its node (receivers see it as `Message.sender_handle`).
     #[getter]
     fn id(&self) -> u32 {
         self.h.id()
@@ -96,32 +238,43 @@ impl PyHandle {
         self.h.node_id()
     }
 
-    /// Joins `groups` (byte strings of 1 to 32 bytes).
-    fn join(&self, py: Python<'_>, groups: Vec<Vec<u8>>) -> PyResult<()> {
+    /// Joins one group or several (`str` or `bytes` names of 1 to 32 bytes). Takes effect
+    /// where the join is delivered in agreed order, at every node alike. Raises
+    /// InvalidGroupError for a bad name.
+    fn join(&self, py: Python<'_>, groups: &Bound<'_, PyAny>) -> PyResult<()> {
+        let groups = groups_arg(groups)?;
         self.h.join(&groups).map_err(|e| evs_error(py, e))
     }
 
-    /// Leaves `groups`; all must be joined, else nothing is left (NotJoinedError).
-    fn leave(&self, py: Python<'_>, groups: Vec<Vec<u8>>) -> PyResult<()> {
+    /// Leaves groups; every one must be joined (else NotJoinedError, nothing left).
+    fn leave(&self, py: Python<'_>, groups: &Bound<'_, PyAny>) -> PyResult<()> {
+        let groups = groups_arg(groups)?;
         self.h.leave(&groups).map_err(|e| evs_error(py, e))
     }
 
-    /// The groups this handle asked to join, sorted.
-    fn joined<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.h.joined().iter().map(|g| PyBytes::new(py, g)))
+    /// The groups this handle asked to join (joins in flight included), sorted.
+    #[getter]
+    fn joined<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.h.joined().iter().map(|g| PyBytes::new(py, g)))
     }
 
-    /// Multicasts `data` to the joined groups. `timeout`: 0 raises TryAgainError at once
-    /// when the send budget is used up; a number waits that long for budget (TimeoutError);
-    /// None waits without limit.
-    #[pyo3(signature = (data, guarantee = PyGuarantee::Agreed, timeout = None))]
+    /// Multicasts `data` to every group this handle joined.
+    ///
+    /// When the node's send budget is used up: `timeout=0` raises TryAgainError at once, a
+    /// number waits that long (then TimeoutError), None (default) waits as long as it takes.
+    /// Raises NotJoinedError with no group joined, MessageTooLargeError over
+    /// `max_message_size`, HandleClosedError once closed.
+    #[pyo3(signature = (data, guarantee = PyGuarantee::Agreed, *, timeout = None))]
     fn mcast_joined(
         &self,
         py: Python<'_>,
-        data: &[u8],
+        data: &Bound<'_, PyAny>,
         guarantee: PyGuarantee,
-        timeout: Option<f64>,
+        timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let data = payload_arg(data)?;
+        let data = data.as_slice();
+        let timeout = timeout_arg(timeout)?;
         let g = Guarantee::from(guarantee);
         if timeout == Some(0.0) {
             return self.h.mcast_joined(data, g).map_err(|e| evs_error(py, e));
@@ -131,16 +284,21 @@ impl PyHandle {
         })
     }
 
-    /// Multicasts `data` to `groups`, joined or not. `timeout` as for `mcast_joined`.
-    #[pyo3(signature = (groups, data, guarantee = PyGuarantee::Agreed, timeout = None))]
+    /// Multicasts `data` to `groups` (one name or several), joined or not; `timeout` as for
+    /// `mcast_joined`.
+    #[pyo3(signature = (groups, data, guarantee = PyGuarantee::Agreed, *, timeout = None))]
     fn mcast_groups(
         &self,
         py: Python<'_>,
-        groups: Vec<Vec<u8>>,
-        data: &[u8],
+        groups: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
         guarantee: PyGuarantee,
-        timeout: Option<f64>,
+        timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let groups = groups_arg(groups)?;
+        let data = payload_arg(data)?;
+        let data = data.as_slice();
+        let timeout = timeout_arg(timeout)?;
         let g = Guarantee::from(guarantee);
         if timeout == Some(0.0) {
             return self
@@ -154,33 +312,54 @@ impl PyHandle {
     }
 
     /// `(node_id, members)` of the node's last regular configuration.
-    fn membership(&self) -> (u32, Vec<u32>) {
+    fn _membership(&self) -> (u32, Vec<u32>) {
         self.h.membership()
     }
 
     /// Members of `group` in the node's replicated view, as sorted `(node_id, handle_id)`.
-    fn group_membership(&self, group: Vec<u8>) -> Vec<(u32, u32)> {
+    fn _group_membership(&self, group: Vec<u8>) -> Vec<(u32, u32)> {
         self.h.group_membership(group)
     }
 
-    /// The next event; waits up to `timeout` seconds (None: without limit).
+    /// The next event, waiting up to `timeout` seconds (None: as long as it takes). Raises
+    /// TimeoutError, HandleClosedError once closed (OverflowedError after an overflow, when
+    /// everything queued before it was read).
     #[pyo3(signature = (timeout = None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn recv(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        let timeout = timeout_arg(timeout)?;
         let ev = wait(py, timeout, |slice| self.h.recv(Some(slice)))?;
         to_py(py, ev)
     }
 
-    /// Waits like `recv` for one event, then returns up to `max_events` queued events.
-    #[pyo3(signature = (max_events, timeout = None))]
+    /// Waits like `recv` for one event, then returns up to `max_events` of the queued ones:
+    /// many events for one crossing into the native module.
+    #[pyo3(signature = (max_events = None, timeout = None))]
     fn recv_many<'py>(
         &self,
         py: Python<'py>,
-        max_events: usize,
-        timeout: Option<f64>,
+        max_events: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        if max_events == 0 {
-            return Err(PyValueError::new_err("max_events must be at least 1"));
-        }
+        let max_events = match max_events {
+            None => DEFAULT_BATCH,
+            Some(m) => {
+                let n = if m.is_instance_of::<PyInt>() && !m.is_instance_of::<PyBool>() {
+                    m.extract::<usize>().ok().filter(|&n| n >= 1)
+                } else {
+                    None
+                };
+                match n {
+                    Some(n) => n,
+                    None => {
+                        return Err(PyValueError::new_err(format!(
+                            "max_events must be a positive int, got {}",
+                            m.repr()?
+                        )))
+                    }
+                }
+            }
+        };
+        let timeout = timeout_arg(timeout)?;
         let evs = wait(py, timeout, |slice| {
             self.h.recv_many(max_events, Some(slice))
         })?;
@@ -200,18 +379,19 @@ impl PyHandle {
         }
     }
 
-    /// Events waiting in the queue.
+    /// Events waiting to be received.
     fn queue_len(&self) -> usize {
         self.h.queue_len()
     }
 
-    /// An eventfd that is readable while the handle has an event (or its end) to receive.
+    /// An eventfd readable while an event (or the end of the stream) can be received; for
+    /// select/poll/selectors and event loops.
     fn fileno(&self) -> i32 {
         self.h.fileno()
     }
 
-    /// Closes the handle (idempotent): its groups are left, queued events dropped.
-    fn close(&self) {
+    /// Closes the native handle (idempotent): its groups are left, queued events dropped.
+    fn _close(&self) {
         self.h.close();
     }
 }

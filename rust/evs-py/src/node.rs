@@ -1,14 +1,12 @@
 //! `evs._evs.Node`: one running EVS node (its own runtime thread), and its statistics.
 
 use evs::config::{NodeConfig, NodeConfigBuilder};
-use evs::{Node, NodeStats};
-use pyo3::exceptions::PyTypeError;
+use evs::{EvsError, Node, NodeStats};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{config_error, evs_error, new_error, node_error};
 use crate::events::PyRingId;
-use crate::handle::PyHandle;
 
 /// Converts a Python setting value to the TOML value the configuration builder takes:
 /// bool, int, float, str, list/tuple and dict (of str keys). `None` of another type is a
@@ -83,6 +81,16 @@ pub fn build_config(
 pub struct PyNode {
     node: Node,
     config: NodeConfig,
+}
+
+impl PyNode {
+    /// A new handle of this node with an event queue of `capacity` events (None: 16384).
+    pub(crate) fn new_handle(&self, capacity: Option<usize>) -> Result<evs::Handle, EvsError> {
+        match capacity {
+            None => self.node.handle(),
+            Some(c) => self.node.handle_with_capacity(c),
+        }
+    }
 }
 
 #[pymethods]
@@ -161,19 +169,6 @@ impl PyNode {
             .detach(|| self.node.stats())
             .map_err(|e| evs_error(py, e))?;
         stats_dict(py, &s)
-    }
-
-    /// A new handle with an event queue of `capacity` events (default 16384).
-    #[pyo3(signature = (capacity = None))]
-    fn handle(&self, py: Python<'_>, capacity: Option<usize>) -> PyResult<PyHandle> {
-        let h = match capacity {
-            None => self.node.handle(),
-            Some(0) => {
-                return Err(PyTypeError::new_err("capacity must be at least 1"));
-            }
-            Some(c) => self.node.handle_with_capacity(c),
-        };
-        h.map(PyHandle::new).map_err(|e| evs_error(py, e))
     }
 
     /// Fault injection: drop every frame from the nodes in `from_nodes` (empty: none).
