@@ -44,9 +44,9 @@ import sys
 import threading
 import time
 from array import array
-from itertools import compress, repeat
-from operator import eq, lshift, ne, sub, xor
 from hashlib import blake2b
+from itertools import compress, repeat
+from operator import eq, ne, sub
 
 import evs
 from evs import ConfigChange, Message
