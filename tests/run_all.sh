@@ -30,8 +30,8 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q -e ".[test]"
 
 step "python: ruff, mypy --strict, stubtest of the native module"
-.venv/bin/ruff check python tests/python tests/netns examples
-.venv/bin/ruff format --check python tests/python tests/netns examples
+.venv/bin/ruff check python tests/python tests/netns examples benches
+.venv/bin/ruff format --check python tests/python tests/netns examples benches
 .venv/bin/mypy --strict python/evs
 .venv/bin/python -m mypy.stubtest evs._evs
 
