@@ -33,7 +33,8 @@
 #   LAT_COUNT (10000) LAT_SIZES ("64 1024 16384") QUICK (0) CORO (1: run corosync)
 #   UDPLIM (1: run udp-limit) CORO_ENV (extra VAR=value words for corosync's run.sh)
 #   PERF (1: profile if perf is installed) PERF_G (-g) SHARED (<repo>/../shared) RES (<repo>/target/node-bench/<UTC stamp>)
-#   WORK (/tmp/evsnb-work) PREFIX (evsnb) BIN (build with cargo)
+#   WORK (/tmp/evsnb-work) PREFIX (evsnb) BIN (build with cargo) NODE_SETS (extra node flags,
+#   e.g. "--set totem.window_size=67"; default none: the default configuration)
 #   IMPL (rust | py: the Python-level worker benches/py_bench.py instead of node-bench, run by
 #   PY (default: <repo>/.venv/bin/python if present, else python3), which must import evs;
 #   no cargo build; results in <repo>/target/py-bench/<UTC stamp>; PY_SENDER=thread|inline
@@ -188,7 +189,7 @@ start_nodes() {
 		# A cluster name per run: a straggler of an earlier run can not join this ring.
 		timeout -k 5 "$tmo" ip netns exec "$PREFIX-n$i" "${NODE_CMD[@]}" \
 			--bind "$SUBNET.$i" --node-id "$i" --port $PORT --cluster "evsnb-$tag" \
-			--set multicast_address=$MCAST --crypto "$c" --authkey "$WORK/authkey" \
+			--set multicast_address=$MCAST ${NODE_SETS:-} --crypto "$c" --authkey "$WORK/authkey" \
 			--mode "$mode" --size "$size" --nodes $NODES --send $send \
 			--duration "$DUR" --warmup "$WARMUP" --count "$LAT_COUNT" \
 			--out "$RES/raw/$tag-node$i.json" 2>"$RES/raw/$tag-node$i.err" &

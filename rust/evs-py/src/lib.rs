@@ -14,6 +14,13 @@ mod node;
 
 use pyo3::prelude::*;
 
+/// The module's Rust allocations (frames, payloads, events) come from mimalloc: buffers are
+/// allocated on the runtime thread and freed on the application's, the pattern glibc's
+/// allocator handles worst (arena locking and `malloc_consolidate` showed in profiles of the
+/// Python-level benchmark). Python's own objects still use Python's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Writes a new random authkey (mode 0600) to `path`; refuses to overwrite unless `force`.
 #[pyfunction]
 #[pyo3(signature = (path, force = false, length = 32))]
