@@ -19,6 +19,8 @@ grep -E '^test result:' /tmp/evs-cargo-test.log | awk '{p+=$4; f+=$6} END {print
 
 step "deterministic simulation: seeds ${SIM_SEEDS:-0..500}, 2-9 processors, every fault kind"
 cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}"
+step "deterministic simulation, Accelerated Ring: the same seeds with accelerated_window 1..=max_messages"
+cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}" --accelerated
 
 # ---- Python package -------------------------------------------------------------------------
 # A virtualenv of its own (.venv, reused between runs) with the package installed editable by

@@ -29,7 +29,7 @@
 //! The `[totem]` table holds `token`, `token_coefficient`,
 //! `token_retransmits_before_loss_const`, `token_retransmit`, `hold`, `token_warning`, `join`,
 //! `send_join`, `consensus`, `merge`, `downcheck`, `fail_recv_const`, `seqno_unchanged_const`,
-//! `miss_count_const`, `window_size`, `max_messages`, `heartbeat_failures_allowed`,
+//! `miss_count_const`, `window_size`, `max_messages`, `accelerated_window`, `heartbeat_failures_allowed`,
 //! `max_network_delay`, `cancel_token_hold_on_retransmit`, `max_packet_size`,
 //! `retransmit_list_max`, `sort_queue_capacity` and `initial_seq`, with the meanings and
 //! defaults documented on [`totem::Config`]. `token_retransmit`, `hold` and `consensus` are
@@ -151,6 +151,7 @@ pub const KEYS: &[&str] = &[
     "totem.miss_count_const",
     "totem.window_size",
     "totem.max_messages",
+    "totem.accelerated_window",
     "totem.heartbeat_failures_allowed",
     "totem.max_network_delay",
     "totem.cancel_token_hold_on_retransmit",
@@ -624,6 +625,10 @@ impl NodeConfig {
         tp("window_size", uint_value(c.window_size.into()));
         tp("max_messages", uint_value(c.max_messages.into()));
         tp(
+            "accelerated_window",
+            uint_value(c.accelerated_window.into()),
+        );
+        tp(
             "heartbeat_failures_allowed",
             uint_value(c.heartbeat_failures_allowed.into()),
         );
@@ -1007,6 +1012,7 @@ impl NodeConfigBuilder {
             "totem.miss_count_const" => c.miss_count_const = u32v(v).map_err(e)?,
             "totem.window_size" => c.window_size = u32v(v).map_err(e)?,
             "totem.max_messages" => c.max_messages = u32v(v).map_err(e)?,
+            "totem.accelerated_window" => c.accelerated_window = u32v(v).map_err(e)?,
             "totem.heartbeat_failures_allowed" => {
                 c.heartbeat_failures_allowed = u32v(v).map_err(e)?
             }
@@ -1084,6 +1090,8 @@ impl NodeConfigBuilder {
         window_size: u32 => |b, v| b.totem.window_size = v;
         /// `totem.max_messages`.
         max_messages: u32 => |b, v| b.totem.max_messages = v;
+        /// `totem.accelerated_window`.
+        accelerated_window: u32 => |b, v| b.totem.accelerated_window = v;
         /// `totem.heartbeat_failures_allowed`.
         heartbeat_failures_allowed: u32 => |b, v| b.totem.heartbeat_failures_allowed = v;
         /// `totem.max_network_delay`.

@@ -30,6 +30,7 @@ flags that shape a seed's run (part of every replay command):
   --loss P             loss probability on every link during the fault phase (0..1)
   --dup P              duplication probability on every link (0..1)
   --no-faults          no faults of any kind (no loss or duplication either)
+  --accelerated        Accelerated Ring: accelerated_window 1..=max_messages, from the seed
   --no-loss --no-dup --no-crash --no-leave --no-partition --no-one-way --no-clog
   --no-pause --no-token-drop --no-late-start
                        never use that fault kind
@@ -107,6 +108,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--dup" => opts.dup = Some(parse_prob(a, &value(a)?)?),
             "--trace" => opts.trace = TraceMode::Print,
             "--no-faults" => opts.faults = FaultKinds::NONE,
+            "--accelerated" => opts.accelerated = true,
             other => {
                 let kind = other
                     .strip_prefix("--no-")

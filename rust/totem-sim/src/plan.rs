@@ -210,6 +210,10 @@ pub struct Options {
     pub trace: TraceMode,
     /// Keep every event, submission and trace line in the result (tests).
     pub record: bool,
+    /// Run the Accelerated Ring: every processor's `accelerated_window` is set from the seed
+    /// (1..=max_messages), nothing else of the seed's plan changes. Without it the seed runs
+    /// classic Totem (`accelerated_window` 0).
+    pub accelerated: bool,
 }
 
 impl Options {
@@ -230,6 +234,9 @@ impl Options {
         }
         if let Some(p) = self.dup {
             out += &format!(" --dup {p}");
+        }
+        if self.accelerated {
+            out += " --accelerated";
         }
         out
     }
@@ -349,7 +356,15 @@ impl Plan {
             v.sort_unstable();
             v
         };
-        let config = random_config(&mut rng);
+        let mut config = random_config(&mut rng);
+        // Classic Totem unless asked; the window comes from the seed alone, so the plan's
+        // random streams (and so the rest of the plan) are the same in both modes.
+        config.accelerated_window = if opts.accelerated {
+            let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+            1 + (mix % u64::from(config.max_messages.max(1))) as u32
+        } else {
+            0
+        };
         let kinds = opts.faults;
 
         // Network.

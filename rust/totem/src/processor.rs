@@ -306,6 +306,10 @@ pub struct Processor {
     last_token_seq_value: Option<u64>,
     seq_unchanged: u32,
     aru_count: u32,
+    /// Accelerated Ring: the ring and `token.seq` when this processor last forwarded the
+    /// token. Every message up to that seq was sent a rotation ago, so only those are
+    /// requested for retransmission; later ones may still be on their way behind the token.
+    forwarded_seq: Option<(RingId, u64)>,
     /// Flow control: packets sent on the previous visit, and backlog published then.
     trc: u32,
     pbl: u32,
@@ -402,6 +406,7 @@ impl Processor {
             last_token_seq_value: None,
             seq_unchanged: 0,
             aru_count: 0,
+            forwarded_seq: None,
             trc: 0,
             pbl: 0,
             token_held: false,
@@ -1190,7 +1195,19 @@ impl Processor {
             self.arm(TimerKind::TokenLoss, now + t.heartbeat.unwrap_or(t.token));
             self.cancel(TimerKind::TokenRetransmit);
         } else {
+            // Accelerated Ring: the last `accelerated_window` new multicasts of this visit
+            // (the tail of the transmit queue: nothing was queued after them in the
+            // operational state) go out after the token.
+            let post = if operational && self.state == State::Operational {
+                let k = self.cfg.accelerated_window.min(sent_new) as usize;
+                self.transmits
+                    .split_off(self.transmits.len() - k.min(self.transmits.len()))
+            } else {
+                VecDeque::new()
+            };
             self.send_raw(Destination::Node(to), data, PacketType::OrfToken);
+            self.transmits.extend(post);
+            self.forwarded_seq = Some((self.ring_id, tok.seq));
             // A rotation that the representative may hold is no sample of the rotation time.
             self.forwarded_at = (!self.may_be_held()).then_some(now);
             self.reset_token_timers(now);
@@ -1237,14 +1254,29 @@ impl Processor {
         allowed
     }
 
+    /// The highest seq this visit may request: the token's seq, or with the Accelerated Ring
+    /// in the operational state, the seq this processor forwarded a rotation ago (messages
+    /// after it may have been sent after the token and still be in flight).
+    fn request_limit(&self, tok: &OrfToken) -> u64 {
+        if self.cfg.accelerated_window == 0 || self.state != State::Operational {
+            return tok.seq;
+        }
+        match self.forwarded_seq {
+            Some((ring, seq)) if ring == self.ring_id => seq.min(tok.seq),
+            // First visit on this ring: nothing was sent a rotation ago that we know of.
+            _ => self.aru,
+        }
+    }
+
     fn request_missing(&mut self, tok: &mut OrfToken) {
         let max = self.cfg.retransmit_list_max;
         let cap = self.cfg.sort_queue_capacity;
         let miss_const = self.cfg.miss_count_const;
+        let limit = self.request_limit(tok);
         let mut seq = self.aru + 1;
         let mut requested = 0;
         let q = self.current_queue_mut();
-        while seq <= tok.seq && tok.rtr.len() < max {
+        while seq <= limit && tok.rtr.len() < max {
             if seq - q.base > cap {
                 break;
             }
