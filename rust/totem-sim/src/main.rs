@@ -98,8 +98,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--from" => from = parse_u64(a, &value(a)?)?,
             "--nodes" => {
                 let n = parse_u64(a, &value(a)?)?;
-                if !(1..=64).contains(&n) {
-                    return Err(format!("--nodes: must be within 1..=64, got {n}"));
+                if !(1..=256).contains(&n) {
+                    return Err(format!("--nodes: must be within 1..=256, got {n}"));
                 }
                 opts.nodes = Some(n as usize);
             }
