@@ -153,6 +153,20 @@ def test_kill_9_under_load() -> None:
     assert r.stats["crashed"] == 1
 
 
+def test_sixteen_hosts_form_one_ring_and_survive_kill_9() -> None:
+    # Sixteen node processes, each in its own namespace, on this 2-vCPU machine.
+    def body(c: Cluster) -> None:
+        run_for(6)
+        c.crash(16)
+        c.wait_ring(list(range(1, 16)), timeout=RING_TIMEOUT)
+        run_for(6)
+
+    _, r = scenario(
+        "sixteen", 16, "16 nodes: one ring, then kill -9 of node 16 while all send", body
+    )
+    assert r.stats["crashed"] == 1
+
+
 def test_partition_3_2_and_merge() -> None:
     def body(c: Cluster) -> None:
         run_for(5)

@@ -310,6 +310,8 @@ pub struct Processor {
     /// token. Every message up to that seq was sent a rotation ago, so only those are
     /// requested for retransmission; later ones may still be on their way behind the token.
     forwarded_seq: Option<(RingId, u64)>,
+    /// When this processor last multicast a join (coalescing of re-sends, see `gather_enter`).
+    last_join_sent: Option<Instant>,
     /// Flow control: packets sent on the previous visit, and backlog published then.
     trc: u32,
     pbl: u32,
@@ -407,6 +409,7 @@ impl Processor {
             seq_unchanged: 0,
             aru_count: 0,
             forwarded_seq: None,
+            last_join_sent: None,
             trc: 0,
             pbl: 0,
             token_held: false,
@@ -709,7 +712,7 @@ impl Processor {
             }
             TimerKind::Join => {
                 if self.state == State::Gather {
-                    self.send_join();
+                    self.send_join(now);
                     let at = now + self.cfg.join + self.join_jitter();
                     self.arm(TimerKind::Join, at);
                 }
@@ -729,6 +732,12 @@ impl Processor {
                 self.stats.token_warnings += 1;
             }
         }
+    }
+
+    /// Shortest time between two join multicasts of one gather phase whose sets grew
+    /// (a sixteenth of `join`: 3.1 ms by default).
+    fn join_coalesce(&self) -> Duration {
+        self.cfg.join / 16
     }
 
     fn join_jitter(&mut self) -> Duration {
@@ -1376,6 +1385,7 @@ impl Processor {
     }
 
     fn gather_enter(&mut self, now: Instant) {
+        let regather = self.state == State::Gather;
         if self.state == State::Recovery {
             // Undo the failed recovery: the old ring's queue is intact, its counters come back.
             if let Some(old) = self.old_state {
@@ -1392,21 +1402,37 @@ impl Processor {
         self.consensus.clear();
         self.consensus.insert(self.me);
         self.cancel_token_timers();
-        self.cancel(TimerKind::Join);
         self.last_token = None;
-        let jitter = self.join_jitter();
-        if jitter.is_zero() {
-            self.send_join();
-            self.arm(TimerKind::Join, now + self.cfg.join);
+        // Join re-sends are coalesced: a processor already gathering whose sets grew sends its
+        // join at most once per `join_coalesce()`. Without this, N processors starting together
+        // each answered every one of the N - 1 joins that taught them a new processor with a
+        // multicast of their own: O(N³) packets, 2 million at N = 128.
+        let coalesce_until = self
+            .last_join_sent
+            .filter(|_| regather)
+            .map(|t| t + self.join_coalesce())
+            .filter(|&until| now < until);
+        if let Some(until) = coalesce_until {
+            // Re-armed in the new epoch (a timer of the previous one would be dropped as stale).
+            let armed = self.timers[TimerKind::Join as usize].map(|t| t.at);
+            self.arm(TimerKind::Join, armed.map_or(until, |at| at.min(until)));
         } else {
-            self.arm(TimerKind::Join, now + jitter);
+            self.cancel(TimerKind::Join);
+            let jitter = self.join_jitter();
+            if jitter.is_zero() {
+                self.send_join(now);
+                self.arm(TimerKind::Join, now + self.cfg.join);
+            } else {
+                self.arm(TimerKind::Join, now + jitter);
+            }
         }
         let c = self.timeouts().consensus;
         self.arm(TimerKind::Consensus, now + c);
         self.check_consensus(now);
     }
 
-    fn send_join(&mut self) {
+    fn send_join(&mut self, now: Instant) {
+        self.last_join_sent = Some(now);
         let join = Join {
             ring_seq: self.ring_id.seq,
             high_seq: self.ring_seq_high_water(),
