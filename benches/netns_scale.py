@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Ring formation and crash handling of real node processes, against the ring's size.
+
+For each N: N node processes (tests/netns/harness.py: one per network namespace on one bridge,
+every node sending 20 messages/s, aes256gcm, the harness's timers: token 1000 ms,
+token_coefficient 0, consensus 1200 ms) are started one after another. Then node N is killed
+with SIGKILL and the others form a ring without it. From the traces:
+
+* formation: from the last node's ``start`` line (its node is up) to the moment the last node
+  installed the ring of all N. The nodes started before it have long formed a ring of their
+  own, so this is the time a ring takes to take in a newcomer at this size;
+* crash to new ring: from the kill to the moment the last survivor installed the ring of the
+  N - 1 others (the token and consensus timeouts are 2.2 s together).
+
+Every run's traces must also pass the EVS checklist (tests/netns/evs_check.py) with no lost
+message. Needs root, ``ip`` and ``nft``.
+
+    sudo .venv/bin/python benches/netns_scale.py 3 8 16
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.netns import evs_check
+from tests.netns.harness import Cluster, missing_requirements
+
+
+def first_regular(events: list[dict[str, Any]], members: list[int], after: float) -> float | None:
+    for ev in events:
+        if (
+            ev["ev"] == "config"
+            and ev["kind"] == "regular"
+            and ev["t"] >= after
+            and sorted(ev["members"]) == members
+        ):
+            return float(ev["t"])
+    return None
+
+
+def run(n: int) -> dict[str, Any]:
+    with Cluster(
+        n, prefix="evssc", subnet="10.213.11", mcast="239.192.213.11", workdir=f"/tmp/evssc-{n}"
+    ) as c:
+        hosts = list(range(1, n + 1))
+        c.start_all(hosts)
+        c.wait_ring(hosts, timeout=120)
+        time.sleep(3)
+        c.crash(n)
+        crash_t = c.faults[-1]["t"]
+        c.wait_ring(hosts[:-1], timeout=120)
+        time.sleep(3)
+        c.stop()
+        events = {w.host: w.events() for w in c.workers}
+        last_start = max(ev["t"] for evs in events.values() for ev in evs if ev["ev"] == "start")
+        formed = [first_regular(events[h], hosts, 0.0) for h in hosts]
+        recovered = [first_regular(events[h], hosts[:-1], crash_t) for h in hosts[:-1]]
+        if None in formed or None in recovered:
+            raise RuntimeError(f"n={n}: a node never installed the expected ring")
+        report = evs_check.check_files(
+            c.traces(),
+            faults=c.faults,
+            token_ms=c.settings["token"],
+            consensus_ms=c.settings["consensus"],
+        )
+        if report.violations or report.stats["lost"]:
+            raise RuntimeError(f"n={n}: {report.summary()}")
+        return {
+            "n": n,
+            "formation_s": max(f for f in formed if f is not None) - last_start,
+            "failure_s": max(r for r in recovered if r is not None) - crash_t,
+            "summary": report.summary(),
+        }
+
+
+def main(argv: list[str]) -> int:
+    why = missing_requirements()
+    if why:
+        print(f"netns_scale.py: {why}", file=sys.stderr)
+        return 2
+    sizes = [int(a) for a in argv] or [3, 8, 16]
+    rows = [run(n) for n in sizes]
+    print("| nodes | last newcomer taken in (s) | crash to new ring (s) |")
+    print("|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['n']} | {r['formation_s']:.3f} | {r['failure_s']:.3f} |")
+    for r in rows:
+        print(f"n={r['n']}: {r['summary']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
