@@ -1,7 +1,7 @@
 # Type stubs of the native module evs._evs (rust/evs-py). Checked by mypy.stubtest in CI.
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Final, final
+from typing import ClassVar, Final, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -160,9 +160,7 @@ _Data = bytes | bytearray | memoryview
 
 @disjoint_base
 class Handle:
-    def __new__(
-        cls, node: Node, queue_capacity: int | None = None, *_args: Any, **_kwargs: Any
-    ) -> Self: ...
+    def __new__(cls, node: Node, queue_capacity: int | None = None) -> Self: ...
     @property
     def id(self) -> int: ...
     @property
@@ -183,7 +181,7 @@ class Handle:
         timeout: float | None = None,
     ) -> None: ...
     def _membership(self) -> tuple[int, list[int]]: ...
-    def _group_membership(self, group: bytes) -> list[tuple[int, int]]: ...
+    def _group_membership(self, group: _Name) -> list[tuple[int, int]]: ...
     def recv(self, timeout: float | None = None) -> Event: ...
     def recv_many(
         self, max_events: int | None = None, timeout: float | None = None

@@ -62,16 +62,6 @@ class Membership(NamedTuple):
     members: tuple[int, ...]
 
 
-def _group(g: object) -> bytes:
-    if isinstance(g, bytes):
-        return g
-    if isinstance(g, str):
-        return g.encode()
-    if isinstance(g, (bytearray, memoryview)):
-        return bytes(g)
-    raise TypeError(f"a group name must be str or bytes, not {type(g).__name__}")
-
-
 def _timeout(timeout: float | None) -> float | None:
     if timeout is None:
         return None
@@ -212,9 +202,9 @@ class Handle(_evs.Handle):
         """Members of ``group`` as sorted ``(node_id, handle_id)`` pairs, in the node's view
         after its latest delivery (GroupChange events carry the view at their own point of
         the stream)."""
-        name = _group(group)
+        members = self._group_membership(group)  # TypeError for a bad name comes first
         self._check_open()
-        return self._group_membership(name)
+        return members
 
     # -- receiving ------------------------------------------------------------------------
 

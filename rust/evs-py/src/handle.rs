@@ -122,43 +122,50 @@ impl Payload<'_, '_> {
     }
 }
 
-fn payload_arg<'a, 'py>(data: &'a Bound<'py, PyAny>) -> PyResult<Payload<'a, 'py>> {
-    if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(Payload::Borrowed(b));
+/// The bytes of a `bytes` (borrowed), `bytearray` or `memoryview` (copied); None for any
+/// other type.
+fn bytes_like<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> PyResult<Option<Payload<'a, 'py>>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Some(Payload::Borrowed(b)));
     }
-    if let Ok(b) = data.cast::<PyByteArray>() {
-        return Ok(Payload::Owned(b.to_vec()));
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Some(Payload::Owned(b.to_vec())));
     }
-    if data.is_instance_of::<PyMemoryView>() {
+    if obj.is_instance_of::<PyMemoryView>() {
         // bytes(view): any format and layout, as Python itself flattens it.
-        let b = data.py().get_type::<PyBytes>().call1((data,))?;
-        return Ok(Payload::Owned(
+        let b = obj.py().get_type::<PyBytes>().call1((obj,))?;
+        return Ok(Some(Payload::Owned(
             b.cast_into::<PyBytes>()?.as_bytes().to_vec(),
-        ));
+        )));
     }
-    Err(PyTypeError::new_err(format!(
-        "data must be bytes-like (bytes, bytearray, memoryview), not {}",
-        type_name(data)
-    )))
+    Ok(None)
 }
 
-/// One group name: `str` (UTF-8), `bytes`, `bytearray` or `memoryview`; None if `g` is none
-/// of those.
+fn payload_arg<'a, 'py>(data: &'a Bound<'py, PyAny>) -> PyResult<Payload<'a, 'py>> {
+    bytes_like(data)?.ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "data must be bytes-like (bytes, bytearray, memoryview), not {}",
+            type_name(data)
+        ))
+    })
+}
+
+/// One group name: `str` (UTF-8) or bytes-like; None if `g` is none of those.
 fn group_name(g: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
-    if let Ok(b) = g.cast::<PyBytes>() {
-        return Ok(Some(b.as_bytes().to_vec()));
-    }
     if let Ok(s) = g.cast::<PyString>() {
         return Ok(Some(s.to_cow()?.as_bytes().to_vec()));
     }
-    if let Ok(b) = g.cast::<PyByteArray>() {
-        return Ok(Some(b.to_vec()));
-    }
-    if g.is_instance_of::<PyMemoryView>() {
-        let b = g.py().get_type::<PyBytes>().call1((g,))?;
-        return Ok(Some(b.cast_into::<PyBytes>()?.as_bytes().to_vec()));
-    }
-    Ok(None)
+    Ok(bytes_like(g)?.map(|p| p.as_slice().to_vec()))
+}
+
+/// One group name, or a TypeError.
+fn one_group(g: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    group_name(g)?.ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "a group name must be str or bytes, not {}",
+            type_name(g)
+        ))
+    })
 }
 
 /// A `groups` argument: one group name, or an iterable of names.
@@ -172,20 +179,7 @@ fn groups_arg(groups: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
             type_name(groups)
         )));
     };
-    let mut out = Vec::new();
-    for g in iter {
-        let g = g?;
-        match group_name(&g)? {
-            Some(name) => out.push(name),
-            None => {
-                return Err(PyTypeError::new_err(format!(
-                    "a group name must be str or bytes, not {}",
-                    type_name(&g)
-                )))
-            }
-        }
-    }
-    Ok(out)
+    iter.map(|g| one_group(&g?)).collect()
 }
 
 /// One EVS handle of a node. Subclassed by `evs.Handle`, whose constructor calls
@@ -198,13 +192,11 @@ pub struct PyHandle {
 #[pymethods]
 impl PyHandle {
     #[new]
-    #[pyo3(signature = (node, queue_capacity = None, *_args, **_kwargs))]
+    #[pyo3(signature = (node, queue_capacity = None))]
     fn py_new(
         py: Python<'_>,
         node: PyRef<'_, PyNode>,
         queue_capacity: Option<&Bound<'_, PyAny>>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
     ) -> PyResult<Self> {
         let capacity = match queue_capacity {
             None => None,
@@ -316,9 +308,10 @@ impl PyHandle {
         self.h.membership()
     }
 
-    /// Members of `group` in the node's replicated view, as sorted `(node_id, handle_id)`.
-    fn _group_membership(&self, group: Vec<u8>) -> Vec<(u32, u32)> {
-        self.h.group_membership(group)
+    /// Members of `group` (one name) in the node's replicated view, as sorted
+    /// `(node_id, handle_id)`.
+    fn _group_membership(&self, group: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, u32)>> {
+        Ok(self.h.group_membership(one_group(group)?))
     }
 
     /// The next event, waiting up to `timeout` seconds (None: as long as it takes). Raises

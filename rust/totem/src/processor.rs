@@ -1207,7 +1207,7 @@ impl Processor {
             // Accelerated Ring: the last `accelerated_window` new multicasts of this visit
             // (the tail of the transmit queue: nothing was queued after them in the
             // operational state) go out after the token.
-            let post = if operational && self.state == State::Operational {
+            let post = if operational {
                 let k = self.cfg.accelerated_window.min(sent_new) as usize;
                 self.transmits
                     .split_off(self.transmits.len() - k.min(self.transmits.len()))
