@@ -4,10 +4,13 @@
 //! (`mcast_*`, `recv*`, `try_recv`, `queue_len`, `fileno`) go straight to native code; they
 //! validate their arguments here and raise the precise Python exception themselves.
 //!
-//! Waits are cut into slices of at most [`SLICE`]; between slices the thread takes the GIL
-//! back for a moment to run Python's signal handlers, so Ctrl-C interrupts any blocking call
-//! within about that long. Timeouts are seconds as floats; `None` waits without limit.
+//! On the main thread, waits are cut into slices of at most [`SLICE`]; between slices the
+//! thread takes the GIL back for a moment to run Python's signal handlers, so Ctrl-C interrupts
+//! any blocking call within about that long. Python runs signal handlers on the main thread
+//! only, so other threads wait in one piece: an idle receiver thread costs no wake-ups.
+//! Timeouts are seconds as floats; `None` waits without limit.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use evs::{EvsError, Guarantee, Handle};
@@ -24,8 +27,33 @@ use crate::node::PyNode;
 /// `recv_many`'s default `max_events`.
 const DEFAULT_BATCH: usize = 1024;
 
-/// Longest stretch a blocking call waits without checking for signals.
+/// Longest stretch a blocking call on the main thread waits without checking for signals.
 const SLICE: Duration = Duration::from_millis(50);
+
+/// Longest single wait off the main thread (a wait without deadline repeats it).
+const LONG_SLICE: Duration = Duration::from_secs(3600);
+
+thread_local! {
+    /// Whether this OS thread is Python's main thread, found out on its first blocking wait.
+    static ON_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// The slice for this thread: [`SLICE`] on Python's main thread (where signal handlers run),
+/// [`LONG_SLICE`] elsewhere.
+fn slice_for_thread(py: Python<'_>) -> PyResult<Duration> {
+    let main = match ON_MAIN.get() {
+        Some(m) => m,
+        None => {
+            let threading = py.import("threading")?;
+            let main = threading
+                .call_method0("main_thread")?
+                .is(&threading.call_method0("current_thread")?);
+            ON_MAIN.set(Some(main));
+            main
+        }
+    };
+    Ok(if main { SLICE } else { LONG_SLICE })
+}
 
 /// The deadline of a timeout in seconds (`None`: none).
 fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
@@ -57,10 +85,11 @@ fn wait<T: Send>(
         Err(e) => return Err(evs_error(py, e)),
         Ok(v) => return Ok(v),
     }
+    let longest = slice_for_thread(py)?;
     loop {
         let slice = match until {
-            None => SLICE,
-            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+            None => longest,
+            Some(d) => d.saturating_duration_since(Instant::now()).min(longest),
         };
         let r = if slice.is_zero() {
             step(slice)
