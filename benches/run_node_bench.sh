@@ -31,7 +31,9 @@
 #
 # Knobs (env): REPS (3) DUR (10) WARMUP (2) SIZES ("64 1024 16384") CRYPTOS ("off on")
 #   LAT_COUNT (10000) LAT_SIZES ("64 1024 16384") QUICK (0) CORO (1: run corosync)
-#   UDPLIM (1: run udp-limit) CORO_ENV (extra VAR=value words for corosync's run.sh)
+#   UDPLIM (1: run udp-limit) RINGFLOOR (1: run benches/ring_floor.sh, the bare-UDP latency
+#   floor of the same topology) CORO_ENV (extra VAR=value words for corosync's run.sh)
+#   REPS=0 runs no throughput run (a latency-only invocation).
 #   PERF (1: profile if perf is installed) PERF_G (-g) SHARED (<repo>/../shared) RES (<repo>/target/node-bench/<UTC stamp>)
 #   WORK (/tmp/evsnb-work) PREFIX (evsnb) BIN (build with cargo) NODE_SETS (extra node flags,
 #   e.g. "--set totem.window_size=67"; default none: the default configuration)
@@ -64,6 +66,7 @@ LAT_COUNT=${LAT_COUNT:-10000}
 LAT_SIZES=${LAT_SIZES-"64 1024 16384"}
 CORO=${CORO:-1}
 UDPLIM=${UDPLIM:-1}
+RINGFLOOR=${RINGFLOOR:-1}
 CORO_ENV=${CORO_ENV:-}
 PERF=${PERF:-1}
 PERF_G=${PERF_G:-"-g"}   # e.g. "--call-graph dwarf" for user-space callers (larger data)
@@ -407,21 +410,31 @@ summary() {
 		done <"$RES/node-lat.tsv"
 	fi
 	echo
-	echo "## Raw UDP multicast ceiling (../shared/bench/udp-limit/run.sh, one sender, mean of the two receivers)"
-	echo
-	echo "| datagram | pps | MB/s |"
-	echo "|---:|---:|---:|"
-	echo "| 64 B | $(fmt "${u64% *}") | ${u64#* } |"
-	echo "| 1400 B | $(fmt "${u1400% *}") | ${u1400#* } |"
-	echo "| 8000 B | $(fmt "${u8000% *}") | ${u8000#* } |"
-	echo
-	echo "failed node runs: $FAILS; corosync: $CORO_STATUS; udp-limit: $UDP_STATUS; wall time: $(( $(date +%s) - T_START )) s"
+	if [ -s "$RES/udp-limit.txt" ]; then
+		echo "## Raw UDP multicast ceiling (../shared/bench/udp-limit/run.sh, one sender, mean of the two receivers)"
+		echo
+		echo "| datagram | pps | MB/s |"
+		echo "|---:|---:|---:|"
+		echo "| 64 B | $(fmt "${u64% *}") | ${u64#* } |"
+		echo "| 1400 B | $(fmt "${u1400% *}") | ${u1400#* } |"
+		echo "| 8000 B | $(fmt "${u8000% *}") | ${u8000#* } |"
+		echo
+	fi
+	if [ -s "$RES/ring-floor.txt" ]; then
+		echo "## Latency floor: a bare UDP datagram passed round the ring (benches/ring_floor.sh, blocking sockets, no protocol, no crypto)"
+		echo
+		echo '```'
+		grep '^nodes' "$RES/ring-floor.txt"
+		echo '```'
+		echo
+	fi
+	echo "failed node runs: $FAILS; corosync: $CORO_STATUS; udp-limit: $UDP_STATUS; ring floor: $FLOOR_STATUS; wall time: $(( $(date +%s) - T_START )) s"
 	echo "raw: node-tput.tsv (one line per run), raw/*.json (every node of every run), corosync/ (its whole result dir), udp-limit.txt"
 }
 
 # ---------------------------------------------------------------- main
 T_START=$(date +%s)
-CORO_STATUS="not run"; UDP_STATUS="not run"
+CORO_STATUS="not run"; UDP_STATUS="not run"; FLOOR_STATUS="not run"
 log "results -> $RES"
 kill_recorded
 net_down
@@ -489,6 +502,15 @@ if [ "$UDPLIM" = 1 ]; then
 		UDP_STATUS="failed (see udp-limit.txt)"
 	fi
 	log "udp-limit: $UDP_STATUS"
+fi
+if [ "$RINGFLOOR" = 1 ]; then
+	log "ring floor"
+	if timeout 300 "${ANCHOR_ENV[@]}" -u NODES -u COUNT bash "$ROOT/benches/ring_floor.sh" >"$RES/ring-floor.txt" 2>&1; then
+		FLOOR_STATUS="ok"
+	else
+		FLOOR_STATUS="failed (see ring-floor.txt)"
+	fi
+	log "ring floor: $FLOOR_STATUS"
 fi
 
 summary >"$RES/summary.md"

@@ -429,8 +429,16 @@ class Cluster:
         self._fault("link_up", t=t0, host=i)
 
     # ---------------------------------------------------------------- workers
-    def start(self, i: int, *, wrong_key: bool = False, crypto: str | None = None) -> Worker:
-        """Starts a worker on host i: node id i, the next incarnation of that host."""
+    def start(
+        self,
+        i: int,
+        *,
+        wrong_key: bool = False,
+        crypto: str | None = None,
+        start_at: float | None = None,
+    ) -> Worker:
+        """Starts a worker on host i: node id i, the next incarnation of that host. With
+        ``start_at`` (a ``time.time()`` value), its node is created at that moment."""
         inc = 1 + sum(1 for w in self.workers if w.host == i)
         trace = self.workdir / "traces" / f"h{i}-{inc}.jsonl"
         crypto = crypto or self.crypto
@@ -444,6 +452,8 @@ class Cluster:
         ]  # fmt: skip
         if crypto != "none":
             cmd += ["--authkey", str(self.wrong_key_path if wrong_key else self.key)]
+        if start_at is not None:
+            cmd += ["--start-at", repr(start_at)]
         for k, v in self.settings.items():
             cmd += ["--set", f"{k}={v}"]
         err = open(self.workdir / f"h{i}-{inc}.err", "wb")  # noqa: SIM115 (kept by Popen)
@@ -459,9 +469,11 @@ class Cluster:
             self._fault("start_wrong_key", host=i)
         return w
 
-    def start_all(self, hosts: Iterable[int] | None = None) -> None:
+    def start_all(
+        self, hosts: Iterable[int] | None = None, *, start_at: float | None = None
+    ) -> None:
         for i in hosts or range(1, self.n + 1):
-            self.start(i)
+            self.start(i, start_at=start_at)
 
     def current(self, i: int) -> Worker:
         return [w for w in self.workers if w.host == i][-1]

@@ -123,9 +123,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=INT",
         help="extra integer node setting (token=1000, consensus=1200, ...)",
     )
+    ap.add_argument(
+        "--start-at",
+        type=float,
+        metavar="EPOCH",
+        help="create the node at this wall-clock time (time.time()), for simultaneous starts",
+    )
     args = ap.parse_args(argv)
 
     import evs  # imported here so that --help works without the native module
+
+    if args.start_at is not None:
+        time.sleep(max(0.0, args.start_at - time.time()))
 
     trace = Trace(args.trace)
     settings: dict[str, Any] = {
