@@ -2,11 +2,11 @@
 # The latency floor of a token ring here: a bare UDP datagram passed round N processes, one per
 # network namespace on a bridge (the topology of run_node_bench.sh and Corosync's run.sh), with
 # blocking sockets and no protocol or crypto. As root:  bash benches/ring_floor.sh
-# Knobs: NODES (default "2 3"), SIZES (default "64 1024"), COUNT (10000), RING_FLOOR_SPIN=1
+# Knobs: NODES (default "2 3"), SIZES (default "64 1024 16384"), COUNT (10000), RING_FLOOR_SPIN=1
 # (busy-poll instead of blocking: what is left without wake-ups). Cleans up after itself.
 set -u
 P=evsrf; SUB=10.213.13; PORT=5999
-NODES=${NODES:-2 3}; SIZES=${SIZES:-64 1024}; COUNT=${COUNT:-10000}
+NODES=${NODES:-2 3}; SIZES=${SIZES:-64 1024 16384}; COUNT=${COUNT:-10000}
 BIN=${BIN:-/tmp/evs-ring-floor}
 gcc -O2 -Wall -o "$BIN" "$(dirname "$0")/ring_floor.c" || exit 1
 MAXN=0; for n in $NODES; do [ "$n" -gt $MAXN ] && MAXN=$n; done
