@@ -64,7 +64,15 @@ REGULAR = ConfigKind.REGULAR
 
 def keygen(path: str | os.PathLike[str], *, force: bool = False, length: int = 32) -> None:
     """Writes a new random authkey of ``length`` bytes (32..4096) to ``path`` with mode 0600.
-    Refuses to overwrite an existing file unless ``force``. Raises EvsOSError."""
+    Refuses to overwrite an existing file unless ``force``.
+
+    Raises TypeError or ValueError for a bad ``length``, and EvsOSError (an ``OSError`` whose
+    ``errno`` and ``filename`` are set, e.g. ``errno.EEXIST`` for an existing file) when the
+    file cannot be written."""
+    if not isinstance(length, int) or isinstance(length, bool):
+        raise TypeError(f"length must be an int, not {type(length).__name__}")
+    if not 32 <= length <= 4096:
+        raise ValueError(f"length must be 32..=4096 bytes, got {length}")
     _native_keygen(os.fspath(path), force, length)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import stat
 from pathlib import Path
@@ -205,12 +206,48 @@ def test_keygen_mode_refuses_overwrite_force(tmp_path: Path) -> None:
         evs.keygen(str(key))
     assert isinstance(info.value, OSError)
     assert "exists" in str(info.value)
+    assert info.value.errno == errno.EEXIST
+    assert str(info.value).startswith(f"[Errno {errno.EEXIST}] keygen {key}")
     assert key.read_bytes() == first
     evs.keygen(key, force=True, length=64)  # a Path works too
     second = key.read_bytes()
     assert len(second) == 64 and second[:32] != first
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    with pytest.raises(evs.EvsOSError):
-        evs.keygen(str(tmp_path / "short"), length=8)
-    with pytest.raises(evs.EvsOSError):
+    for bad in (8, 31, 4097, -1):
+        with pytest.raises(ValueError, match=r"32\.\.=4096"):
+            evs.keygen(str(tmp_path / "short"), length=bad)
+    with pytest.raises(TypeError, match="length must be an int"):
+        evs.keygen(str(tmp_path / "short"), length="32")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="length must be an int"):
+        evs.keygen(str(tmp_path / "short"), length=True)
+    assert not (tmp_path / "short").exists()
+    with pytest.raises(evs.EvsOSError) as info:
         evs.keygen(str(tmp_path / "no-such-dir" / "k"))
+    assert info.value.errno == errno.ENOENT
+
+
+def test_native_keygen_checks_length_and_sets_errno(tmp_path: Path) -> None:
+    """The native function behind evs.keygen refuses a bad length itself too."""
+    from evs import _evs
+
+    with pytest.raises(ValueError, match=r"32\.\.=4096"):
+        _evs.keygen(str(tmp_path / "k"), False, 8)
+    _evs.keygen(str(tmp_path / "k"), False, 32)
+    with pytest.raises(evs.EvsOSError) as info:
+        _evs.keygen(str(tmp_path / "k"), False, 32)
+    assert info.value.errno == errno.EEXIST
+    assert info.value.strerror and "exists" in info.value.strerror
+
+
+def test_node_bind_failure_carries_errno(authkey: Path) -> None:
+    """A node that cannot bind raises EvsOSError with the errno of the failure."""
+    with pytest.raises(evs.EvsOSError) as info:
+        evs.Node(
+            cluster_name="errno-test",
+            node_id=1,
+            bind="192.0.2.77",  # TEST-NET-1: no interface here has it
+            transport="udpu",
+            members=[{"node_id": 1, "address": "192.0.2.77:5405"}],
+            authkey=str(authkey),
+        )
+    assert info.value.errno == errno.EADDRNOTAVAIL

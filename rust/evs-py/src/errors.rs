@@ -30,6 +30,19 @@ pub fn new_error(py: Python<'_>, class: &str, message: String) -> PyErr {
     }
 }
 
+/// An `evs.errors.EvsOSError` whose `errno` is set when it is known, with `strerror` then set
+/// to `message`: `str(e)` reads `[Errno N] message` like a builtin `OSError`'s, and callers
+/// can test `e.errno == errno.EEXIST` as with any `OSError`.
+pub fn os_error(py: Python<'_>, message: String, errno: Option<i32>) -> PyErr {
+    let err = new_error(py, "EvsOSError", message.clone());
+    if let Some(n) = errno {
+        let v = err.value(py);
+        let _ = v.setattr("errno", n);
+        let _ = v.setattr("strerror", message);
+    }
+    err
+}
+
 /// The Python exception for an API error.
 pub fn evs_error(py: Python<'_>, e: EvsError) -> PyErr {
     let (class, msg) = match &e {
@@ -41,7 +54,7 @@ pub fn evs_error(py: Python<'_>, e: EvsError) -> PyErr {
         EvsError::TooLarge { .. } => ("MessageTooLargeError", e.to_string()),
         EvsError::InvalidGroup(why) => ("InvalidGroupError", why.clone()),
         EvsError::Config(why) => ("ConfigError", why.clone()),
-        EvsError::Io(io) => ("EvsOSError", io.to_string()),
+        EvsError::Io(io) => return os_error(py, io.to_string(), evs::os_errno(io)),
     };
     new_error(py, class, msg)
 }
@@ -56,7 +69,7 @@ pub fn config_error(py: Python<'_>, e: &ConfigError) -> PyErr {
 /// The Python exception for a node that could not start.
 pub fn node_error(py: Python<'_>, e: NodeError) -> PyErr {
     match e {
-        NodeError::Io(io) => new_error(py, "EvsOSError", format!("cannot start node: {io}")),
+        NodeError::Io(io) => os_error(py, format!("cannot start node: {io}"), evs::os_errno(&io)),
         other => {
             let key = match &other {
                 NodeError::Key(_) => "authkey",

@@ -25,8 +25,26 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pyfunction]
 #[pyo3(signature = (path, force = false, length = 32))]
 fn keygen(py: Python<'_>, path: std::path::PathBuf, force: bool, length: usize) -> PyResult<()> {
+    use evs::crypto::{KeyError, MAX_KEY_LEN, MIN_KEY_LEN};
+    if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&length) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "length must be {MIN_KEY_LEN}..={MAX_KEY_LEN} bytes, got {length}"
+        )));
+    }
     py.detach(|| evs::crypto::keygen_with(&path, length, force))
-        .map_err(|e| errors::new_error(py, "EvsOSError", format!("keygen {}: {e}", path.display())))
+        .map_err(|e| {
+            // Linux errno values (the package is Linux-only): what the builtin OSError of the
+            // same failure would carry.
+            let errno = match &e {
+                KeyError::AlreadyExists { .. } => Some(17),    // EEXIST
+                KeyError::NotFound { .. } => Some(2),          // ENOENT
+                KeyError::PermissionDenied { .. } => Some(13), // EACCES
+                KeyError::NotAFile { .. } => Some(21),         // EISDIR
+                KeyError::Io { source, .. } => evs::os_errno(source),
+                _ => None,
+            };
+            errors::os_error(py, format!("keygen {}: {e}", path.display()), errno)
+        })
 }
 
 /// Checks a configuration without starting a node: returns the effective configuration as

@@ -26,3 +26,23 @@ pub use event::{ConfigKind, Event, EvsError, Guarantee, HandleId, NodeId, RingId
 pub use handle::Handle;
 pub use node::{Node, NodeError, NodeStats};
 pub use runtime::Runtime;
+
+/// The OS error number behind `e`: its own, or that of the first I/O error in its chain of
+/// sources (errors this crate wraps with context keep the original as their source).
+pub fn os_errno(e: &std::io::Error) -> Option<i32> {
+    if let Some(n) = e.raw_os_error() {
+        return Some(n);
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> =
+        e.get_ref().map(|r| r as &(dyn std::error::Error + 'static));
+    while let Some(err) = cur {
+        if let Some(n) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
+            return Some(n);
+        }
+        cur = err.source();
+    }
+    None
+}

@@ -19,8 +19,34 @@ pub(super) struct Built {
     pub send_buffer: usize,
 }
 
+/// An I/O error with what was being done; its `source` is the original error, so the OS error
+/// number survives (see [`crate::os_errno`]).
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: io::Error,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    io::Error::new(
+        e.kind(),
+        Context {
+            what: what.to_string(),
+            source: e,
+        },
+    )
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -369,4 +395,26 @@ fn open_group(cfg: &TransportConfig, group_addr: SocketAddr, iface: &Iface) -> i
     sock.set_nonblocking(true)
         .map_err(|e| context(e, "set O_NONBLOCK"))?;
     Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_the_message_and_the_os_error_number() {
+        let e = context(
+            io::Error::from_raw_os_error(98),
+            "bind unicast socket to 10.0.0.1:5405",
+        );
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e
+            .to_string()
+            .starts_with("bind unicast socket to 10.0.0.1:5405: "));
+        assert!(e.to_string().ends_with("(os error 98)"));
+        assert_eq!(crate::os_errno(&e), Some(98));
+        // Twice wrapped, and an error without a number.
+        assert_eq!(crate::os_errno(&context(e, "start")), Some(98));
+        assert_eq!(crate::os_errno(&invalid("bad".into())), None);
+    }
 }
