@@ -240,3 +240,41 @@ def test_node_stops_cleanly_on_sigterm(
     assert proc.returncode == 0, err
     assert "shutting down: leaving the ring" in out and "Traceback" not in err
     assert_one_line_error(run("status", env=env), "no running node")
+
+
+def test_bench_with_a_config_runs_one_node_of_that_cluster(tmp_path: Path) -> None:
+    """`evs bench -c FILE` measures through one node of a configured cluster: here node 1 of
+    a two-node udpu cluster whose node 2 is an `evs node` process."""
+    key = tmp_path / "authkey"
+    assert run("keygen", str(key)).returncode == 0
+    ports = {1: free_port(), 2: free_port()}
+    members = ", ".join(f'{{ node_id = {i}, address = "127.0.0.1:{p}" }}' for i, p in ports.items())
+    cfgs = {}
+    for i, p in ports.items():
+        cfgs[i] = tmp_path / f"node{i}.toml"
+        cfgs[i].write_text(
+            f'cluster_name = "benchtest"\nnode_id = {i}\nbind = "127.0.0.1"\nport = {p}\n'
+            f'transport = "udpu"\nmembers = [{members}]\nauthkey = "{key}"\n'
+        )
+    env = dict(os.environ, EVS_RUN_DIR=str(tmp_path / "run"))
+    other = subprocess.Popen(
+        [*EVS, "node", "-c", str(cfgs[2]), "--json", "--stats-interval", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        p = run("bench", "-c", str(cfgs[1]), "--duration", "1", "--count", "20", "--json")
+        assert p.returncode == 0, p.stderr
+        res = json.loads(p.stdout)
+        assert res["mode"] == "one node of cluster 'benchtest' (node 1)"
+        assert res["throughput"]["delivered_msgs"] > 0
+        assert res["latency"]["round_trips"] == 20 and res["latency"]["p50_us"] > 0
+        assert other.poll() is None, other.communicate()
+    finally:
+        other.send_signal(signal.SIGTERM)
+        out, err = other.communicate(timeout=30)
+    # Node 2 saw node 1 join its ring while the benchmark ran.
+    configs = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert any(c.get("type") == "config" and c["members"] == [1, 2] for c in configs), out + err
