@@ -39,3 +39,30 @@ step "python: ruff, mypy --strict, stubtest of the native module"
 
 step "python: pytest"
 .venv/bin/python -m pytest -q tests/python
+
+# ---- the abi3 wheel on the oldest and newest interpreters we support -----------------------
+# The package is one abi3 wheel for CPython >= 3.9. The tests above run on .venv's interpreter;
+# here the built wheel is installed into a venv of Python 3.9 and of 3.13 (when the machine has
+# them, under pyenv or in /usr) and the tests not marked netns run again there.
+step "python: the abi3 wheel on Python 3.9 and 3.13"
+.venv/bin/python -m pip install -q maturin
+rm -rf target/wheels
+.venv/bin/maturin build --release -q -o target/wheels
+for v in 3.9 3.13; do
+  py=""
+  for cand in "$HOME"/.pyenv/versions/"$v".*/bin/python"$v" /usr/bin/python"$v" /usr/local/bin/python"$v"; do
+    if [ -x "$cand" ]; then py=$cand; break; fi
+  done
+  if [ -z "$py" ]; then
+    echo "no python$v on this machine: skipped"
+    continue
+  fi
+  venv=target/venv-py$v
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q target/wheels/*.whl "pytest>=8" "pytest-timeout>=2" "hypothesis>=6.100"
+  # From outside the checkout, so that the installed wheel is what `import evs` finds.
+  (cd target && "../$venv/bin/python" -c 'import evs, sys; print("evs", evs.__version__, "from", evs.__file__, "on", sys.version.split()[0])')
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not netns" tests/python
+done

@@ -272,7 +272,7 @@ def stream(
                 s.settimeout(None)
             try:
                 chunk = s.recv(65536)
-            except TimeoutError:
+            except (socket.timeout, TimeoutError):  # socket.timeout: Python 3.9 (an alias since)
                 return
             if not chunk:
                 return
