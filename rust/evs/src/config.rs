@@ -23,7 +23,7 @@
 //! | `crypto` | `"aes256gcm"`, `"chacha20poly1305"` or `"none"` | `"aes256gcm"` |
 //! | `authkey` | path of the shared key file | required unless `crypto = "none"` |
 //! | `max_message_size` | bytes, 1..=64 MiB | 1 MiB |
-//! | `send_queue_bytes` | bytes, ≥ `max_message_size` | 4 MiB |
+//! | `send_queue_bytes` | bytes, ≥ `max_message_size` | 1 MiB, or `max_message_size` if larger |
 //! | `totem.*` | every field of [`totem::Config`] except the two sizes above | Corosync 3.x |
 //!
 //! The `[totem]` table holds `token`, `token_coefficient`,
@@ -838,6 +838,9 @@ pub struct NodeConfigBuilder {
     authkey: Option<PathBuf>,
     /// Holds the totem keys and the two top-level sizes, which live in `totem::Config`.
     totem: totem::Config,
+    /// `send_queue_bytes` was given; otherwise it grows to `max_message_size` if that is
+    /// larger than its default.
+    send_queue_explicit: bool,
     origins: Origins,
 }
 
@@ -973,6 +976,9 @@ impl NodeConfigBuilder {
     /// Stores one value under its canonical key after converting its type.
     fn apply(&mut self, key: &'static str, v: &Value) -> Result<(), ConfigError> {
         let e = |m: String| ConfigError::invalid(key, m);
+        if key == "send_queue_bytes" {
+            self.send_queue_explicit = true;
+        }
         let c = &mut self.totem;
         match key {
             "cluster_name" => self.cluster_name = Some(text(v).map_err(e)?.to_owned()),
@@ -1056,7 +1062,10 @@ impl NodeConfigBuilder {
         /// `max_message_size` in bytes.
         max_message_size: usize => |b, v| b.totem.max_message_size = v;
         /// `send_queue_bytes`.
-        send_queue_bytes: usize => |b, v| b.totem.send_queue_bytes = v;
+        send_queue_bytes: usize => |b, v| {
+            b.totem.send_queue_bytes = v;
+            b.send_queue_explicit = true
+        };
         /// `totem.token`.
         token: Duration => |b, v| b.totem.token = v;
         /// `totem.token_coefficient`.
@@ -1131,6 +1140,7 @@ impl NodeConfigBuilder {
     /// (they are fields of [`totem::Config`]).
     pub fn totem(&mut self, config: totem::Config) -> &mut Self {
         self.totem = config;
+        self.send_queue_explicit = true;
         self
     }
 
@@ -1343,8 +1353,12 @@ impl NodeConfigBuilder {
             }
         };
 
-        check_durations(&self.totem)?;
-        self.totem.validate().map_err(from_totem_error)?;
+        let mut totem = self.totem.clone();
+        if !self.send_queue_explicit {
+            totem.send_queue_bytes = totem.send_queue_bytes.max(totem.max_message_size);
+        }
+        check_durations(&totem)?;
+        totem.validate().map_err(from_totem_error)?;
 
         Ok(NodeConfig {
             cluster_name,
@@ -1358,7 +1372,7 @@ impl NodeConfigBuilder {
             members,
             crypto,
             authkey,
-            totem: self.totem.clone(),
+            totem,
         })
     }
 }

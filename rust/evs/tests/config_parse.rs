@@ -54,7 +54,7 @@ fn example_file_parses_to_the_expected_values() {
     assert_eq!(c.crypto(), Cipher::Aes256Gcm);
     assert_eq!(c.authkey(), Some(Path::new("/etc/evs/authkey")));
     assert_eq!(c.max_message_size(), 1 << 20);
-    assert_eq!(c.send_queue_bytes(), 4 << 20);
+    assert_eq!(c.send_queue_bytes(), 1 << 20);
     // The example spells out the defaults, so the protocol config is the default one.
     assert_eq!(c.totem(), totem::Config::default());
     assert_eq!(c.max_datagram_size(), 1400 + 46);
@@ -81,7 +81,7 @@ fn omitted_keys_take_corosync_3x_defaults() {
     assert_eq!(c.crypto(), Cipher::None);
     assert_eq!(c.authkey(), None);
     assert_eq!(c.max_message_size(), 1_048_576);
-    assert_eq!(c.send_queue_bytes(), 4_194_304);
+    assert_eq!(c.send_queue_bytes(), 1_048_576);
 
     let t = c.totem();
     assert_eq!(t, totem::Config::default());
@@ -264,4 +264,37 @@ fn file_errors_name_the_file() {
         NodeConfig::load(&path).unwrap_err().kind,
         ConfigErrorKind::Io
     );
+}
+
+#[test]
+fn send_queue_grows_to_max_message_size_unless_given() {
+    let base = "bind = \"10.1.2.3\"\ncrypto = \"none\"\n";
+    // Not given: at least max_message_size.
+    let c = NodeConfig::from_toml_str(&format!("{base}max_message_size = 8388608\n")).unwrap();
+    assert_eq!(c.send_queue_bytes(), 8 << 20);
+    let c = NodeConfig::from_toml_str(&format!("{base}max_message_size = 4096\n")).unwrap();
+    assert_eq!(c.send_queue_bytes(), 1 << 20);
+    // Given: taken as it is, and refused below max_message_size.
+    let c = NodeConfig::from_toml_str(&format!(
+        "{base}max_message_size = 4096\nsend_queue_bytes = 65536\n"
+    ))
+    .unwrap();
+    assert_eq!(c.send_queue_bytes(), 65536);
+    let e = NodeConfig::from_toml_str(&format!(
+        "{base}max_message_size = 8388608\nsend_queue_bytes = 2097152\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "send_queue_bytes");
+    // The builder's setter counts as given too.
+    let mut b = NodeConfig::builder();
+    b.bind(ip("10.1.2.3"))
+        .crypto(Cipher::None)
+        .max_message_size(8 << 20)
+        .send_queue_bytes(2 << 20);
+    assert_eq!(b.build().unwrap_err().key, "send_queue_bytes");
+    let mut b = NodeConfig::builder();
+    b.bind(ip("10.1.2.3"))
+        .crypto(Cipher::None)
+        .max_message_size(8 << 20);
+    assert_eq!(b.build().unwrap().send_queue_bytes(), 8 << 20);
 }

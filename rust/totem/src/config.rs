@@ -66,6 +66,9 @@ pub struct Config {
     /// Largest application message, in bytes. Larger submissions are refused.
     pub max_message_size: usize,
     /// Bytes of application messages that may wait to be sent; at least `max_message_size`.
+    /// Default 1 MiB: under saturation a message waits behind this much of its node's earlier
+    /// messages, so it is the latency under load (4 MiB, the earlier default, gave 4 times
+    /// the latency and no more throughput; BENCHMARKS.md).
     pub send_queue_bytes: usize,
     /// Largest retransmit request list carried by the token.
     pub retransmit_list_max: usize,
@@ -101,7 +104,7 @@ impl Default for Config {
             cancel_token_hold_on_retransmit: false,
             max_packet_size: 1400,
             max_message_size: 1 << 20,
-            send_queue_bytes: 4 << 20,
+            send_queue_bytes: 1 << 20,
             retransmit_list_max: 30,
             sort_queue_capacity: 16384,
             initial_seq: 0,
