@@ -67,8 +67,8 @@ def keygen(path: str | os.PathLike[str], *, force: bool = False, length: int = 3
     Refuses to overwrite an existing file unless ``force``.
 
     Raises TypeError or ValueError for a bad ``length``, and EvsOSError (an ``OSError`` whose
-    ``errno`` and ``filename`` are set, e.g. ``errno.EEXIST`` for an existing file) when the
-    file cannot be written."""
+    ``errno`` is set, e.g. ``errno.EEXIST`` for an existing file) when the file cannot be
+    written."""
     if not isinstance(length, int) or isinstance(length, bool):
         raise TypeError(f"length must be an int, not {type(length).__name__}")
     if not 32 <= length <= 4096:

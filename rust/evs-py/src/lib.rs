@@ -25,14 +25,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pyfunction]
 #[pyo3(signature = (path, force = false, length = 32))]
 fn keygen(py: Python<'_>, path: std::path::PathBuf, force: bool, length: usize) -> PyResult<()> {
-    use evs::crypto::{KeyError, MAX_KEY_LEN, MIN_KEY_LEN};
-    if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&length) {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "length must be {MIN_KEY_LEN}..={MAX_KEY_LEN} bytes, got {length}"
-        )));
-    }
+    use evs::crypto::KeyError;
     py.detach(|| evs::crypto::keygen_with(&path, length, force))
         .map_err(|e| {
+            // keygen_with checks the length before any I/O.
+            if let KeyError::InvalidLength { .. } = e {
+                return pyo3::exceptions::PyValueError::new_err(e.to_string());
+            }
             // Linux errno values (the package is Linux-only): what the builtin OSError of the
             // same failure would carry.
             let errno = match &e {
