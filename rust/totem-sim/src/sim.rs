@@ -1126,10 +1126,13 @@ pub fn describe(data: &Bytes) -> String {
             ),
             Packet::MergeDetect { ring_id } => format!("merge-detect {ring_id}"),
             Packet::Join(j) => format!(
-                "join ring_seq {} proc {:?} fail {:?}{}",
+                "{} ring_seq {} proc {:?} fail {:?} heard {:?}{}{}",
+                if j.probe { "probe" } else { "join" },
                 j.ring_seq,
                 j.proc_list,
                 j.fail_list,
+                j.heard,
+                if j.settled { " settled" } else { "" },
                 if j.leave { " leave" } else { "" }
             ),
             Packet::Commit(c) => {

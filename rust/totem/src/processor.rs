@@ -4,7 +4,7 @@
 //! The names follow Corosync's `totemsrp.c` and the Totem paper (aru, token_seq, gather,
 //! commit, recovery, transitional configuration) so that a reader of either finds each concept.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -206,6 +206,32 @@ struct OldRingState {
     high_seq: u64,
 }
 
+/// The latest join of one processor in the current membership round.
+#[derive(Clone, Debug)]
+struct Row {
+    /// When it arrived: rows from before the current round are ignored.
+    at: Instant,
+    /// Ascending, no duplicates.
+    heard: Vec<NodeId>,
+    settled: bool,
+}
+
+/// Membership test in an ascending list.
+fn has(list: &[NodeId], n: NodeId) -> bool {
+    list.binary_search(&n).is_ok()
+}
+
+/// A processor excluded from this processor's ring while it was heard: a one-way or
+/// non-transitive link (or a disagreement) kept it out. Its traffic no longer starts a
+/// membership round here; it is re-admitted when a join shows two-way contact.
+#[derive(Copy, Clone, Debug)]
+struct Quarantine {
+    /// Earliest time this processor sends its next probe towards the quarantined one.
+    next_probe: Instant,
+    /// Wait after the next probe (doubles with every probe, up to `probe_backoff_max`).
+    backoff: Duration,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum TimerKind {
     TokenLoss,
@@ -312,6 +338,28 @@ pub struct Processor {
     forwarded_seq: Option<(RingId, u64)>,
     /// When this processor last multicast a join (coalescing of re-sends, see `gather_enter`).
     last_join_sent: Option<Instant>,
+    // Membership under partial connectivity (docs/protocol-notes.md).
+    /// When the current membership round began: this processor left OPERATIONAL (or a failed
+    /// COMMIT or RECOVERY), or started.
+    round_start: Instant,
+    /// When a membership or token packet last came directly from each processor. (Multicasts
+    /// do not count: a retransmitted one names its originator, not the member that sent it.)
+    last_heard: BTreeMap<NodeId, Instant>,
+    /// When a join (not a probe, not a leave) last came from each processor: taking part in
+    /// our membership round is what proves it hears us.
+    last_joined: BTreeMap<NodeId, Instant>,
+    /// When any packet naming each processor as sender last arrived (multicasts included).
+    last_seen: BTreeMap<NodeId, Instant>,
+    /// Whether the packet being handled came from a processor not heard for a while.
+    sender_was_quiet: bool,
+    /// Each processor's latest join.
+    rows: BTreeMap<NodeId, Row>,
+    /// The consensus timer expired at least once in this round.
+    settled: bool,
+    /// Processors failed in this round because joins showed links to them broken.
+    link_failed: BTreeSet<NodeId>,
+    quarantine: BTreeMap<NodeId, Quarantine>,
+    last_probe: Option<Instant>,
     /// Flow control: packets sent on the previous visit, and backlog published then.
     trc: u32,
     pbl: u32,
@@ -343,6 +391,60 @@ pub struct Processor {
 
 fn sorted(set: &BTreeSet<NodeId>) -> Vec<NodeId> {
     set.iter().copied().collect()
+}
+
+/// The processors whose time in `times` is at or after `t`.
+fn since(times: &BTreeMap<NodeId, Instant>, t: Instant) -> BTreeSet<NodeId> {
+    times
+        .iter()
+        .filter(|(_, &at)| at >= t)
+        .map(|(&n, _)| n)
+        .collect()
+}
+
+/// The processors of `among` that form one ring with `me` when the links in `broken` cannot be
+/// used. A deterministic function of its arguments, so processors that saw the same joins
+/// split the same way: the excluded processors are a greedy vertex cover of the broken links
+/// (most broken links first, the highest id among equals), the rest is the first ring; the
+/// excluded processors split among themselves the same way, and so on.
+fn ring_layer(
+    me: NodeId,
+    among: &BTreeSet<NodeId>,
+    broken: &BTreeSet<(NodeId, NodeId)>,
+) -> BTreeSet<NodeId> {
+    let mut remaining = among.clone();
+    loop {
+        let excluded = greedy_cover(&remaining, broken);
+        if !excluded.contains(&me) || excluded.len() >= remaining.len() {
+            return remaining.difference(&excluded).copied().collect();
+        }
+        remaining = excluded;
+    }
+}
+
+/// Processors of `among` that, once removed, leave no link of `broken` between the rest.
+fn greedy_cover(among: &BTreeSet<NodeId>, broken: &BTreeSet<(NodeId, NodeId)>) -> BTreeSet<NodeId> {
+    let mut links: Vec<(NodeId, NodeId)> = broken
+        .iter()
+        .filter(|(a, b)| among.contains(a) && among.contains(b))
+        .copied()
+        .collect();
+    let mut out = BTreeSet::new();
+    while !links.is_empty() {
+        let mut degree: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for &(a, b) in &links {
+            *degree.entry(a).or_default() += 1;
+            *degree.entry(b).or_default() += 1;
+        }
+        // Highest degree; among equals the highest id (BTreeMap iterates ascending and
+        // `max_by_key` keeps the last maximum).
+        let Some((&v, _)) = degree.iter().max_by_key(|(_, &d)| d) else {
+            break;
+        };
+        out.insert(v);
+        links.retain(|&(a, b)| a != v && b != v);
+    }
+    out
 }
 
 impl Processor {
@@ -410,6 +512,16 @@ impl Processor {
             aru_count: 0,
             forwarded_seq: None,
             last_join_sent: None,
+            round_start: now,
+            last_heard: BTreeMap::new(),
+            last_joined: BTreeMap::new(),
+            last_seen: BTreeMap::new(),
+            sender_was_quiet: false,
+            rows: BTreeMap::new(),
+            settled: false,
+            link_failed: BTreeSet::new(),
+            quarantine: BTreeMap::new(),
+            last_probe: None,
             trc: 0,
             pbl: 0,
             token_held: false,
@@ -471,6 +583,7 @@ impl Processor {
         s.send_queue_messages = self.packer.queued_messages();
         s.send_queue_bytes = self.packer.queued_bytes();
         s.sort_queue_len = self.regular.len() + self.recovery.len();
+        s.quarantined = self.quarantine.len();
         s
     }
 
@@ -539,8 +652,11 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: true,
             installed: self.installed_any && self.ring_id == self.regular_ring,
+            settled: self.settled,
+            probe: false,
             proc_list,
             fail_list: sorted(&fail),
+            heard: Vec::new(),
         };
         // Twice: a lost leave only costs the others a token timeout, but it is cheap to avoid.
         for _ in 0..2 {
@@ -565,6 +681,19 @@ impl Processor {
         };
         self.stats.packets_in.add(decoded.packet.packet_type());
         let sender = decoded.sender;
+        let mut joined_first = false;
+        if sender != self.me {
+            self.last_seen.insert(sender, now);
+            if decoded.packet.packet_type() != PacketType::Mcast {
+                self.note_heard(now, sender);
+            }
+            // A probe proves the link from its sender to us as well as a join does.
+            if matches!(&decoded.packet, Packet::Join(j) if !j.leave) {
+                let before = self.last_joined.insert(sender, now);
+                joined_first = before.is_none_or(|t| t < self.round_start);
+            }
+        }
+        let joins_sent = self.last_join_sent;
         match decoded.packet {
             Packet::Mcast(m) => self.on_mcast(now, sender, m, data),
             Packet::Token(t) => self.on_token(now, sender, t),
@@ -572,6 +701,11 @@ impl Processor {
             Packet::Commit(c) => self.on_commit(now, c),
             Packet::MergeDetect { ring_id } => self.on_merge_detect(now, sender, ring_id),
             Packet::HoldCancel { ring_id } => self.on_hold_cancel(now, sender, ring_id),
+        }
+        // Our join tells the others whom we hear: a processor heard for the first time in this
+        // round is news for them, unless a join went out while handling its packet.
+        if joined_first && self.state == State::Gather && self.last_join_sent == joins_sent {
+            self.join_soon(now);
         }
     }
 
@@ -873,10 +1007,20 @@ impl Processor {
             self.ignore(Ignored::ForeignRing);
             return;
         }
+        let quarantined = self.quarantine.contains_key(&sender);
         match self.state {
+            State::Operational if quarantined => {
+                // Not a reason to merge: the sender was excluded for lack of two-way contact.
+                // Ask it (and its ring) to show two-way contact instead.
+                self.ignore(Ignored::Quarantined);
+                self.maybe_probe(now, sender);
+            }
             State::Operational => {
                 self.proc_set.insert(sender);
                 self.gather_enter(now);
+            }
+            State::Gather if quarantined && !self.proc_set.contains(&sender) => {
+                self.ignore(Ignored::Quarantined);
             }
             State::Gather if !self.proc_set.contains(&sender) => {
                 self.proc_set.insert(sender);
@@ -1386,6 +1530,14 @@ impl Processor {
 
     fn gather_enter(&mut self, now: Instant) {
         let regather = self.state == State::Gather;
+        if !regather {
+            // A new membership round: whom we heard and what the others reported before it says
+            // nothing about the links now (a ring that lost its token, or an attempt that failed,
+            // may have lost a link).
+            self.round_start = now;
+            self.settled = false;
+            self.link_failed.clear();
+        }
         if self.state == State::Recovery {
             // Undo the failed recovery: the old ring's queue is intact, its counters come back.
             if let Some(old) = self.old_state {
@@ -1438,37 +1590,210 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: false,
             installed: self.installed_any && self.ring_id == self.regular_ring,
+            settled: self.settled,
+            probe: false,
             proc_list: sorted(&self.proc_set),
             fail_list: sorted(&self.fail_set),
+            heard: sorted(&self.round_heard()),
         };
         self.send(Destination::Multicast, &Packet::Join(join));
     }
 
+    /// Sends our join now, or as soon as the coalescing interval allows, without restarting
+    /// the consensus timer (nothing we proposed changed; only what we can report did).
+    fn join_soon(&mut self, now: Instant) {
+        let until = self
+            .last_join_sent
+            .map(|t| t + self.join_coalesce())
+            .filter(|&until| now < until);
+        match until {
+            Some(until) => {
+                let armed = self.timers[TimerKind::Join as usize]
+                    .filter(|t| t.epoch == self.epoch)
+                    .map(|t| t.at);
+                self.arm(TimerKind::Join, armed.map_or(until, |at| at.min(until)));
+            }
+            None => {
+                self.send_join(now);
+                self.arm(TimerKind::Join, now + self.cfg.join);
+            }
+        }
+    }
+
     fn consensus_timeout(&mut self, now: Instant) {
         self.stats.consensus_timeouts += 1;
+        // A whole consensus period has passed in this round: whom we have not heard by now we
+        // cannot hear, and our joins say so from here on.
+        let first = !self.settled;
+        self.settled = true;
         if self.consensus_agreed() {
             // Everyone agreed but no commit token came: its creator may be gone. Start over.
             self.consensus.clear();
             self.consensus.insert(self.me);
             let c = self.timeouts().consensus;
             self.arm(TimerKind::Consensus, now + c);
-        } else {
-            let silent: Vec<NodeId> = self
-                .proc_set
+            return;
+        }
+        let heard = self.round_heard();
+        let candidates: BTreeSet<NodeId> = self.proposed_members().into_iter().collect();
+        // 1. Processors we never heard in this round: crashed, unless a settled join of a
+        // processor we hear shows it alive, in which case the link from it to us is cut.
+        let silent: BTreeSet<NodeId> = candidates
+            .iter()
+            .filter(|&&n| n != self.me && !heard.contains(&n))
+            .copied()
+            .collect();
+        let alive = |c: NodeId| {
+            candidates.iter().any(|&a| {
+                a != self.me
+                    && heard.contains(&a)
+                    && self.row(a).is_some_and(|r| r.settled && has(&r.heard, c))
+            })
+        };
+        // Of those nobody reports hearing, the ones whose packets (multicasts, merge detects,
+        // tokens) still reach us are absent: they do not hear our joins or they quarantined
+        // us, and no ring can include them. The others are gone.
+        let seen = self.round_seen();
+        let (mut absent, dead): (BTreeSet<NodeId>, BTreeSet<NodeId>) = silent
+            .iter()
+            .copied()
+            .filter(|&c| !alive(c))
+            .partition(|c| seen.contains(c));
+        // Those that only probed us are operational in a ring of their own, not in our round.
+        absent.extend(
+            candidates
                 .iter()
-                .filter(|n| !self.fail_set.contains(n) && !self.consensus.contains(n))
+                .filter(|&&n| n != self.me && heard.contains(&n) && self.row(n).is_none()),
+        );
+        let among: BTreeSet<NodeId> = candidates
+            .iter()
+            .filter(|n| !dead.contains(n) && !absent.contains(n))
+            .copied()
+            .collect();
+        // 2. Links that the joins show broken (one way or both, our own included): everyone
+        // who sees the same joins splits the processors the same way.
+        let broken = self.broken_links(&among);
+        let layer = ring_layer(self.me, &among, &broken);
+        let cut_off: Vec<NodeId> = among.difference(&layer).copied().collect();
+        self.link_failed.extend(cut_off.iter().copied());
+        self.link_failed.extend(absent.iter().copied());
+        let mut failed: Vec<NodeId> = dead.into_iter().collect();
+        failed.extend(cut_off);
+        failed.extend(absent);
+        if failed.is_empty() {
+            // 3. Only disagreement is left (all heard, no link known broken): as Corosync, fail
+            // whoever did not agree with us. On the first timeout, not a processor whose own
+            // consensus timer has not expired yet: its report of whom it hears may not be
+            // final.
+            failed = among
+                .iter()
+                .filter(|&&n| n != self.me && !self.consensus.contains(&n))
+                .filter(|&&n| !first || self.row(n).is_none_or(|r| r.settled))
                 .copied()
                 .collect();
-            self.fail_set.extend(silent);
-            self.gather_enter(now);
         }
+        self.fail_set.extend(failed);
+        self.gather_enter(now);
     }
 
-    fn consensus_agreed(&self) -> bool {
+    /// The members this processor proposes: its processor set minus its fail set, ascending.
+    fn proposed_members(&self) -> Vec<NodeId> {
         self.proc_set
             .iter()
             .filter(|n| !self.fail_set.contains(n))
-            .all(|n| self.consensus.contains(n))
+            .copied()
+            .collect()
+    }
+
+    /// Consensus: every proposed member sent a join with our sets, and every one of them
+    /// (ourselves included) heard every other in this round. A member that only hears some of
+    /// the others, or is heard by only some, could not carry the commit token round the ring.
+    fn consensus_agreed(&self) -> bool {
+        // Cheapest test first: this runs on every join, and while a ring forms the consensus
+        // set is incomplete almost every time.
+        let proposed = self.proc_set.len() - self.fail_set.intersection(&self.proc_set).count();
+        if self.consensus.len() < proposed {
+            return false;
+        }
+        let members = self.proposed_members();
+        if !members.iter().all(|n| self.consensus.contains(n)) {
+            return false;
+        }
+        let heard = self.round_heard();
+        members.iter().all(|&n| {
+            if n == self.me {
+                return members.iter().all(|m| *m == self.me || heard.contains(m));
+            }
+            self.row(n)
+                .is_some_and(|r| members.iter().all(|&m| m == n || has(&r.heard, m)))
+        })
+    }
+
+    /// `n`'s latest join in this round.
+    fn row(&self, n: NodeId) -> Option<&Row> {
+        self.rows.get(&n).filter(|r| r.at >= self.round_start)
+    }
+
+    /// Processors whose joins reached us since the current round began: the `heard` list of
+    /// our joins.
+    fn round_heard(&self) -> BTreeSet<NodeId> {
+        since(&self.last_joined, self.round_start)
+    }
+
+    /// Processors any of whose packets reached us since the current round began.
+    fn round_seen(&self) -> BTreeSet<NodeId> {
+        since(&self.last_seen, self.round_start)
+    }
+
+    /// Processors heard directly within `recent_window`: what a join sent while operational
+    /// reports.
+    fn recently_heard(&self, now: Instant) -> BTreeSet<NodeId> {
+        let w = self.recent_window();
+        self.last_heard
+            .iter()
+            .filter(|(_, &at)| now.saturating_duration_since(at) <= w)
+            .map(|(&n, _)| n)
+            .collect()
+    }
+
+    /// How long a processor counts as recently heard: long enough to span a probe, the
+    /// answers it draws and the next probe at the longest back-off.
+    fn recent_window(&self) -> Duration {
+        self.probe_backoff_max() * 2
+    }
+
+    /// Longest wait between two probes towards a quarantined processor.
+    fn probe_backoff_max(&self) -> Duration {
+        let t = self.timeouts();
+        t.token + t.consensus
+    }
+
+    /// Records a membership or token packet that came directly from `from`.
+    fn note_heard(&mut self, now: Instant, from: NodeId) {
+        let before = self.last_heard.insert(from, now);
+        self.sender_was_quiet =
+            before.is_none_or(|t| now.saturating_duration_since(t) > self.recent_window());
+    }
+
+    /// Links between two of `among` that a settled join shows broken: `a` has not heard `b`
+    /// for a whole consensus period (the link `b -> a` is cut). Each pair is (lower, higher).
+    fn broken_links(&self, among: &BTreeSet<NodeId>) -> BTreeSet<(NodeId, NodeId)> {
+        let mut out = BTreeSet::new();
+        let heard = sorted(&self.round_heard());
+        for &a in among {
+            let report = if a == self.me {
+                Some(&heard)
+            } else {
+                self.row(a).filter(|r| r.settled).map(|r| &r.heard)
+            };
+            let Some(report) = report else { continue };
+            for &b in among {
+                if b != a && !has(report, b) {
+                    out.insert((a.min(b), a.max(b)));
+                }
+            }
+        }
+        out
     }
 
     fn check_consensus(&mut self, now: Instant) {
@@ -1494,19 +1819,49 @@ impl Processor {
         }
     }
 
-    fn on_join(&mut self, now: Instant, sender: NodeId, j: Join) {
+    fn on_join(&mut self, now: Instant, sender: NodeId, mut j: Join) {
         if sender == self.me {
             self.ignore(Ignored::OwnPacket);
             return;
         }
         self.ring_seq_high = self.ring_seq_high.max(j.ring_seq).max(j.high_seq);
+        // Ours are sent ascending; anyone else's are made so (`has` searches them).
+        j.heard.sort_unstable();
+        j.heard.dedup();
+        if j.leave {
+            // A processor that leaves is gone: it is not a one-way link to remember.
+            self.last_heard.remove(&sender);
+            self.last_joined.remove(&sender);
+            self.last_seen.remove(&sender);
+            self.rows.remove(&sender);
+            self.quarantine.remove(&sender);
+        } else if !j.probe {
+            // (A probe reports whom its sender heard recently, not in our round.)
+            self.rows.insert(
+                sender,
+                Row {
+                    at: now,
+                    heard: j.heard.clone(),
+                    settled: j.settled,
+                },
+            );
+        }
         match self.state {
             State::Operational => {
                 if j.fail_list.contains(&self.me)
                     || (self.memb.contains(&sender) && j.ring_seq < self.regular_ring.seq)
+                    || (j.probe && self.memb.contains(&sender))
                 {
                     self.ignore(Ignored::WrongState);
                     return;
+                }
+                if self.quarantine.contains_key(&sender) {
+                    if !self.shows_two_way_contact(now, sender, &j, &self.memb.clone()) {
+                        self.ignore(Ignored::Quarantined);
+                        self.answer_quarantined(now, &j);
+                        return;
+                    }
+                    self.quarantine.remove(&sender);
                 }
                 self.join_process(now, sender, &j);
             }
@@ -1515,6 +1870,14 @@ impl Processor {
                     // A ring-mate's join from before our current ring: stale.
                     self.ignore(Ignored::WrongState);
                     return;
+                }
+                if self.quarantine.contains_key(&sender) && !self.proc_set.contains(&sender) {
+                    let ours = self.proposed_members();
+                    if !self.shows_two_way_contact(now, sender, &j, &ours) {
+                        self.ignore(Ignored::Quarantined);
+                        return;
+                    }
+                    self.quarantine.remove(&sender);
                 }
                 self.join_process(now, sender, &j)
             }
@@ -1529,6 +1892,20 @@ impl Processor {
                 self.install(now);
                 self.reset_token_timers(now);
                 self.on_join(now, sender, j);
+            }
+            State::Commit | State::Recovery
+                if self.new_memb.contains(&sender)
+                    && j.fail_list.contains(&self.me)
+                    && !j.leave =>
+            {
+                // A member of the ring being formed counts us as failed: it will not take the
+                // commit token (or has abandoned the ring), so this attempt cannot complete.
+                // Whatever ring its join names, waiting for the token timeout only delays the
+                // next round.
+                self.join_process(now, sender, &j);
+                if self.state != State::Gather {
+                    self.gather_enter(now);
+                }
             }
             State::Commit | State::Recovery => {
                 if self.new_memb.contains(&sender) && j.ring_seq >= self.ring_id.seq {
@@ -1566,6 +1943,12 @@ impl Processor {
         // Whatever happens below, the sender's latest sets differ from ours: a consensus it
         // gave earlier no longer holds.
         self.consensus.remove(&sender);
+        if j.leave && !self.fail_set.contains(&sender) {
+            // It left: it is failed here whatever its own lists say.
+            self.fail_set.insert(sender);
+            self.gather_enter(now);
+            return;
+        }
         let knows_less = jp.is_subset(&self.proc_set) && jf.is_subset(&self.fail_set);
         if knows_less || self.fail_set.contains(&sender) {
             if self.state == State::Operational {
@@ -1584,12 +1967,24 @@ impl Processor {
         // either: in the simulator that rule made out-of-phase groups exclude each other in
         // every round. Its sets simply differ from ours, so it gives us no consensus and the
         // consensus timeout settles the disagreement.
-        if !jf.contains(&self.me) {
+        //
+        // A failure is not adopted when the joins show the link between the sender and the
+        // failed processor broken while we hear both: that is a one-way or non-transitive link,
+        // and which side stays is decided at our consensus timeout from the links we all see
+        // (`ring_layer`). Adopting both sides' failures would leave the processors that hear
+        // both alone.
+        if !jf.contains(&self.me) && !jf.is_empty() {
             let ring_mate = self.memb.contains(&sender);
+            let heard = self.round_heard();
             let adopted: Vec<NodeId> = jf
                 .iter()
                 .copied()
                 .filter(|&n| ring_mate || !self.memb.contains(&n))
+                .filter(|&n| {
+                    let link_broken =
+                        !has(&j.heard, n) || self.row(n).is_some_and(|r| !has(&r.heard, sender));
+                    !(heard.contains(&n) && link_broken)
+                })
                 .collect();
             self.fail_set.extend(adopted);
         }
@@ -1600,6 +1995,76 @@ impl Processor {
         if changed || self.state != State::Gather {
             self.gather_enter(now);
         }
+    }
+
+    /// Does `j`, a join from quarantined `sender`, show two-way contact with `ours` (our ring,
+    /// or the members we propose)? Its sender heard every one of them, and we recently heard
+    /// every processor it proposes that is not one of ours.
+    fn shows_two_way_contact(
+        &self,
+        now: Instant,
+        sender: NodeId,
+        j: &Join,
+        ours: &[NodeId],
+    ) -> bool {
+        let recent = self.recently_heard(now);
+        ours.iter().all(|&m| m == sender || has(&j.heard, m))
+            && j.proc_list
+                .iter()
+                .filter(|n| !j.fail_list.contains(n) && !ours.contains(n) && **n != self.me)
+                .all(|n| recent.contains(n))
+    }
+
+    /// Traffic of quarantined `q` reached us while we are operational: send a probe (a join
+    /// naming our ring and whom we recently heard) at most once per back-off, which doubles up
+    /// to `probe_backoff_max`. A probe that shows two-way contact brings the two rings
+    /// together; one that does not costs a small packet and changes nothing.
+    fn maybe_probe(&mut self, now: Instant, q: NodeId) {
+        let Some(mut e) = self.quarantine.get(&q).copied() else {
+            return;
+        };
+        if now < e.next_probe {
+            return;
+        }
+        e.next_probe = now + e.backoff;
+        e.backoff = (e.backoff * 2).min(self.probe_backoff_max());
+        self.quarantine.insert(q, e);
+        self.send_probe(now);
+    }
+
+    /// A quarantined processor's join or probe did not show two-way contact: if it did not
+    /// list us as heard, or it is the first we hear of it for a while (an answer to our own
+    /// probe), answer with a probe, so that its next one can show contact if the links work.
+    /// At most once per join coalescing interval.
+    fn answer_quarantined(&mut self, now: Instant, j: &Join) {
+        if has(&j.heard, self.me) && !self.sender_was_quiet {
+            return;
+        }
+        if self
+            .last_probe
+            .is_some_and(|t| now.saturating_duration_since(t) < self.join_coalesce())
+        {
+            return;
+        }
+        self.stats.presence_sent += 1;
+        self.send_probe(now);
+    }
+
+    fn send_probe(&mut self, now: Instant) {
+        self.last_probe = Some(now);
+        self.stats.probes_sent += 1;
+        let probe = Join {
+            ring_seq: self.regular_ring.seq,
+            high_seq: self.ring_seq_high_water(),
+            leave: false,
+            installed: self.installed_any,
+            settled: true,
+            probe: true,
+            proc_list: self.memb.clone(),
+            fail_list: Vec::new(),
+            heard: sorted(&self.recently_heard(now)),
+        };
+        self.send(Destination::Multicast, &Packet::Join(probe));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1857,7 +2322,7 @@ impl Processor {
     /// Installs the new ring in the order extended virtual synchrony requires: old-ring
     /// messages up to the first gap (regular configuration), the transitional configuration,
     /// the remaining old-ring messages of transitional members, the regular configuration.
-    fn install(&mut self, _now: Instant) {
+    fn install(&mut self, now: Instant) {
         let old_ring = self.regular_ring;
 
         // 1. Unwrap the recovered messages still in the recovery queue into the old ring's
@@ -1960,6 +2425,34 @@ impl Processor {
         self.high_delivered = boundary;
         self.safe_bound = boundary;
         self.retrans_queue.clear();
+        // Processors we heard in this round but failed because links between us are broken
+        // are quarantined: their traffic is no reason for another round until they show
+        // two-way contact. (Not those failed for silence or disagreement: nothing says we
+        // cannot form a ring with them.)
+        let base = self.cfg.join;
+        let seen = self.round_seen();
+        let excluded: Vec<NodeId> = self
+            .link_failed
+            .iter()
+            .filter(|q| seen.contains(q))
+            .copied()
+            .collect();
+        for q in excluded {
+            if q == self.me || self.new_memb.contains(&q) {
+                continue;
+            }
+            let backoff = self.quarantine.get(&q).map_or(base, |e| e.backoff);
+            self.quarantine.insert(
+                q,
+                Quarantine {
+                    next_probe: now + backoff,
+                    backoff,
+                },
+            );
+        }
+        for q in &self.new_memb {
+            self.quarantine.remove(q);
+        }
         self.memb = self.new_memb.clone();
         self.proc_set = self.memb.iter().copied().collect();
         self.fail_set.clear();
@@ -1999,6 +2492,80 @@ mod tests {
             "a stale token-loss timer must not fire"
         );
         assert_eq!(p.state, State::Commit);
+    }
+
+    fn set(v: &[NodeId]) -> BTreeSet<NodeId> {
+        v.iter().copied().collect()
+    }
+
+    fn links(v: &[(NodeId, NodeId)]) -> BTreeSet<(NodeId, NodeId)> {
+        v.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect()
+    }
+
+    /// The ring each processor of `among` ends up in, as `ring_layer` decides at each of them.
+    fn split(among: &[NodeId], broken: &[(NodeId, NodeId)]) -> Vec<Vec<NodeId>> {
+        let (among, broken) = (set(among), links(broken));
+        let mut rings: Vec<Vec<NodeId>> = among
+            .iter()
+            .map(|&me| ring_layer(me, &among, &broken).into_iter().collect())
+            .collect();
+        rings.sort();
+        rings.dedup();
+        rings
+    }
+
+    #[test]
+    fn ring_layer_splits_on_broken_links_the_same_way_everywhere() {
+        // No broken link: one ring.
+        assert_eq!(split(&[1, 2, 3], &[]), vec![vec![1, 2, 3]]);
+        // One link cut (either way): the higher id of the pair leaves, alone.
+        assert_eq!(split(&[1, 2, 3], &[(1, 2)]), vec![vec![1, 3], vec![2]]);
+        assert_eq!(
+            split(&[1, 2, 3, 4, 5], &[(2, 1)]),
+            vec![vec![1, 3, 4, 5], vec![2]]
+        );
+        // One processor cut from everyone: it leaves, whatever its id.
+        assert_eq!(
+            split(&[1, 2, 3, 4, 5], &[(1, 2), (1, 3), (1, 4), (1, 5)]),
+            vec![vec![1], vec![2, 3, 4, 5]]
+        );
+        // Two halves cut from each other: two rings, each whole.
+        let cross: Vec<(NodeId, NodeId)> = [1, 2]
+            .iter()
+            .flat_map(|&a| [3, 4, 5].map(|b| (a, b)))
+            .collect();
+        assert_eq!(
+            split(&[1, 2, 3, 4, 5], &cross),
+            vec![vec![1, 2], vec![3, 4, 5]]
+        );
+        // A processor with most links broken goes before one with a single broken link.
+        assert_eq!(
+            split(&[1, 2, 3, 4, 5], &[(1, 2), (1, 3), (1, 4), (4, 5)]),
+            vec![vec![1, 5], vec![2, 3, 4]]
+        );
+        // Every ring is free of broken links, and every processor is in exactly one ring.
+        let among = [3, 7, 9, 12, 20, 31];
+        let broken = [
+            (3, 7),
+            (7, 9),
+            (9, 12),
+            (12, 20),
+            (20, 31),
+            (31, 3),
+            (7, 20),
+        ];
+        let rings = split(&among, &broken);
+        let mut all: Vec<NodeId> = rings.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, among.to_vec());
+        for ring in &rings {
+            for &(a, b) in &broken {
+                assert!(
+                    !(ring.contains(&a) && ring.contains(&b)),
+                    "{ring:?} has {a}-{b}"
+                );
+            }
+        }
     }
 
     #[test]

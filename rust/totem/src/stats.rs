@@ -43,10 +43,14 @@ pub enum Ignored {
     /// member, or it reaches beyond the sort queue), or one that does not come from this
     /// processor's predecessor on the ring: a replayed, redirected or forged token.
     InconsistentToken,
+    /// Traffic from a processor excluded from this processor's ring for lack of two-way
+    /// contact, which has not shown two-way contact since (see `docs/protocol-notes.md`,
+    /// "Membership under partial connectivity").
+    Quarantined,
 }
 
 impl Ignored {
-    pub const ALL: [Ignored; 8] = [
+    pub const ALL: [Ignored; 9] = [
         Ignored::OwnPacket,
         Ignored::ForeignRing,
         Ignored::DuplicateToken,
@@ -55,6 +59,7 @@ impl Ignored {
         Ignored::WrongState,
         Ignored::BadPayload,
         Ignored::InconsistentToken,
+        Ignored::Quarantined,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -66,6 +71,7 @@ impl Ignored {
             Ignored::WrongState => "wrong_state",
             Ignored::BadPayload => "bad_payload",
             Ignored::InconsistentToken => "inconsistent_token",
+            Ignored::Quarantined => "quarantined",
         }
     }
 }
@@ -102,6 +108,14 @@ pub struct Stats {
     pub token_warnings: u64,
     pub recovery_messages_originated: u64,
     pub partial_messages_dropped: u64,
+    /// Joins sent while operational to a quarantined processor's ring, asking it to show
+    /// two-way contact.
+    pub probes_sent: u64,
+    /// Of `probes_sent`, those that answered a quarantined processor's join or probe that did
+    /// not show two-way contact.
+    pub presence_sent: u64,
+    /// Processors quarantined now.
+    pub quarantined: usize,
     pub send_queue_messages: usize,
     pub send_queue_bytes: usize,
     pub sort_queue_len: usize,

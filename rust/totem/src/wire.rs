@@ -22,9 +22,15 @@
 //!   fcc u32 flags u8 rtr_count u16 rtr[rtr_count] u64` — flags bit 0 = retrans_flg.
 //!   `rtr_count` ≤ [`MAX_RTR_ENTRIES`].
 //! * `MergeDetect` (type 2): `ring_id[12]`.
-//! * `Join` (type 3): `ring_seq u64 high_seq u64 flags u8 proc_count u16 fail_count u16 proc[proc_count] u32
-//!   fail[fail_count] u32` — flags bit 0 = leave, bit 1 = installed (the sender installed the
-//!   ring numbered `ring_seq`). Each count ≤ [`MAX_PROCESSORS`].
+//! * `Join` (type 3): `ring_seq u64 high_seq u64 flags u8 proc_count u16 fail_count u16
+//!   heard_count u16 proc[proc_count] u32 fail[fail_count] u32 heard[heard_count] u32` — flags
+//!   bit 0 = leave, bit 1 = installed (the sender installed the ring numbered `ring_seq`), bit 2
+//!   = settled (the sender's consensus timer expired at least once in its current membership
+//!   round, so its `heard` list is final evidence of whom it cannot hear), bit 3 = probe (sent
+//!   while operational in the ring numbered `ring_seq`, whose members `proc` lists, to a
+//!   processor that ring excluded: see `docs/protocol-notes.md`). `heard` lists the
+//!   processors the sender received a membership or token packet from directly in its current
+//!   round (or, for a join sent while operational, recently). Each count ≤ [`MAX_PROCESSORS`].
 //! * `CommitToken` (type 4): `ring_id[12] token_seq u64 memb_index u16 count u16` then `count`
 //!   entries of `node u32 old_ring_id[12] aru u64 high_delivered u64 flags u8` (flags bit 0 =
 //!   received_flg). `count` ≤ [`MAX_PROCESSORS`], `memb_index` ≤ `count`.
@@ -41,7 +47,8 @@ use crate::types::{Guarantee, NodeId, RingId};
 /// First two bytes of every packet.
 pub const MAGIC: u16 = 0x7E5A;
 /// Wire format version.
-pub const VERSION: u8 = 1;
+/// Version 2: joins carry the `heard` list and the `settled` flag.
+pub const VERSION: u8 = 2;
 /// Size of the common header.
 pub const HEADER_LEN: usize = 8;
 /// Size of an encoded ring id.
@@ -103,8 +110,17 @@ pub struct Join {
     /// The sender installed (reached OPERATIONAL in) the ring numbered `ring_seq`: a member
     /// still recovering that ring knows from this that its recovery is complete everywhere.
     pub installed: bool,
+    /// The sender's consensus timer expired at least once in its current round: processors
+    /// missing from `heard` are ones it could not hear for a whole consensus period.
+    pub settled: bool,
+    /// Sent while operational, to show a quarantined processor two-way contact; not a request
+    /// to start a membership round for the sender's ring-mates.
+    pub probe: bool,
     pub proc_list: Vec<NodeId>,
     pub fail_list: Vec<NodeId>,
+    /// Processors the sender heard directly (see the module docs): what a receiver needs to
+    /// tell a two-way link from a one-way one.
+    pub heard: Vec<NodeId>,
 }
 
 /// One member's entry in the commit token.
@@ -237,7 +253,7 @@ impl TryFrom<u8> for PacketType {
 /// Size of a `MergeDetect` or `TokenHoldCancel` packet (header included).
 pub const RING_ONLY_LEN: usize = HEADER_LEN + RING_ID_LEN;
 /// Size of a `Join` without list entries (header included).
-pub const JOIN_FIXED_LEN: usize = HEADER_LEN + 8 + 8 + 1 + 2 + 2;
+pub const JOIN_FIXED_LEN: usize = HEADER_LEN + 8 + 8 + 1 + 2 + 2 + 2;
 /// Size of a `CommitToken` without member entries (header included).
 pub const COMMIT_FIXED_LEN: usize = HEADER_LEN + RING_ID_LEN + 8 + 2 + 2;
 /// Size of one member entry of a `CommitToken`.
@@ -248,6 +264,8 @@ const MCAST_FLAG_ENCAPSULATED: u8 = 1 << 1;
 const TOKEN_FLAG_RETRANS: u8 = 1 << 0;
 const JOIN_FLAG_LEAVE: u8 = 1 << 0;
 const JOIN_FLAG_INSTALLED: u8 = 1 << 1;
+const JOIN_FLAG_SETTLED: u8 = 1 << 2;
+const JOIN_FLAG_PROBE: u8 = 1 << 3;
 const MEMBER_FLAG_RECEIVED: u8 = 1 << 0;
 
 /// Exact number of bytes [`encode_into`] appends for `packet`.
@@ -256,7 +274,9 @@ pub fn encoded_len(packet: &Packet) -> usize {
         Packet::Token(t) => TOKEN_FIXED_LEN + 8 * t.rtr.len(),
         Packet::Mcast(m) => MCAST_OVERHEAD + m.payload.len(),
         Packet::MergeDetect { .. } | Packet::HoldCancel { .. } => RING_ONLY_LEN,
-        Packet::Join(j) => JOIN_FIXED_LEN + 4 * (j.proc_list.len() + j.fail_list.len()),
+        Packet::Join(j) => {
+            JOIN_FIXED_LEN + 4 * (j.proc_list.len() + j.fail_list.len() + j.heard.len())
+        }
         Packet::Commit(c) => COMMIT_FIXED_LEN + COMMIT_MEMBER_LEN * c.members.len(),
     }
 }
@@ -314,10 +334,16 @@ pub fn encode_into(sender: NodeId, packet: &Packet, out: &mut Vec<u8>) {
         Packet::Join(j) => {
             out.extend_from_slice(&j.ring_seq.to_le_bytes());
             out.extend_from_slice(&j.high_seq.to_le_bytes());
-            out.push(flag(j.leave, JOIN_FLAG_LEAVE) | flag(j.installed, JOIN_FLAG_INSTALLED));
+            out.push(
+                flag(j.leave, JOIN_FLAG_LEAVE)
+                    | flag(j.installed, JOIN_FLAG_INSTALLED)
+                    | flag(j.settled, JOIN_FLAG_SETTLED)
+                    | flag(j.probe, JOIN_FLAG_PROBE),
+            );
             out.extend_from_slice(&count_u16(j.proc_list.len()));
             out.extend_from_slice(&count_u16(j.fail_list.len()));
-            for node in j.proc_list.iter().chain(&j.fail_list) {
+            out.extend_from_slice(&count_u16(j.heard.len()));
+            for node in j.proc_list.iter().chain(&j.fail_list).chain(&j.heard) {
                 out.extend_from_slice(&node.to_le_bytes());
             }
         }
@@ -470,19 +496,27 @@ fn decode_join(r: &mut Reader<'_>) -> Result<Join, DecodeError> {
     let flags = r.u8()?;
     let proc_count = r.count(MAX_PROCESSORS)?;
     let fail_count = r.count(MAX_PROCESSORS)?;
-    // Both counts are capped, so the sum cannot overflow; `expect_entries` still multiplies
+    let heard_count = r.count(MAX_PROCESSORS)?;
+    // Every count is capped, so the sum cannot overflow; `expect_entries` still multiplies
     // in checked 64-bit arithmetic.
-    r.expect_entries(proc_count + fail_count, 4)?;
-    check_flags(flags, JOIN_FLAG_LEAVE | JOIN_FLAG_INSTALLED)?;
+    r.expect_entries(proc_count + fail_count + heard_count, 4)?;
+    check_flags(
+        flags,
+        JOIN_FLAG_LEAVE | JOIN_FLAG_INSTALLED | JOIN_FLAG_SETTLED | JOIN_FLAG_PROBE,
+    )?;
     let proc_list = r.node_list(proc_count)?;
     let fail_list = r.node_list(fail_count)?;
+    let heard = r.node_list(heard_count)?;
     Ok(Join {
         ring_seq,
         high_seq,
         leave: flags & JOIN_FLAG_LEAVE != 0,
         installed: flags & JOIN_FLAG_INSTALLED != 0,
+        settled: flags & JOIN_FLAG_SETTLED != 0,
+        probe: flags & JOIN_FLAG_PROBE != 0,
         proc_list,
         fail_list,
+        heard,
     })
 }
 
@@ -662,8 +696,11 @@ mod tests {
             high_seq: 9,
             leave: true,
             installed: false,
+            settled: true,
+            probe: false,
             proc_list: vec![1, 2],
             fail_list: vec![2],
+            heard: vec![2],
         })
     }
 
@@ -717,7 +754,7 @@ mod tests {
 
     #[test]
     fn layout_token() {
-        let want = hex("5A7E 01 00 04030201
+        let want = hex("5A7E 02 00 04030201
              07000000 0807060504030201
              0900000000000000 0A00000000000000 0B00000000000000
              0C000000 0D000000 0E000000 01 0100
@@ -730,7 +767,7 @@ mod tests {
 
     #[test]
     fn layout_mcast() {
-        let want = hex("5A7E 01 01 02000000
+        let want = hex("5A7E 02 01 02000000
              01000000 0500000000000000 0300000000000000 01 6869");
         assert_eq!(encode(2, &mcast()), want);
         assert_eq!(dec(want).unwrap().packet, mcast());
@@ -746,26 +783,26 @@ mod tests {
     #[test]
     fn layout_ring_only() {
         let ring_id = RingId::new(3, 4);
-        let md = hex("5A7E 01 02 09000000 03000000 0400000000000000");
+        let md = hex("5A7E 02 02 09000000 03000000 0400000000000000");
         assert_eq!(encode(9, &Packet::MergeDetect { ring_id }), md);
         assert_eq!(dec(md).unwrap().packet, Packet::MergeDetect { ring_id });
-        let hc = hex("5A7E 01 05 09000000 03000000 0400000000000000");
+        let hc = hex("5A7E 02 05 09000000 03000000 0400000000000000");
         assert_eq!(encode(9, &Packet::HoldCancel { ring_id }), hc);
         assert_eq!(dec(hc).unwrap().packet, Packet::HoldCancel { ring_id });
     }
 
     #[test]
     fn layout_join() {
-        let want = hex("5A7E 01 03 03000000
-             0400000000000000 0900000000000000 01 0200 0100
-             01000000 02000000 02000000");
+        let want = hex("5A7E 02 03 03000000
+             0400000000000000 0900000000000000 05 0200 0100 0100
+             01000000 02000000 02000000 02000000");
         assert_eq!(encode(3, &join()), want);
         assert_eq!(dec(want).unwrap().packet, join());
     }
 
     #[test]
     fn layout_commit() {
-        let want = hex("5A7E 01 04 01000000
+        let want = hex("5A7E 02 04 01000000
              01000000 0800000000000000 0200000000000000 0100 0100
              01000000 01000000 0400000000000000 0500000000000000 0600000000000000 01");
         assert_eq!(encode(1, &commit()), want);
@@ -927,7 +964,7 @@ mod tests {
             (mcast(), MCAST_FLAGS, 0b100),
             (mcast(), MCAST_FLAGS, 0x80),
             (token(), TOKEN_FLAGS, 0b10),
-            (join(), JOIN_FLAGS, 0b100),
+            (join(), JOIN_FLAGS, 0b1_0000),
             (commit(), COMMIT_MEMBER_FLAGS, 0b10),
         ];
         for (p, at, bits) in cases {
@@ -952,9 +989,13 @@ mod tests {
         };
         let with_zero_fail = Join {
             fail_list: vec![0],
+            ..j.clone()
+        };
+        let with_zero_heard = Join {
+            heard: vec![3, 0],
             ..j
         };
-        for bad in [with_zero_proc, with_zero_fail] {
+        for bad in [with_zero_proc, with_zero_fail, with_zero_heard] {
             assert_eq!(
                 dec(encode(1, &Packet::Join(bad))),
                 Err(DecodeError::BadField)

@@ -71,20 +71,29 @@ fn mcast() -> impl Strategy<Value = Packet> {
 fn join() -> impl Strategy<Value = Packet> {
     (
         (any::<u64>(), any::<u64>()),
-        any::<bool>(),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        prop::collection::vec(node(), 0..=MAX_PROCESSORS),
         prop::collection::vec(node(), 0..=MAX_PROCESSORS),
         prop::collection::vec(node(), 0..=MAX_PROCESSORS),
     )
         .prop_map(
-            |((ring_seq, high_seq), leave, installed, proc_list, fail_list)| {
+            |(
+                (ring_seq, high_seq),
+                (leave, installed, settled, probe),
+                proc_list,
+                fail_list,
+                heard,
+            )| {
                 Packet::Join(Join {
                     ring_seq,
                     high_seq,
                     leave,
                     installed,
+                    settled,
+                    probe,
                     proc_list,
                     fail_list,
+                    heard,
                 })
             },
         )
