@@ -57,19 +57,28 @@
 //!   one it is checked when a process installs it: nothing it delivered before may have been
 //!   delivered after it by another installer. The opposite order (delivered after it here, before
 //!   it by an earlier installer) is caught as D4 at the second install, which always comes first.
-//! * D8 in the reference's form: a member of the configuration a safe message was delivered in
-//!   that does not deliver it must be excluded from the deliverer's next transitional
-//!   configuration. Checked when the deliverer installs that transitional configuration (the
-//!   members it keeps now owe the message), when such a member leaves the message's ring, and,
-//!   for a safe message delivered in a transitional configuration, against every member that
-//!   went through the same transitional configuration (all of them hold it after recovery).
+//! * D8 in the form of EVS (Moser, Amir, Melliar-Smith and Agarwal, 1994), stronger than the
+//!   reference's "a member that does not deliver it must be excluded from the deliverer's next
+//!   transitional configuration": a safe message delivered in regular configuration r is
+//!   delivered by every member of r, in r or in the transitional configuration after it, unless
+//!   the member fails. A partitioned member is not excused: the safe bound says it holds the
+//!   message, so it delivers it in its own transitional configuration. A safe message delivered
+//!   in a transitional configuration is delivered by every process that installed that
+//!   transitional configuration. "Fails" means the process crashes before it installs the next
+//!   regular configuration; moving on without the message is the violation, whatever happens
+//!   later. Checked when a member installs its next regular configuration (everything delivered
+//!   safe in its old ring so far), when a safe message is delivered (members that already moved
+//!   on), and for members that never installed r: in `finish` once such a member is on a ring
+//!   it cannot come back from (seq not below r's), and at convergence for every member that
+//!   did not fail.
 //!
-//! In [`Oracle::finish`] (any time, including a truncated run): the first violation again, and a
-//! C5 sweep. A run may stop while a ring is being installed (one member has installed it, the
+//! In [`Oracle::finish`] (any time, including a truncated run): the first violation again, a
+//! C5 sweep, and the D8 sweep of members that never installed a ring some safe message was
+//! delivered in. A run may stop while a ring is being installed (one member has installed it, the
 //! next has not yet), so `finish` never blames a process for something it may still do.
 //!
-//! In [`Oracle::check_converged`] (after faults stopped and traffic drained): C5 in its strict
-//! form, D9 (one regular configuration with exactly the live nodes, all its messages delivered by
+//! In [`Oracle::check_converged`] (after faults stopped and traffic drained): C5 and that D8
+//! sweep in their strict forms, D9 (one regular configuration with exactly the live nodes, all its messages delivered by
 //! all of them) and D3 (each live process delivered everything it submitted).
 //!
 //! Every check on one event is a few hash lookups plus scans over the members of one ring; the
@@ -85,7 +94,7 @@
 //! given a ring-seq high-water mark, so it never re-creates a ring id that already existed (C3
 //! checks that a new incarnation's rings are numbered above its predecessors').
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 
@@ -218,9 +227,6 @@ struct Process {
     last_submitted: Option<u64>,
     /// Highest msg_no delivered from each submitting process (D6).
     max_from: HashMap<ProcId, u64>,
-    /// Safe messages delivered since the last transitional configuration, with the nodes that
-    /// must deliver them unless this process's next transitional configuration excludes them.
-    safe_pending: Vec<(MsgId, Vec<NodeId>)>,
 }
 
 impl Process {
@@ -269,6 +275,9 @@ struct RingRecord {
     senders: HashMap<ProcId, SenderOnRing>,
     /// Safe messages ordered on this ring, in first-delivery order (D8).
     safe: Vec<MsgId>,
+    /// The first safe message delivered in this regular configuration and its deliverer: from
+    /// then on every member must install the ring unless it fails (D8).
+    safe_in_regular: Option<(MsgId, ProcId)>,
 }
 
 impl RingRecord {
@@ -324,10 +333,6 @@ pub struct Oracle {
     msgs: HashMap<MsgId, MsgRecord>,
     rings: HashMap<RingId, RingRecord>,
     transitionals: HashMap<(RingId, RingId), TransRecord>,
-    /// (safe message, node): the node was a member of the configuration the message was
-    /// delivered safe in, and is also in the deliverer's next transitional configuration, so
-    /// it must deliver the message before it leaves the message's ring (D8).
-    must_deliver: HashSet<(MsgId, NodeId)>,
     /// A violation found outside `observe` (in `submitted`), reported by the next call that can.
     pending: Option<Violation>,
     first: Option<Violation>,
@@ -445,7 +450,6 @@ impl Oracle {
                 own_pending: VecDeque::new(),
                 last_submitted: None,
                 max_from: HashMap::new(),
-                safe_pending: Vec::new(),
             },
         );
     }
@@ -548,7 +552,8 @@ impl Oracle {
     ///
     /// Safe to call on a run cut at any moment: it reports the first violation seen by
     /// [`observe`](Self::observe) (so a caller may ignore `observe`'s results and ask here), then
-    /// sweeps C5 for every regular configuration and member. Everything else that needs the
+    /// sweeps C5 and D8 (members that never installed a ring) for every regular configuration
+    /// and member. Everything else that needs the
     /// whole history (D3, D4, D8, C6) was decided online, at the step that made it decidable.
     /// What a process may still do when the run is cut (a member about to install a ring that
     /// another member already installed) is judged only by [`check_converged`](Self::check_converged).
@@ -560,7 +565,9 @@ impl Oracle {
         if let Some(v) = &self.first {
             return Err(v.clone());
         }
-        let result = self.c5_sweep(now, false);
+        let result = self
+            .c5_sweep(now, false)
+            .and_then(|()| self.d8_sweep(now, false));
         if let Err(v) = &result {
             self.first.get_or_insert(v.clone());
         }
@@ -572,7 +579,7 @@ impl Oracle {
     /// `live`; every message ordered in it was delivered by all of them; and every message a live
     /// process submitted was delivered by that process.
     ///
-    /// Also checks C5 in its strict form: for every regular configuration c and member q that
+    /// Also checks C5 and the D8 sweep in their strict forms. C5: for every regular configuration c and member q that
     /// did not fail, q installed c or every installer of c that did not fail went on to a
     /// transitional configuration without q. Returns the ring everyone is on, or the first
     /// violation already found.
@@ -600,6 +607,7 @@ impl Oracle {
         }
 
         self.c5_sweep(now, true)?;
+        self.d8_sweep(now, true)?;
 
         let mut ring: Option<RingId> = None;
         for p in live {
@@ -818,35 +826,6 @@ impl Oracle {
             })
             .installers
             .push(p);
-        // D8: members kept in this transitional configuration owe every safe message this
-        // process delivered since its previous one.
-        let pending = std::mem::take(&mut self.procs.get_mut(&p).expect("known").safe_pending);
-        for (id, required) in &pending {
-            let Some((r, _)) = self.msgs[id].ordered else {
-                continue;
-            };
-            for q in required
-                .iter()
-                .filter(|q| **q != p.node && cc.members.contains(q))
-            {
-                self.must_deliver.insert((*id, *q));
-                let moved_on = self.rings[&r]
-                    .installers
-                    .iter()
-                    .filter(|i| i.node == *q)
-                    .any(|i| {
-                        self.procs[i].last_regular != Some(r) && !self.msgs[id].delivered_by(*i)
-                    });
-                if moved_on {
-                    return err(
-                        Property::D8Safe,
-                        format!(
-                            "{p} delivered safe {id} and kept n{q} in transitional {from}->{to}, but n{q} left ring {r} without delivering it"
-                        ),
-                    );
-                }
-            }
-        }
         let me = self.procs.get_mut(&p).expect("known");
         me.current = Some(Current::Transitional {
             from,
@@ -960,24 +939,20 @@ impl Oracle {
                     );
                 }
             }
-            // This closes p's delivery window for ring `from`: every safe message that needs p
-            // must have been delivered by now (D8).
+            // This closes p's delivery window for ring `from` (D8): p owes every safe message
+            // delivered in the regular configuration `from` (p is a member of it), and every
+            // one delivered in the transitional configuration p just went through.
             for id in &self.rings[&from].safe {
                 let m = &self.msgs[id];
-                // Owed because a deliverer kept us in its next transitional configuration, or
-                // because someone delivered it in the very transitional configuration we just
-                // went through (its members all hold it after recovery).
-                let owed = self.must_deliver.contains(&(*id, p.node))
-                    || m.deliveries
-                        .iter()
-                        .any(|(_, pl)| *pl == Place::Transitional { next: c });
-                if owed && !m.delivered_by(p) {
-                    let (by, place) = m.deliveries[0];
+                let owed = m.deliveries.iter().find(|(_, pl)| {
+                    *pl == Place::Regular || *pl == Place::Transitional { next: c }
+                });
+                if let Some((by, place)) = owed.filter(|_| !m.delivered_by(p)) {
                     return err(
                         Property::D8Safe,
                         format!(
-                            "{id} was delivered safe by {by} in {} and {p} installed regular {c} without delivering it",
-                            describe_place(from, place)
+                            "{id} was delivered safe by {by} in {} and {p}, a member of it, installed regular {c} without delivering it",
+                            describe_place(from, *place)
                         ),
                     );
                 }
@@ -995,6 +970,7 @@ impl Oracle {
                 cursors: Vec::new(),
                 senders: HashMap::new(),
                 safe: Vec::new(),
+                safe_in_regular: None,
             })
             .installers
             .push(p);
@@ -1246,44 +1222,43 @@ impl Oracle {
             }
         }
 
-        // D8 (reference form): a safe message delivered in configuration X must be delivered by
-        // every member of X that is still with the deliverer in its next transitional
-        // configuration; a member that does not deliver it must be excluded there. Recorded
-        // here, decided when the deliverer installs that transitional configuration and when
-        // the member leaves the message's ring.
-        let mut required: &[NodeId] = &[];
+        // D8 (EVS form): a safe message delivered in regular configuration r is delivered by
+        // every member of r, in r or in the transitional configuration after it, unless the
+        // member fails; one delivered in a transitional configuration, by every member of it.
+        // Checked here against members that already moved on, and at each member's next
+        // regular install (`on_regular`) against messages delivered safe before it.
         if d.guarantee == Guarantee::Safe {
-            if let Place::Transitional { next } = place {
-                // Members of this transitional configuration that already installed `next`
-                // through it can no longer deliver the message.
-                if let Some(t) = self.transitionals.get(&(r, next)) {
-                    let gone = t.installers.iter().find(|q| {
-                        **q != p
-                            && self
-                                .rings
-                                .get(&next)
-                                .is_some_and(|n| n.installers.contains(q))
-                            && !m.delivered_by(**q)
-                    });
-                    if let Some(q) = gone {
-                        return err(
-                            Property::D8Safe,
-                            format!(
-                                "{p} delivered safe {id} in {}, but {q}, a member of it, already installed {next} without delivering it",
-                                describe_place(r, place)
-                            ),
-                        );
-                    }
-                }
-            }
-            required = match (&me.current, place) {
-                (Some(Current::Transitional { members, .. }), Place::Transitional { .. }) => {
-                    members
-                }
-                _ => &ring.members,
+            let (gone, window) = match place {
+                Place::Regular => (
+                    ring.installers.iter().find(|q| {
+                        **q != p && self.procs[*q].last_regular != Some(r) && !m.delivered_by(**q)
+                    }),
+                    "moved on to a later regular configuration".to_string(),
+                ),
+                Place::Transitional { next } => (
+                    self.transitionals.get(&(r, next)).and_then(|t| {
+                        t.installers.iter().find(|q| {
+                            **q != p
+                                && self
+                                    .rings
+                                    .get(&next)
+                                    .is_some_and(|n| n.installers.contains(q))
+                                && !m.delivered_by(**q)
+                        })
+                    }),
+                    format!("installed {next}"),
+                ),
             };
+            if let Some(q) = gone {
+                return err(
+                    Property::D8Safe,
+                    format!(
+                        "{p} delivered safe {id} in {}, but {q}, a member of it, already {window} without delivering it",
+                        describe_place(r, place)
+                    ),
+                );
+            }
         }
-        let required = required.to_vec();
 
         // Every check passed: record the delivery.
         let m = self.msgs.get_mut(&id).expect("known");
@@ -1291,13 +1266,15 @@ impl Oracle {
         if is_new {
             m.ordered = Some((r, d.seq));
         }
-        let safe_pending = (d.guarantee == Guarantee::Safe).then_some((id, required));
         let ring = self.rings.get_mut(&r).expect("known");
         if is_new {
             ring.groups.entry(d.seq).or_default().insert(pos, id);
             if d.guarantee == Guarantee::Safe {
                 ring.safe.push(id);
             }
+        }
+        if d.guarantee == Guarantee::Safe && place == Place::Regular {
+            ring.safe_in_regular.get_or_insert((id, p));
         }
         let key = Key { seq: d.seq, id };
         let i = match ring.cursors.iter().position(|c| c.proc == p) {
@@ -1333,13 +1310,6 @@ impl Oracle {
         me.max_from.insert(s, d.msg_no);
         if s == p && me.own_pending.front() == Some(&d.msg_no) {
             me.own_pending.pop_front();
-        }
-        if let Some(entry) = safe_pending {
-            self.procs
-                .get_mut(&p)
-                .expect("known")
-                .safe_pending
-                .push(entry);
         }
         Ok(())
     }
@@ -1403,6 +1373,60 @@ impl Oracle {
                         }
                         None => {}
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Oracle {
+    /// D8 for members of a regular configuration that never installed it: once a safe message
+    /// was delivered in regular c, every member node of c must install c unless it fails (its
+    /// incarnations alive when c was first installed include a crashed one, or there are none).
+    /// When `strict` is false only a process that can no longer install c (it installed a
+    /// regular ring whose seq is not below c's) is blamed: the run may have been cut.
+    fn d8_sweep(&self, now: Instant, strict: bool) -> Result<(), Violation> {
+        let mut ids: Vec<&RingId> = self.rings.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let ring = &self.rings[id];
+            let Some((m, by)) = ring.safe_in_regular else {
+                continue;
+            };
+            for &q in &ring.members {
+                if ring.installed_by_node(q) {
+                    continue;
+                }
+                let candidates: Vec<&ProcId> = self
+                    .node_procs
+                    .get(&q)
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| self.procs[*i].alive_at(ring.first_install))
+                    .collect();
+                if candidates.is_empty()
+                    || candidates
+                        .iter()
+                        .any(|i| self.procs[*i].crashed_at.is_some())
+                {
+                    continue;
+                }
+                let past = candidates.iter().find(|i| {
+                    strict
+                        || self.procs[**i]
+                            .last_regular
+                            .is_some_and(|r| r.seq >= id.seq)
+                });
+                if let Some(i) = past {
+                    return Err(violation(
+                        Property::D8Safe,
+                        now,
+                        format!(
+                            "{by} delivered safe {m} in regular {id} {:?}, but its member {i} never installed {id} and did not fail",
+                            ring.members
+                        ),
+                    ));
                 }
             }
         }

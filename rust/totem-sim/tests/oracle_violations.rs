@@ -792,53 +792,119 @@ fn d7_message_on_both_sides_of_a_transitional_configuration_is_caught() {
     );
 }
 
+// D8 in the form of EVS (Moser, Amir, Melliar-Smith, Agarwal 1994): a safe message delivered in
+// regular configuration c is delivered by every member of c, in c or in the transitional
+// configuration after it, unless that member fails. A partition does not excuse a member: the
+// safe bound means it holds the message, so it delivers it in its own transitional
+// configuration.
+
 #[test]
 fn d8_safe_message_missing_at_a_member_kept_in_the_next_transitional_is_caught() {
-    // Node 1 delivers safe m1:1 in regular A; node 2 moves on without it, yet node 1 keeps node 2
-    // in its next transitional configuration: node 2 neither delivered it nor was excluded.
+    // Node 1 delivers safe m1:1 in regular A; node 2 moves on without it.
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.dlv(p(1), 1, 1, A, 1).unwrap();
     run.trans(p(2), G, &[2], &[1]).unwrap();
-    run.reg(p(2), G, &[2], &[]).unwrap();
-    caught(run.trans(p(1), B, &[1, 2], &[]), Property::D8Safe);
+    caught(run.reg(p(2), G, &[2], &[]), Property::D8Safe);
 }
 
 #[test]
-fn d8_safe_message_delivered_after_a_member_moved_on_is_caught_when_it_is_kept() {
+fn d8_safe_message_delivered_after_a_member_moved_on_is_caught() {
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.trans(p(2), G, &[2], &[1]).unwrap();
     run.reg(p(2), G, &[2], &[]).unwrap();
-    run.dlv(p(1), 1, 1, A, 1).unwrap();
-    caught(run.trans(p(1), B, &[1, 2], &[]), Property::D8Safe);
+    caught(run.dlv(p(1), 1, 1, A, 1), Property::D8Safe);
 }
 
 #[test]
-fn d8_safe_message_missing_at_a_member_that_is_excluded_passes() {
-    // The reference's form of D8: a member that does not deliver the safe message must be
-    // excluded from the deliverer's next transitional configuration, and here it is.
+fn d8_safe_message_missing_at_a_partitioned_member_is_caught_even_when_it_is_excluded() {
+    // The reference's weaker form accepted this (node 1 excludes node 2 from its next
+    // transitional configuration); EVS does not: node 2 did not fail, so it must deliver m1:1
+    // in A or in its transitional configuration G.
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.dlv(p(1), 1, 1, A, 1).unwrap();
-    run.trans(p(2), G, &[2], &[1]).unwrap();
-    run.reg(p(2), G, &[2], &[]).unwrap();
     run.trans(p(1), B, &[1], &[2]).unwrap();
     run.reg(p(1), B, &[1], &[]).unwrap();
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    caught(run.reg(p(2), G, &[2], &[]), Property::D8Safe);
+}
+
+#[test]
+fn d8_safe_message_delivered_by_a_partitioned_member_in_its_transitional_passes() {
+    // The correct outcome of the same partition: node 2 holds m1:1 (the safe bound says every
+    // member does) and delivers it in its transitional configuration.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, SAFE);
+    run.submit(3, 1, AGREED);
+    run.dlv_all(&[p(1), p(2)], 1, 1, A, 1).unwrap();
+    run.trans(p(1), B, &[1, 2], &[3]).unwrap();
+    run.trans(p(2), B, &[1, 2], &[3]).unwrap();
+    run.reg(p(1), B, &[1, 2], &[]).unwrap();
+    run.reg(p(2), B, &[1, 2], &[]).unwrap();
+    run.trans(p(3), C, &[3], &[1, 2]).unwrap();
+    run.dlv(p(3), 1, 1, A, 1).unwrap();
+    run.dlv(p(3), 3, 1, A, 2).unwrap();
+    run.reg(p(3), C, &[3], &[]).unwrap();
     run.finish().unwrap();
 }
 
 #[test]
-fn d8_safe_message_in_a_ring_a_member_never_installed_passes_when_it_is_excluded() {
+fn d8_safe_message_missing_at_a_member_that_crashes_before_moving_on_passes() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, SAFE);
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.crash(p(2)); // in its transitional configuration, before the next regular one
+    run.dlv(p(1), 1, 1, A, 1).unwrap();
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    assert_eq!(run.converged(&[p(1)]), Ok(B));
+}
+
+#[test]
+fn d8_safe_message_missing_at_a_member_that_moved_on_and_then_crashed_is_caught() {
+    // Moving on without the message is the violation; a later crash does not undo it.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, SAFE);
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.reg(p(2), G, &[2], &[]).unwrap();
+    run.crash(p(2));
+    caught(run.dlv(p(1), 1, 1, A, 1), Property::D8Safe);
+}
+
+#[test]
+fn d8_safe_message_in_a_ring_a_member_never_installed_is_caught() {
+    // Node 2 is a member of A, never installs it and does not fail: it cannot deliver m1:1.
+    // A cut run gives it the benefit of the doubt while it may still install A; once it is on
+    // a later ring (or at convergence) it cannot.
     let mut run = Run::new(&[1, 2]);
     run.reg(p(1), A, &[1, 2], &[1, 2]).unwrap();
     run.submit(1, 1, SAFE);
     run.dlv(p(1), 1, 1, A, 1).unwrap();
     run.trans(p(1), B, &[1], &[2]).unwrap();
     run.reg(p(1), B, &[1], &[]).unwrap();
+    run.finish().unwrap();
+    run.reg(p(2), G, &[2], &[2]).unwrap();
+    caught(run.finish(), Property::D8Safe);
+}
+
+#[test]
+fn d8_safe_message_in_a_ring_a_member_never_installed_passes_when_it_fails() {
+    let mut run = Run::new(&[1, 2]);
+    run.reg(p(1), A, &[1, 2], &[1, 2]).unwrap();
+    run.submit(1, 1, SAFE);
+    run.dlv(p(1), 1, 1, A, 1).unwrap();
+    run.crash(p(2));
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    assert_eq!(run.converged(&[p(1)]), Ok(B));
     run.finish().unwrap();
 }
 
