@@ -42,8 +42,13 @@
 //! * D1 (submitted, same digest, length and guarantee, once per process), D2 (delivered in the
 //!   regular configuration of its ring or the transitional one right after, by a process that
 //!   installed that ring, sent by a process that installed it, one ring per message).
-//! * D3, the half decidable at once: a process delivering its own message must have delivered
-//!   all its earlier ones.
+//! * D3 for every process, including those that fail later: a process delivering its own
+//!   message must have delivered all its earlier ones; and a message is sent in the ring it is
+//!   ordered on (a submission not yet multicast when the ring changes is sent on the next one),
+//!   so a process that installs its next regular configuration must have delivered every own
+//!   message ordered on the ring it leaves, and when a message is first delivered its sender
+//!   must not have moved on from that ring without it. A sender that crashes in the ring or in
+//!   the transitional configuration after it is excused (it failed).
 //! * D4 when a process leaves a configuration (its delivered set is final then): compared with
 //!   the first process that left the same configuration the same way.
 //! * D5: each process's deliveries on a ring increase in the agreed order; a process skips
@@ -52,6 +57,13 @@
 //!   skipping process's delivery, and at the first delivery of the skipped message.
 //! * D6: per submitting process, delivered message numbers increase, and a message ordered on
 //!   the same ring as a later one of the same sender is never skipped (both sides again).
+//!   Across senders: at each submission the oracle records the last message the submitter had
+//!   delivered (a vector-clock-free frontier: everything before it in the agreed order was
+//!   delivered too, or skipped by the rules of D5); the new message must be ordered after it
+//!   (later in the same ring, or on a newer ring), and on their common ring every process that
+//!   delivers the new message must have delivered it first, also in a transitional
+//!   configuration where D5 alone would let it skip a departed sender's message. Checked before
+//!   D5 at each delivery, so a causal inversion is reported as D6.
 //! * D7: for a regular configuration it follows from D2 and C3 (everything delivered before it
 //!   was ordered on an older ring, everything after on it or a newer one). For a transitional
 //!   one it is checked when a process installs it: nothing it delivered before may have been
@@ -74,12 +86,13 @@
 //!
 //! In [`Oracle::finish`] (any time, including a truncated run): the first violation again, a
 //! C5 sweep, and the D8 sweep of members that never installed a ring some safe message was
-//! delivered in. A run may stop while a ring is being installed (one member has installed it, the
-//! next has not yet), so `finish` never blames a process for something it may still do.
+//! delivered in. A run may stop while a ring is being installed (one member has installed it,
+//! the next has not yet), so `finish` never blames a process for something it may still do.
 //!
 //! In [`Oracle::check_converged`] (after faults stopped and traffic drained): C5 and that D8
-//! sweep in their strict forms, D9 (one regular configuration with exactly the live nodes, all its messages delivered by
-//! all of them) and D3 (each live process delivered everything it submitted).
+//! sweep in their strict forms, D9 (one regular configuration with exactly the live nodes, all
+//! its messages delivered by all of them) and D3 (each live process delivered everything it
+//! submitted, including what is not ordered anywhere yet).
 //!
 //! Every check on one event is a few hash lookups plus scans over the members of one ring; the
 //! checks on a configuration change are linear in the messages of the configuration being left.
@@ -227,6 +240,8 @@ struct Process {
     last_submitted: Option<u64>,
     /// Highest msg_no delivered from each submitting process (D6).
     max_from: HashMap<ProcId, u64>,
+    /// The last message this process delivered: what its next submission causally follows (D6).
+    last_delivered: Option<MsgId>,
 }
 
 impl Process {
@@ -313,6 +328,9 @@ struct MsgRecord {
     guarantee: Guarantee,
     /// Ring and seq fixed by the first delivery.
     ordered: Option<(RingId, u64)>,
+    /// The last message the submitter had delivered when it submitted this one: this message
+    /// causally follows it (and, through it, everything before it in the agreed order) (D6).
+    after: Option<MsgId>,
     deliveries: Vec<(ProcId, Place)>,
 }
 
@@ -450,6 +468,7 @@ impl Oracle {
                 own_pending: VecDeque::new(),
                 last_submitted: None,
                 max_from: HashMap::new(),
+                last_delivered: None,
             },
         );
     }
@@ -504,6 +523,7 @@ impl Oracle {
         let me = self.procs.get_mut(&p).expect("checked above");
         me.last_submitted = Some(id.msg_no);
         me.own_pending.push_back(id.msg_no);
+        let after = me.last_delivered;
         self.msgs.insert(
             id,
             MsgRecord {
@@ -512,6 +532,7 @@ impl Oracle {
                 len: data.len(),
                 guarantee,
                 ordered: None,
+                after,
                 deliveries: Vec::new(),
             },
         );
@@ -579,9 +600,10 @@ impl Oracle {
     /// `live`; every message ordered in it was delivered by all of them; and every message a live
     /// process submitted was delivered by that process.
     ///
-    /// Also checks C5 and the D8 sweep in their strict forms. C5: for every regular configuration c and member q that
-    /// did not fail, q installed c or every installer of c that did not fail went on to a
-    /// transitional configuration without q. Returns the ring everyone is on, or the first
+    /// Also checks C5 and the D8 sweep in their strict forms. C5: for every regular
+    /// configuration c and member q that did not fail, q installed c or every installer of c
+    /// that did not fail went on to a transitional configuration without q. D8: every member
+    /// of a ring some safe message was delivered in installed it or failed. Returns the ring everyone is on, or the first
     /// violation already found.
     pub fn check_converged(&self, now: Instant, live: &[ProcId]) -> Result<RingId, Violation> {
         if let Some(v) = self.first.as_ref().or(self.pending.as_ref()) {
@@ -959,6 +981,26 @@ impl Oracle {
             }
         }
 
+        if let Some((from, _)) = via {
+            // D3: every own message ordered on the ring p leaves was delivered by p, in it or
+            // in the transitional configuration after it.
+            for &no in &me.own_pending {
+                let id = MsgId {
+                    sender: p.node,
+                    msg_no: no,
+                };
+                if matches!(self.msgs.get(&id), Some(m) if m.ordered.is_some_and(|(r, _)| r == from))
+                {
+                    return err(
+                        Property::D3SelfDelivery,
+                        format!(
+                            "{p} sent {id}, ordered on ring {from}, and installed regular {c} without delivering it"
+                        ),
+                    );
+                }
+            }
+        }
+
         self.rings
             .entry(c)
             .or_insert_with(|| RingRecord {
@@ -1115,6 +1157,45 @@ impl Oracle {
         } else {
             ring.position(Key { seq: d.seq, id })
         };
+        // D6 across senders: the submitter had delivered `dep` before submitting this message,
+        // so the agreed order puts `dep` first, and on their common ring every process that
+        // delivers this message has delivered `dep` before it.
+        if let Some(dep) = m.after {
+            let dm = &self.msgs[&dep];
+            let (dr, ds) = dm
+                .ordered
+                .expect("oracle invariant: a delivered message is ordered");
+            if dr == r {
+                let dpos = ring.position(Key { seq: ds, id: dep });
+                if (ds, dpos) >= (d.seq, pos) {
+                    return err(
+                        Property::D6Causal,
+                        format!(
+                            "{p} delivered {id} at ring {r} seq {}, but {} submitted it after delivering {dep}, which the agreed order puts after it (seq {ds})",
+                            d.seq, m.submitter
+                        ),
+                    );
+                }
+                if !dm.delivered_by(p) {
+                    return err(
+                        Property::D6Causal,
+                        format!(
+                            "{p} delivered {id} (ring {r} seq {}) without {dep} (seq {ds}), which {} had delivered before submitting it",
+                            d.seq, m.submitter
+                        ),
+                    );
+                }
+            } else if dr.seq >= r.seq {
+                return err(
+                    Property::D6Causal,
+                    format!(
+                        "{p} delivered {id} as ordered on ring {r}, but {} submitted it after delivering {dep}, ordered on ring {dr}, which is not older",
+                        m.submitter
+                    ),
+                );
+            }
+        }
+
         if let Some((k, i)) = last {
             if (k.seq, i) >= (d.seq, pos) {
                 let how = if k.seq == d.seq {
@@ -1182,6 +1263,23 @@ impl Oracle {
                         );
                     }
                 }
+            }
+        }
+
+        // D3, the other side: the message's place is fixed now, and its submitter already moved
+        // on from ring r (installed a later regular configuration) without delivering it. A
+        // submitter that crashed in r or in the transitional configuration after it is excused:
+        // its last regular ring is still r.
+        if m.ordered.is_none() && m.submitter != p {
+            let s = &self.procs[&m.submitter];
+            if s.last_regular != Some(r) && !m.delivered_by(m.submitter) {
+                return err(
+                    Property::D3SelfDelivery,
+                    format!(
+                        "{p} delivered {id}, ordered on ring {r}, but its sender {} already moved on from {r} without delivering it",
+                        m.submitter
+                    ),
+                );
             }
         }
 
@@ -1308,6 +1406,7 @@ impl Oracle {
         let me = self.procs.get_mut(&p).expect("known");
         me.in_config.push(id);
         me.max_from.insert(s, d.msg_no);
+        me.last_delivered = Some(id);
         if s == p && me.own_pending.front() == Some(&d.msg_no) {
             me.own_pending.pop_front();
         }

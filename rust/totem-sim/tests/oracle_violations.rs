@@ -595,6 +595,60 @@ fn d3_own_message_never_delivered_is_caught_at_convergence() {
 }
 
 #[test]
+fn d3_own_message_left_behind_on_its_ring_is_caught_at_the_senders_next_ring() {
+    // Node 1's m1:1 was ordered on A (node 2 delivered it there); node 1 goes on to B without
+    // delivering it. Decided at that install, so it holds for a process that crashes later.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.dlv(p(2), 1, 1, A, 1).unwrap();
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    caught(run.reg(p(1), B, &[1], &[]), Property::D3SelfDelivery);
+}
+
+#[test]
+fn d3_own_message_delivered_after_its_sender_moved_on_is_caught() {
+    // The same heard the other way round: node 1 has already moved on (and crashed since) when
+    // node 2 delivers m1:1 as ordered on A.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    run.crash(p(1));
+    caught(run.dlv(p(2), 1, 1, A, 1), Property::D3SelfDelivery);
+}
+
+#[test]
+fn d3_own_message_of_a_sender_that_crashed_in_the_ring_passes() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.crash(p(1)); // before installing B: it failed
+    run.dlv(p(2), 1, 1, A, 1).unwrap();
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.reg(p(2), G, &[2], &[]).unwrap();
+    assert_eq!(run.converged(&[p(2)]), Ok(G));
+}
+
+#[test]
+fn d3_own_message_not_yet_ordered_may_follow_its_sender_to_the_next_ring_passes() {
+    // Submitted in A but never sent there: it is sent (ordered) on B and delivered there.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    for who in [p(1), p(2)] {
+        run.trans(who, B, &[1, 2], &[]).unwrap();
+    }
+    for who in [p(1), p(2)] {
+        run.reg(who, B, &[1, 2], &[]).unwrap();
+    }
+    run.dlv_all(&[p(1), p(2)], 1, 1, B, 1).unwrap();
+    assert_eq!(run.converged(&[p(1), p(2)]), Ok(B));
+}
+
+#[test]
 fn d4_different_sets_in_the_regular_configuration_is_caught() {
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
@@ -765,6 +819,64 @@ fn d6_earlier_message_skipped_seen_late_is_caught() {
     run.trans(p(2), G, &[2], &[1, 3]).unwrap();
     run.dlv(p(2), 1, 2, A, 3).unwrap();
     caught(run.dlv(p(3), 1, 1, A, 2), Property::D6Causal);
+}
+
+#[test]
+fn d6_message_ordered_before_what_its_sender_had_delivered_is_caught() {
+    // Node 2 delivered m1:1 (seq 2) before submitting m2:1, yet m2:1 is ordered at seq 1.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, AGREED);
+    run.dlv(p(2), 1, 1, A, 2).unwrap();
+    run.submit(2, 1, AGREED);
+    caught(run.dlv(p(3), 2, 1, A, 1), Property::D6Causal);
+}
+
+#[test]
+fn d6_causal_predecessor_from_another_sender_skipped_in_transitional_is_caught() {
+    // Node 2 delivered m1:1 and then sent m2:1. Node 3, in a transitional configuration without
+    // node 1, may skip m1:1 by the gap rule of D5, but not while delivering m2:1, which causally
+    // follows it.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, AGREED);
+    run.dlv(p(2), 1, 1, A, 1).unwrap();
+    run.submit(2, 1, AGREED);
+    run.dlv(p(2), 2, 1, A, 2).unwrap();
+    run.trans(p(3), C, &[3], &[1, 2]).unwrap();
+    caught(run.dlv(p(3), 2, 1, A, 2), Property::D6Causal);
+}
+
+#[test]
+fn d6_causal_predecessor_on_a_newer_ring_is_caught() {
+    // Node 2 delivered m1:2 on ring B, then submitted m2:1; m2:1 cannot be ordered on the
+    // older ring A.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    for who in [p(1), p(2)] {
+        run.trans(who, B, &[1, 2], &[3]).unwrap();
+    }
+    for who in [p(1), p(2)] {
+        run.reg(who, B, &[1, 2], &[]).unwrap();
+    }
+    run.submit(1, 2, AGREED);
+    run.dlv(p(2), 1, 2, B, 1).unwrap();
+    run.submit(2, 1, AGREED);
+    caught(run.dlv(p(3), 2, 1, A, 1), Property::D6Causal);
+}
+
+#[test]
+fn d6_causal_order_across_senders_kept_passes() {
+    let mut run = Run::new(&[1, 2, 3]);
+    let all = [p(1), p(2), p(3)];
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, AGREED);
+    run.dlv_all(&all, 1, 1, A, 1).unwrap();
+    run.submit(2, 1, AGREED);
+    run.submit(3, 1, AGREED); // after m1:1 at node 3
+    run.dlv_all(&all, 3, 1, A, 2).unwrap();
+    run.dlv_all(&all, 2, 1, A, 3).unwrap();
+    assert_eq!(run.converged(&all), Ok(A));
 }
 
 #[test]
