@@ -54,7 +54,21 @@
 //! * D5: each process's deliveries on a ring increase in the agreed order; a process skips
 //!   nothing before a message it delivers in the regular configuration, and in the transitional
 //!   configuration skips only messages from senders outside it. Checked from both sides: at the
-//!   skipping process's delivery, and at the first delivery of the skipped message.
+//!   skipping process's delivery, and when the skipped message's place becomes known. That
+//!   place comes from the multicast itself when the harness reports it ([`Oracle::multicast`]:
+//!   the simulator reports the first transmission of each regular multicast, with the messages
+//!   it completes, before anyone can deliver it), else from its first delivery. With the
+//!   reports a skip is caught even when nobody delivered the skipped message (every process
+//!   lost it, or the only ones that got it crashed), and a delivery at a seq whose multicast
+//!   does not carry the message is caught too. This is sound for what the oracle demands: a
+//!   process past seq s in the regular configuration received every multicast up to s, and
+//!   in the transitional configuration the members hold every message a member sent (each
+//!   holds its own). What the oracle still cannot see is what each process *received*: a
+//!   process that stops (goes to a transitional configuration) before a message is not
+//!   blamed for it, which is D8's and D4's business. D3 and D6 use the reported places too:
+//!   a sender moving on from the ring its message was multicast on must have delivered it,
+//!   and a sender's earlier message multicast on a ring is never skipped by a process that
+//!   delivers a later one there.
 //! * D6: per submitting process, delivered message numbers increase, and a message ordered on
 //!   the same ring as a later one of the same sender is never skipped (both sides again).
 //!   Across senders: at each submission the oracle records the last message the submitter had
@@ -107,7 +121,7 @@
 //! given a ring-seq high-water mark, so it never re-creates a ring id that already existed (C3
 //! checks that a new incarnation's rings are numbered above its predecessors').
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 
@@ -286,6 +300,9 @@ struct RingRecord {
     installers: Vec<ProcId>,
     /// seq → messages completed by that multicast, in packet order.
     groups: BTreeMap<u64, Vec<MsgId>>,
+    /// Seqs whose group came from the multicast itself ([`Oracle::multicast`]): complete, so
+    /// a message delivered at such a seq must be in it.
+    sealed: HashSet<u64>,
     cursors: Vec<Cursor>,
     senders: HashMap<ProcId, SenderOnRing>,
     /// Safe messages ordered on this ring, in first-delivery order (D8).
@@ -337,6 +354,14 @@ struct MsgRecord {
 impl MsgRecord {
     fn delivered_by(&self, p: ProcId) -> bool {
         self.deliveries.iter().any(|(q, _)| *q == p)
+    }
+
+    /// Who fixed this message's place, for violation details.
+    fn orderer(&self) -> String {
+        match self.deliveries.first() {
+            Some((q, _)) => q.to_string(),
+            None => format!("the multicast of {}", self.submitter),
+        }
     }
 }
 
@@ -538,6 +563,94 @@ impl Oracle {
         );
     }
 
+    /// The first multicast of `ring`'s sequence number `seq`, sent by `sender`, completes the
+    /// messages numbered `completed` (in packet order; empty for a packet that only starts or
+    /// continues a fragmented message). The harness reports it when the sender transmits it,
+    /// before anyone can deliver it; retransmissions and encapsulated recovery copies are not
+    /// reported. This fixes the messages' place in the agreed order before any delivery, so D5
+    /// sees a message skipped even if nobody delivered it, and D3 knows the ring a message was
+    /// sent in even if nobody delivered it. A violation is reported by the next `observe`,
+    /// `finish` or `check_converged`.
+    pub fn multicast(
+        &mut self,
+        now: Instant,
+        ring: RingId,
+        seq: u64,
+        sender: NodeId,
+        completed: &[u64],
+    ) {
+        if completed.is_empty() || self.first.is_some() || self.pending.is_some() {
+            return;
+        }
+        let Some(rec) = self.rings.get(&ring) else {
+            return; // nobody installed it yet: D2 judges its deliveries
+        };
+        if rec.groups.contains_key(&seq) {
+            return; // already known (from a delivery, or an earlier report)
+        }
+        let ids: Vec<MsgId> = completed
+            .iter()
+            .map(|&msg_no| MsgId { sender, msg_no })
+            .filter(|id| self.msgs.get(id).is_some_and(|m| m.ordered.is_none()))
+            .collect();
+        if ids.len() != completed.len() {
+            // An unknown message (D1 at its delivery) or one already ordered elsewhere (D2 or
+            // D5 at its delivery): leave the order to the deliveries.
+            return;
+        }
+        // Processes that already went past this seq skipped these messages (D5), or delivered
+        // a later message of the same sender on this ring (D6).
+        for c in &rec.cursors {
+            let past = |k: Option<Key>| k.filter(|k| k.seq > seq);
+            let skipped = past(c.last_regular)
+                .map(|k| (k, "regular".to_string()))
+                .or_else(|| {
+                    c.trans_members
+                        .as_ref()
+                        .filter(|t| t.contains(&sender))
+                        .and_then(|t| past(c.last).map(|k| (k, format!("transitional {t:?}"))))
+                });
+            if let Some((k, how)) = skipped {
+                self.pending = Some(violation(
+                    Property::D5TotalOrder,
+                    now,
+                    format!(
+                        "n{sender} multicast {} at ring {ring} seq {seq}, which {} skipped: it delivered the later {} (seq {}) in {how}",
+                        ids[0], c.proc, k.id, k.seq
+                    ),
+                ));
+                return;
+            }
+        }
+        let submitter = self.msgs[&ids[0]].submitter;
+        if let Some(sor) = rec.senders.get(&submitter) {
+            let first = completed[0];
+            if let Some((q, later)) = sor.max_by.iter().find(|(_, n)| *n > first) {
+                self.pending = Some(violation(
+                    Property::D6Causal,
+                    now,
+                    format!(
+                        "n{sender} multicast {} at ring {ring} seq {seq}, but {q} already delivered its later m{sender}:{later} on that ring",
+                        ids[0]
+                    ),
+                ));
+                return;
+            }
+        }
+        let rec = self.rings.get_mut(&ring).expect("checked");
+        rec.sealed.insert(seq);
+        let sor = rec.senders.entry(submitter).or_default();
+        sor.msg_nos.extend(completed.iter().copied());
+        for id in &ids {
+            let m = self.msgs.get_mut(id).expect("checked");
+            m.ordered = Some((ring, seq));
+            if m.guarantee == Guarantee::Safe {
+                rec.safe.push(*id);
+            }
+        }
+        rec.groups.insert(seq, ids);
+    }
+
     /// `p` emitted `ev`. Returns the first property this step breaks.
     ///
     /// The event is recorded only if it breaks nothing.
@@ -677,8 +790,8 @@ impl Oracle {
                 let m = &self.msgs[id];
                 if let Some(p) = live.iter().find(|p| !m.delivered_by(**p)) {
                     return Err(d9(format!(
-                        "{id} (ring {ring_id} seq {seq}) was delivered by {} but never by {p}",
-                        m.deliveries[0].0
+                        "{id} (ring {ring_id} seq {seq}) was ordered by {} but never delivered by {p}",
+                        m.orderer()
                     )));
                 }
             }
@@ -1009,6 +1122,7 @@ impl Oracle {
                 first_install: now,
                 installers: Vec::new(),
                 groups: BTreeMap::new(),
+                sealed: HashSet::new(),
                 cursors: Vec::new(),
                 senders: HashMap::new(),
                 safe: Vec::new(),
@@ -1099,8 +1213,8 @@ impl Oracle {
                 return err(
                     Property::D2SendingConfiguration,
                     format!(
-                        "{p} delivered {id} as ordered on ring {r}, but {} delivered it as ordered on ring {r0}",
-                        m.deliveries[0].0
+                        "{p} delivered {id} as ordered on ring {r}, but {} put it on ring {r0}",
+                        m.orderer()
                     ),
                 );
             }
@@ -1138,8 +1252,9 @@ impl Oracle {
                 return err(
                     Property::D5TotalOrder,
                     format!(
-                        "{p} delivered {id} at ring {r} seq {}, but {} delivered it at seq {seq0}",
-                        d.seq, m.deliveries[0].0
+                        "{p} delivered {id} at ring {r} seq {}, but {} put it at seq {seq0}",
+                        d.seq,
+                        m.orderer()
                     ),
                 );
             }
@@ -1147,6 +1262,15 @@ impl Oracle {
         let is_new = m.ordered.is_none();
         let cursor = ring.cursors.iter().find(|c| c.proc == p);
         let last = cursor.and_then(|c| c.last).map(|k| (k, ring.position(k)));
+        if is_new && ring.sealed.contains(&d.seq) {
+            return err(
+                Property::D5TotalOrder,
+                format!(
+                    "{p} delivered {id} at ring {r} seq {}, but the multicast at that seq carries {:?}",
+                    d.seq, ring.groups[&d.seq]
+                ),
+            );
+        }
         let pos = if is_new {
             // Unknown to the order so far: it goes right after this process's previous message
             // if that was in the same multicast, else at the head of its multicast.
@@ -1226,7 +1350,7 @@ impl Oracle {
             },
         );
         if let Some((seq, s)) = skipped {
-            let by = self.msgs[&s].deliveries[0].0;
+            let by = self.msgs[&s].orderer();
             let detail = match trans_members {
                 None => format!(
                     "{p} delivered {id} (ring {r} seq {}) in regular {r} but skipped {s} (seq {seq}), delivered by {by}",

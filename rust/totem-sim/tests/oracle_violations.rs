@@ -80,6 +80,12 @@ impl Run {
         self.submit_as(p(node), msg_no, g);
     }
 
+    /// `sender` multicasts ring `ring`'s seq `seq`, completing messages `msg_nos`.
+    fn mcast(&mut self, ring: RingId, seq: u64, sender: NodeId, msg_nos: &[u64]) {
+        let now = self.now();
+        self.oracle.multicast(now, ring, seq, sender, msg_nos);
+    }
+
     fn event(&mut self, who: ProcId, ev: Event) -> Result<(), Violation> {
         let now = self.now();
         self.oracle.observe(who, now, &ev)
@@ -780,6 +786,85 @@ fn d5_transitional_gap_from_a_departed_sender_passes() {
     run.trans(p(2), B, &[1, 2], &[3]).unwrap();
     run.dlv(p(2), 1, 1, A, 2).unwrap();
     run.finish().unwrap();
+}
+
+// D5 and D3 from the multicasts themselves: the simulator reports each first multicast, so a
+// message's place is known before (and whether or not) anyone delivers it.
+
+#[test]
+fn d5_gap_of_a_message_nobody_delivered_is_caught() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(2, 1, AGREED);
+    run.mcast(A, 1, 1, &[1]);
+    run.mcast(A, 2, 2, &[1]);
+    // Without the multicast reports nobody delivered m1:1, so no one could tell it was skipped.
+    caught(run.dlv(p(2), 2, 1, A, 2), Property::D5TotalOrder);
+}
+
+#[test]
+fn d5_multicast_below_what_a_process_already_delivered_is_caught() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(2, 1, AGREED);
+    run.dlv(p(2), 2, 1, A, 2).unwrap();
+    run.mcast(A, 1, 1, &[1]);
+    caught(run.finish(), Property::D5TotalOrder);
+}
+
+#[test]
+fn d5_delivery_the_multicast_does_not_carry_is_caught() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(1, 2, AGREED);
+    run.mcast(A, 1, 1, &[1]);
+    caught(run.dlv(p(2), 1, 2, A, 1), Property::D5TotalOrder);
+}
+
+#[test]
+fn d5_undelivered_multicast_of_a_departed_sender_skipped_in_transitional_passes() {
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(3, 1, AGREED);
+    run.submit(1, 1, AGREED);
+    run.mcast(A, 1, 3, &[1]);
+    run.mcast(A, 2, 1, &[1]);
+    run.crash(p(3));
+    for who in [p(1), p(2)] {
+        run.trans(who, B, &[1, 2], &[3]).unwrap();
+        run.dlv(who, 1, 1, A, 2).unwrap();
+    }
+    for who in [p(1), p(2)] {
+        run.reg(who, B, &[1, 2], &[]).unwrap();
+    }
+    assert_eq!(run.converged(&[p(1), p(2)]), Ok(B));
+}
+
+#[test]
+fn d3_own_multicast_nobody_delivered_is_caught_when_its_sender_moves_on() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.mcast(A, 1, 1, &[1]);
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    caught(run.reg(p(1), B, &[1], &[]), Property::D3SelfDelivery);
+}
+
+#[test]
+fn d6_multicast_below_a_later_message_of_the_same_sender_is_caught() {
+    // Node 2 delivered m1:2 in a transitional configuration without node 1 (no gap rule
+    // applies to it then); the multicast of the earlier m1:1 on the same ring comes later.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(1, 2, AGREED);
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.dlv(p(2), 1, 2, A, 1).unwrap();
+    run.mcast(A, 2, 1, &[1]);
+    caught(run.finish(), Property::D6Causal);
 }
 
 #[test]
