@@ -14,8 +14,9 @@
 //! The reference's form only asked the members the deliverer kept in its next transitional
 //! configuration to deliver a safe message, and the bugs mostly hurt members that were
 //! partitioned away: those were excluded, so it passed. Every failure of the strict form in
-//! those 1000 seeds is a D8 violation. (Measured with the oracle of the commit that made D8
-//! strict; `cargo run --release -p totem-sim -- --seeds 0..1000 --inject BUG` reproduces it.)
+//! those 1000 seeds is a D8 violation, with the oracle of the commit that made D8 strict and
+//! with the later one that also checks D3, D5 and D6 from the multicasts (same seeds fail).
+//! `cargo run --release -p totem-sim -- --seeds 0..1000 --inject BUG` reproduces it.
 
 use totem_sim::oracle::Property;
 use totem_sim::plan::{inject_by_name, Options};
