@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant as WallInstant};
 
-use totem_sim::plan::{FaultKinds, Options, Plan, TraceMode};
+use totem_sim::plan::{inject_by_name, FaultKinds, Options, Plan, TraceMode};
 use totem_sim::sim::{install_quiet_panic_hook, run_plan, run_seed, RunResult};
 
 const USAGE: &str = "\
@@ -34,6 +34,8 @@ flags that shape a seed's run (part of every replay command):
   --no-loss --no-dup --no-crash --no-leave --no-partition --no-one-way --no-clog
   --no-pause --no-token-drop --no-late-start
                        never use that fault kind
+  --inject BUG         run with a deliberate protocol bug, to test the oracle (repeatable):
+                       safe-as-agreed | safe-one-visit | no-install-holdback
 
 other flags:
   --trace              print every step of the run (with --seed)
@@ -109,6 +111,12 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--trace" => opts.trace = TraceMode::Print,
             "--no-faults" => opts.faults = FaultKinds::NONE,
             "--accelerated" => opts.accelerated = true,
+            "--inject" => {
+                let v = value(a)?;
+                if !inject_by_name(&mut opts.inject, &v) {
+                    return Err(format!("--inject: unknown bug {v}"));
+                }
+            }
             other => {
                 let kind = other
                     .strip_prefix("--no-")
@@ -316,6 +324,8 @@ mod tests {
         assert!(matches!(a.mode, Mode::Range(7, 100_007)));
         let a = args("--seed 1 --no-faults").unwrap();
         assert_eq!(a.opts.faults, FaultKinds::NONE);
+        let a = args("--seeds 0..9 --inject safe-one-visit").unwrap();
+        assert!(a.opts.inject.safe_one_visit && !a.opts.inject.safe_as_agreed);
     }
 
     #[test]
@@ -329,6 +339,8 @@ mod tests {
             "--no-gremlins --seed 1",
             "--seeds 0..10 --trace",
             "--bogus",
+            "--seed 1 --inject",
+            "--seed 1 --inject off-by-one",
         ] {
             assert!(args(bad).is_err(), "{bad}");
         }
@@ -336,7 +348,7 @@ mod tests {
 
     #[test]
     fn replay_command_parses_back_to_the_same_options() {
-        let a = args("--seed 9 --nodes 4 --no-clog --no-pause --loss 0.1 --dup 0.02").unwrap();
+        let a = args("--seed 9 --nodes 4 --no-clog --no-pause --loss 0.1 --dup 0.02 --inject no-install-holdback --inject safe-as-agreed").unwrap();
         let cmd = a.opts.replay_command(9);
         let tail = cmd.split(" -- ").nth(1).unwrap().replace(" --trace", "");
         let b = args(&tail).unwrap();

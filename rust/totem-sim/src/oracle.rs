@@ -42,35 +42,71 @@
 //! * D1 (submitted, same digest, length and guarantee, once per process), D2 (delivered in the
 //!   regular configuration of its ring or the transitional one right after, by a process that
 //!   installed that ring, sent by a process that installed it, one ring per message).
-//! * D3, the half decidable at once: a process delivering its own message must have delivered
-//!   all its earlier ones.
+//! * D3 for every process, including those that fail later: a process delivering its own
+//!   message must have delivered all its earlier ones; and a message is sent in the ring it is
+//!   ordered on (a submission not yet multicast when the ring changes is sent on the next one),
+//!   so a process that installs its next regular configuration must have delivered every own
+//!   message ordered on the ring it leaves, and when a message is first delivered its sender
+//!   must not have moved on from that ring without it. A sender that crashes in the ring or in
+//!   the transitional configuration after it is excused (it failed).
 //! * D4 when a process leaves a configuration (its delivered set is final then): compared with
 //!   the first process that left the same configuration the same way.
 //! * D5: each process's deliveries on a ring increase in the agreed order; a process skips
 //!   nothing before a message it delivers in the regular configuration, and in the transitional
 //!   configuration skips only messages from senders outside it. Checked from both sides: at the
-//!   skipping process's delivery, and at the first delivery of the skipped message.
+//!   skipping process's delivery, and when the skipped message's place becomes known. That
+//!   place comes from the multicast itself when the harness reports it ([`Oracle::multicast`]:
+//!   the simulator reports the first transmission of each regular multicast, with the messages
+//!   it completes, before anyone can deliver it), else from its first delivery. With the
+//!   reports a skip is caught even when nobody delivered the skipped message (every process
+//!   lost it, or the only ones that got it crashed), and a delivery at a seq whose multicast
+//!   does not carry the message is caught too. This is sound for what the oracle demands: a
+//!   process past seq s in the regular configuration received every multicast up to s, and
+//!   in the transitional configuration the members hold every message a member sent (each
+//!   holds its own). What the oracle still cannot see is what each process *received*: a
+//!   process that stops (goes to a transitional configuration) before a message is not
+//!   blamed for it, which is D8's and D4's business. D3 and D6 use the reported places too:
+//!   a sender moving on from the ring its message was multicast on must have delivered it,
+//!   and a sender's earlier message multicast on a ring is never skipped by a process that
+//!   delivers a later one there.
 //! * D6: per submitting process, delivered message numbers increase, and a message ordered on
 //!   the same ring as a later one of the same sender is never skipped (both sides again).
+//!   Across senders: at each submission the oracle records the last message the submitter had
+//!   delivered (a vector-clock-free frontier: everything before it in the agreed order was
+//!   delivered too, or skipped by the rules of D5); the new message must be ordered after it
+//!   (later in the same ring, or on a newer ring), and on their common ring every process that
+//!   delivers the new message must have delivered it first, also in a transitional
+//!   configuration where D5 alone would let it skip a departed sender's message. Checked before
+//!   D5 at each delivery, so a causal inversion is reported as D6.
 //! * D7: for a regular configuration it follows from D2 and C3 (everything delivered before it
 //!   was ordered on an older ring, everything after on it or a newer one). For a transitional
 //!   one it is checked when a process installs it: nothing it delivered before may have been
 //!   delivered after it by another installer. The opposite order (delivered after it here, before
 //!   it by an earlier installer) is caught as D4 at the second install, which always comes first.
-//! * D8 in the reference's form: a member of the configuration a safe message was delivered in
-//!   that does not deliver it must be excluded from the deliverer's next transitional
-//!   configuration. Checked when the deliverer installs that transitional configuration (the
-//!   members it keeps now owe the message), when such a member leaves the message's ring, and,
-//!   for a safe message delivered in a transitional configuration, against every member that
-//!   went through the same transitional configuration (all of them hold it after recovery).
+//! * D8 in the form of EVS (Moser, Amir, Melliar-Smith and Agarwal, 1994), stronger than the
+//!   reference's "a member that does not deliver it must be excluded from the deliverer's next
+//!   transitional configuration": a safe message delivered in regular configuration r is
+//!   delivered by every member of r, in r or in the transitional configuration after it, unless
+//!   the member fails. A partitioned member is not excused: the safe bound says it holds the
+//!   message, so it delivers it in its own transitional configuration. A safe message delivered
+//!   in a transitional configuration is delivered by every process that installed that
+//!   transitional configuration. "Fails" means the process crashes before it installs the next
+//!   regular configuration; moving on without the message is the violation, whatever happens
+//!   later. Checked when a member installs its next regular configuration (everything delivered
+//!   safe in its old ring so far), when a safe message is delivered (members that already moved
+//!   on), and for members that never installed r: in `finish` once such a member is on a ring
+//!   it cannot come back from (seq not below r's), and at convergence for every member that
+//!   did not fail.
 //!
-//! In [`Oracle::finish`] (any time, including a truncated run): the first violation again, and a
-//! C5 sweep. A run may stop while a ring is being installed (one member has installed it, the
-//! next has not yet), so `finish` never blames a process for something it may still do.
+//! In [`Oracle::finish`] (any time, including a truncated run): the first violation again, a
+//! C5 sweep, and the D8 sweep of members that never installed a ring some safe message was
+//! delivered in. A run may stop while a ring is being installed (one member has installed it,
+//! the next has not yet), so `finish` never blames a process for something it may still do.
 //!
-//! In [`Oracle::check_converged`] (after faults stopped and traffic drained): C5 in its strict
-//! form, D9 (one regular configuration with exactly the live nodes, all its messages delivered by
-//! all of them) and D3 (each live process delivered everything it submitted).
+//! In [`Oracle::check_converged`] (after faults stopped and traffic drained): C5 and that D8
+//! sweep in their strict forms, D9 (one regular configuration with exactly the live nodes, all
+//! its messages delivered by all of them) and D3 (each live process delivered everything it
+//! submitted, including what is not ordered anywhere yet).
 //!
 //! Every check on one event is a few hash lookups plus scans over the members of one ring; the
 //! checks on a configuration change are linear in the messages of the configuration being left.
@@ -218,9 +254,8 @@ struct Process {
     last_submitted: Option<u64>,
     /// Highest msg_no delivered from each submitting process (D6).
     max_from: HashMap<ProcId, u64>,
-    /// Safe messages delivered since the last transitional configuration, with the nodes that
-    /// must deliver them unless this process's next transitional configuration excludes them.
-    safe_pending: Vec<(MsgId, Vec<NodeId>)>,
+    /// The last message this process delivered: what its next submission causally follows (D6).
+    last_delivered: Option<MsgId>,
 }
 
 impl Process {
@@ -265,10 +300,16 @@ struct RingRecord {
     installers: Vec<ProcId>,
     /// seq → messages completed by that multicast, in packet order.
     groups: BTreeMap<u64, Vec<MsgId>>,
+    /// Seqs whose group came from the multicast itself ([`Oracle::multicast`]): complete, so
+    /// a message delivered at such a seq must be in it.
+    sealed: HashSet<u64>,
     cursors: Vec<Cursor>,
     senders: HashMap<ProcId, SenderOnRing>,
     /// Safe messages ordered on this ring, in first-delivery order (D8).
     safe: Vec<MsgId>,
+    /// The first safe message delivered in this regular configuration and its deliverer: from
+    /// then on every member must install the ring unless it fails (D8).
+    safe_in_regular: Option<(MsgId, ProcId)>,
 }
 
 impl RingRecord {
@@ -304,12 +345,23 @@ struct MsgRecord {
     guarantee: Guarantee,
     /// Ring and seq fixed by the first delivery.
     ordered: Option<(RingId, u64)>,
+    /// The last message the submitter had delivered when it submitted this one: this message
+    /// causally follows it (and, through it, everything before it in the agreed order) (D6).
+    after: Option<MsgId>,
     deliveries: Vec<(ProcId, Place)>,
 }
 
 impl MsgRecord {
     fn delivered_by(&self, p: ProcId) -> bool {
         self.deliveries.iter().any(|(q, _)| *q == p)
+    }
+
+    /// Who fixed this message's place, for violation details.
+    fn orderer(&self) -> String {
+        match self.deliveries.first() {
+            Some((q, _)) => q.to_string(),
+            None => format!("the multicast of {}", self.submitter),
+        }
     }
 }
 
@@ -324,10 +376,6 @@ pub struct Oracle {
     msgs: HashMap<MsgId, MsgRecord>,
     rings: HashMap<RingId, RingRecord>,
     transitionals: HashMap<(RingId, RingId), TransRecord>,
-    /// (safe message, node): the node was a member of the configuration the message was
-    /// delivered safe in, and is also in the deliverer's next transitional configuration, so
-    /// it must deliver the message before it leaves the message's ring (D8).
-    must_deliver: HashSet<(MsgId, NodeId)>,
     /// A violation found outside `observe` (in `submitted`), reported by the next call that can.
     pending: Option<Violation>,
     first: Option<Violation>,
@@ -445,7 +493,7 @@ impl Oracle {
                 own_pending: VecDeque::new(),
                 last_submitted: None,
                 max_from: HashMap::new(),
-                safe_pending: Vec::new(),
+                last_delivered: None,
             },
         );
     }
@@ -500,6 +548,7 @@ impl Oracle {
         let me = self.procs.get_mut(&p).expect("checked above");
         me.last_submitted = Some(id.msg_no);
         me.own_pending.push_back(id.msg_no);
+        let after = me.last_delivered;
         self.msgs.insert(
             id,
             MsgRecord {
@@ -508,9 +557,98 @@ impl Oracle {
                 len: data.len(),
                 guarantee,
                 ordered: None,
+                after,
                 deliveries: Vec::new(),
             },
         );
+    }
+
+    /// The first multicast of `ring`'s sequence number `seq`, sent by `sender`, completes the
+    /// messages numbered `completed` (in packet order; empty for a packet that only starts or
+    /// continues a fragmented message). The harness reports it when the sender transmits it,
+    /// before anyone can deliver it; retransmissions and encapsulated recovery copies are not
+    /// reported. This fixes the messages' place in the agreed order before any delivery, so D5
+    /// sees a message skipped even if nobody delivered it, and D3 knows the ring a message was
+    /// sent in even if nobody delivered it. A violation is reported by the next `observe`,
+    /// `finish` or `check_converged`.
+    pub fn multicast(
+        &mut self,
+        now: Instant,
+        ring: RingId,
+        seq: u64,
+        sender: NodeId,
+        completed: &[u64],
+    ) {
+        if completed.is_empty() || self.first.is_some() || self.pending.is_some() {
+            return;
+        }
+        let Some(rec) = self.rings.get(&ring) else {
+            return; // nobody installed it yet: D2 judges its deliveries
+        };
+        if rec.groups.contains_key(&seq) {
+            return; // already known (from a delivery, or an earlier report)
+        }
+        let ids: Vec<MsgId> = completed
+            .iter()
+            .map(|&msg_no| MsgId { sender, msg_no })
+            .filter(|id| self.msgs.get(id).is_some_and(|m| m.ordered.is_none()))
+            .collect();
+        if ids.len() != completed.len() {
+            // An unknown message (D1 at its delivery) or one already ordered elsewhere (D2 or
+            // D5 at its delivery): leave the order to the deliveries.
+            return;
+        }
+        // Processes that already went past this seq skipped these messages (D5), or delivered
+        // a later message of the same sender on this ring (D6).
+        for c in &rec.cursors {
+            let past = |k: Option<Key>| k.filter(|k| k.seq > seq);
+            let skipped = past(c.last_regular)
+                .map(|k| (k, "regular".to_string()))
+                .or_else(|| {
+                    c.trans_members
+                        .as_ref()
+                        .filter(|t| t.contains(&sender))
+                        .and_then(|t| past(c.last).map(|k| (k, format!("transitional {t:?}"))))
+                });
+            if let Some((k, how)) = skipped {
+                self.pending = Some(violation(
+                    Property::D5TotalOrder,
+                    now,
+                    format!(
+                        "n{sender} multicast {} at ring {ring} seq {seq}, which {} skipped: it delivered the later {} (seq {}) in {how}",
+                        ids[0], c.proc, k.id, k.seq
+                    ),
+                ));
+                return;
+            }
+        }
+        let submitter = self.msgs[&ids[0]].submitter;
+        if let Some(sor) = rec.senders.get(&submitter) {
+            let first = completed[0];
+            if let Some((q, later)) = sor.max_by.iter().find(|(_, n)| *n > first) {
+                self.pending = Some(violation(
+                    Property::D6Causal,
+                    now,
+                    format!(
+                        "n{sender} multicast {} at ring {ring} seq {seq}, but {q} already delivered its later m{sender}:{later} on that ring",
+                        ids[0]
+                    ),
+                ));
+                return;
+            }
+        }
+        let rec = self.rings.get_mut(&ring).expect("checked");
+        rec.sealed.insert(seq);
+        let sor = rec.senders.entry(submitter).or_default();
+        sor.msg_nos.extend(completed.iter().copied());
+        for id in &ids {
+            let m = self.msgs.get_mut(id).expect("checked");
+            m.ordered = Some((ring, seq));
+            if m.guarantee == Guarantee::Safe {
+                rec.safe.push(*id);
+            }
+        }
+        rec.groups.insert(seq, ids);
     }
 
     /// `p` emitted `ev`. Returns the first property this step breaks.
@@ -548,7 +686,8 @@ impl Oracle {
     ///
     /// Safe to call on a run cut at any moment: it reports the first violation seen by
     /// [`observe`](Self::observe) (so a caller may ignore `observe`'s results and ask here), then
-    /// sweeps C5 for every regular configuration and member. Everything else that needs the
+    /// sweeps C5 and D8 (members that never installed a ring) for every regular configuration
+    /// and member. Everything else that needs the
     /// whole history (D3, D4, D8, C6) was decided online, at the step that made it decidable.
     /// What a process may still do when the run is cut (a member about to install a ring that
     /// another member already installed) is judged only by [`check_converged`](Self::check_converged).
@@ -560,7 +699,9 @@ impl Oracle {
         if let Some(v) = &self.first {
             return Err(v.clone());
         }
-        let result = self.c5_sweep(now, false);
+        let result = self
+            .c5_sweep(now, false)
+            .and_then(|()| self.d8_sweep(now, false));
         if let Err(v) = &result {
             self.first.get_or_insert(v.clone());
         }
@@ -572,9 +713,10 @@ impl Oracle {
     /// `live`; every message ordered in it was delivered by all of them; and every message a live
     /// process submitted was delivered by that process.
     ///
-    /// Also checks C5 in its strict form: for every regular configuration c and member q that
-    /// did not fail, q installed c or every installer of c that did not fail went on to a
-    /// transitional configuration without q. Returns the ring everyone is on, or the first
+    /// Also checks C5 and the D8 sweep in their strict forms. C5: for every regular
+    /// configuration c and member q that did not fail, q installed c or every installer of c
+    /// that did not fail went on to a transitional configuration without q. D8: every member
+    /// of a ring some safe message was delivered in installed it or failed. Returns the ring everyone is on, or the first
     /// violation already found.
     pub fn check_converged(&self, now: Instant, live: &[ProcId]) -> Result<RingId, Violation> {
         if let Some(v) = self.first.as_ref().or(self.pending.as_ref()) {
@@ -600,6 +742,7 @@ impl Oracle {
         }
 
         self.c5_sweep(now, true)?;
+        self.d8_sweep(now, true)?;
 
         let mut ring: Option<RingId> = None;
         for p in live {
@@ -647,8 +790,8 @@ impl Oracle {
                 let m = &self.msgs[id];
                 if let Some(p) = live.iter().find(|p| !m.delivered_by(**p)) {
                     return Err(d9(format!(
-                        "{id} (ring {ring_id} seq {seq}) was delivered by {} but never by {p}",
-                        m.deliveries[0].0
+                        "{id} (ring {ring_id} seq {seq}) was ordered by {} but never delivered by {p}",
+                        m.orderer()
                     )));
                 }
             }
@@ -818,35 +961,6 @@ impl Oracle {
             })
             .installers
             .push(p);
-        // D8: members kept in this transitional configuration owe every safe message this
-        // process delivered since its previous one.
-        let pending = std::mem::take(&mut self.procs.get_mut(&p).expect("known").safe_pending);
-        for (id, required) in &pending {
-            let Some((r, _)) = self.msgs[id].ordered else {
-                continue;
-            };
-            for q in required
-                .iter()
-                .filter(|q| **q != p.node && cc.members.contains(q))
-            {
-                self.must_deliver.insert((*id, *q));
-                let moved_on = self.rings[&r]
-                    .installers
-                    .iter()
-                    .filter(|i| i.node == *q)
-                    .any(|i| {
-                        self.procs[i].last_regular != Some(r) && !self.msgs[id].delivered_by(*i)
-                    });
-                if moved_on {
-                    return err(
-                        Property::D8Safe,
-                        format!(
-                            "{p} delivered safe {id} and kept n{q} in transitional {from}->{to}, but n{q} left ring {r} without delivering it"
-                        ),
-                    );
-                }
-            }
-        }
         let me = self.procs.get_mut(&p).expect("known");
         me.current = Some(Current::Transitional {
             from,
@@ -960,24 +1074,40 @@ impl Oracle {
                     );
                 }
             }
-            // This closes p's delivery window for ring `from`: every safe message that needs p
-            // must have been delivered by now (D8).
+            // This closes p's delivery window for ring `from` (D8): p owes every safe message
+            // delivered in the regular configuration `from` (p is a member of it), and every
+            // one delivered in the transitional configuration p just went through.
             for id in &self.rings[&from].safe {
                 let m = &self.msgs[id];
-                // Owed because a deliverer kept us in its next transitional configuration, or
-                // because someone delivered it in the very transitional configuration we just
-                // went through (its members all hold it after recovery).
-                let owed = self.must_deliver.contains(&(*id, p.node))
-                    || m.deliveries
-                        .iter()
-                        .any(|(_, pl)| *pl == Place::Transitional { next: c });
-                if owed && !m.delivered_by(p) {
-                    let (by, place) = m.deliveries[0];
+                let owed = m.deliveries.iter().find(|(_, pl)| {
+                    *pl == Place::Regular || *pl == Place::Transitional { next: c }
+                });
+                if let Some((by, place)) = owed.filter(|_| !m.delivered_by(p)) {
                     return err(
                         Property::D8Safe,
                         format!(
-                            "{id} was delivered safe by {by} in {} and {p} installed regular {c} without delivering it",
-                            describe_place(from, place)
+                            "{id} was delivered safe by {by} in {} and {p}, a member of it, installed regular {c} without delivering it",
+                            describe_place(from, *place)
+                        ),
+                    );
+                }
+            }
+        }
+
+        if let Some((from, _)) = via {
+            // D3: every own message ordered on the ring p leaves was delivered by p, in it or
+            // in the transitional configuration after it.
+            for &no in &me.own_pending {
+                let id = MsgId {
+                    sender: p.node,
+                    msg_no: no,
+                };
+                if matches!(self.msgs.get(&id), Some(m) if m.ordered.is_some_and(|(r, _)| r == from))
+                {
+                    return err(
+                        Property::D3SelfDelivery,
+                        format!(
+                            "{p} sent {id}, ordered on ring {from}, and installed regular {c} without delivering it"
                         ),
                     );
                 }
@@ -992,9 +1122,11 @@ impl Oracle {
                 first_install: now,
                 installers: Vec::new(),
                 groups: BTreeMap::new(),
+                sealed: HashSet::new(),
                 cursors: Vec::new(),
                 senders: HashMap::new(),
                 safe: Vec::new(),
+                safe_in_regular: None,
             })
             .installers
             .push(p);
@@ -1081,8 +1213,8 @@ impl Oracle {
                 return err(
                     Property::D2SendingConfiguration,
                     format!(
-                        "{p} delivered {id} as ordered on ring {r}, but {} delivered it as ordered on ring {r0}",
-                        m.deliveries[0].0
+                        "{p} delivered {id} as ordered on ring {r}, but {} put it on ring {r0}",
+                        m.orderer()
                     ),
                 );
             }
@@ -1120,8 +1252,9 @@ impl Oracle {
                 return err(
                     Property::D5TotalOrder,
                     format!(
-                        "{p} delivered {id} at ring {r} seq {}, but {} delivered it at seq {seq0}",
-                        d.seq, m.deliveries[0].0
+                        "{p} delivered {id} at ring {r} seq {}, but {} put it at seq {seq0}",
+                        d.seq,
+                        m.orderer()
                     ),
                 );
             }
@@ -1129,6 +1262,15 @@ impl Oracle {
         let is_new = m.ordered.is_none();
         let cursor = ring.cursors.iter().find(|c| c.proc == p);
         let last = cursor.and_then(|c| c.last).map(|k| (k, ring.position(k)));
+        if is_new && ring.sealed.contains(&d.seq) {
+            return err(
+                Property::D5TotalOrder,
+                format!(
+                    "{p} delivered {id} at ring {r} seq {}, but the multicast at that seq carries {:?}",
+                    d.seq, ring.groups[&d.seq]
+                ),
+            );
+        }
         let pos = if is_new {
             // Unknown to the order so far: it goes right after this process's previous message
             // if that was in the same multicast, else at the head of its multicast.
@@ -1139,6 +1281,45 @@ impl Oracle {
         } else {
             ring.position(Key { seq: d.seq, id })
         };
+        // D6 across senders: the submitter had delivered `dep` before submitting this message,
+        // so the agreed order puts `dep` first, and on their common ring every process that
+        // delivers this message has delivered `dep` before it.
+        if let Some(dep) = m.after {
+            let dm = &self.msgs[&dep];
+            let (dr, ds) = dm
+                .ordered
+                .expect("oracle invariant: a delivered message is ordered");
+            if dr == r {
+                let dpos = ring.position(Key { seq: ds, id: dep });
+                if (ds, dpos) >= (d.seq, pos) {
+                    return err(
+                        Property::D6Causal,
+                        format!(
+                            "{p} delivered {id} at ring {r} seq {}, but {} submitted it after delivering {dep}, which the agreed order puts after it (seq {ds})",
+                            d.seq, m.submitter
+                        ),
+                    );
+                }
+                if !dm.delivered_by(p) {
+                    return err(
+                        Property::D6Causal,
+                        format!(
+                            "{p} delivered {id} (ring {r} seq {}) without {dep} (seq {ds}), which {} had delivered before submitting it",
+                            d.seq, m.submitter
+                        ),
+                    );
+                }
+            } else if dr.seq >= r.seq {
+                return err(
+                    Property::D6Causal,
+                    format!(
+                        "{p} delivered {id} as ordered on ring {r}, but {} submitted it after delivering {dep}, ordered on ring {dr}, which is not older",
+                        m.submitter
+                    ),
+                );
+            }
+        }
+
         if let Some((k, i)) = last {
             if (k.seq, i) >= (d.seq, pos) {
                 let how = if k.seq == d.seq {
@@ -1169,7 +1350,7 @@ impl Oracle {
             },
         );
         if let Some((seq, s)) = skipped {
-            let by = self.msgs[&s].deliveries[0].0;
+            let by = self.msgs[&s].orderer();
             let detail = match trans_members {
                 None => format!(
                     "{p} delivered {id} (ring {r} seq {}) in regular {r} but skipped {s} (seq {seq}), delivered by {by}",
@@ -1206,6 +1387,23 @@ impl Oracle {
                         );
                     }
                 }
+            }
+        }
+
+        // D3, the other side: the message's place is fixed now, and its submitter already moved
+        // on from ring r (installed a later regular configuration) without delivering it. A
+        // submitter that crashed in r or in the transitional configuration after it is excused:
+        // its last regular ring is still r.
+        if m.ordered.is_none() && m.submitter != p {
+            let s = &self.procs[&m.submitter];
+            if s.last_regular != Some(r) && !m.delivered_by(m.submitter) {
+                return err(
+                    Property::D3SelfDelivery,
+                    format!(
+                        "{p} delivered {id}, ordered on ring {r}, but its sender {} already moved on from {r} without delivering it",
+                        m.submitter
+                    ),
+                );
             }
         }
 
@@ -1246,44 +1444,43 @@ impl Oracle {
             }
         }
 
-        // D8 (reference form): a safe message delivered in configuration X must be delivered by
-        // every member of X that is still with the deliverer in its next transitional
-        // configuration; a member that does not deliver it must be excluded there. Recorded
-        // here, decided when the deliverer installs that transitional configuration and when
-        // the member leaves the message's ring.
-        let mut required: &[NodeId] = &[];
+        // D8 (EVS form): a safe message delivered in regular configuration r is delivered by
+        // every member of r, in r or in the transitional configuration after it, unless the
+        // member fails; one delivered in a transitional configuration, by every member of it.
+        // Checked here against members that already moved on, and at each member's next
+        // regular install (`on_regular`) against messages delivered safe before it.
         if d.guarantee == Guarantee::Safe {
-            if let Place::Transitional { next } = place {
-                // Members of this transitional configuration that already installed `next`
-                // through it can no longer deliver the message.
-                if let Some(t) = self.transitionals.get(&(r, next)) {
-                    let gone = t.installers.iter().find(|q| {
-                        **q != p
-                            && self
-                                .rings
-                                .get(&next)
-                                .is_some_and(|n| n.installers.contains(q))
-                            && !m.delivered_by(**q)
-                    });
-                    if let Some(q) = gone {
-                        return err(
-                            Property::D8Safe,
-                            format!(
-                                "{p} delivered safe {id} in {}, but {q}, a member of it, already installed {next} without delivering it",
-                                describe_place(r, place)
-                            ),
-                        );
-                    }
-                }
-            }
-            required = match (&me.current, place) {
-                (Some(Current::Transitional { members, .. }), Place::Transitional { .. }) => {
-                    members
-                }
-                _ => &ring.members,
+            let (gone, window) = match place {
+                Place::Regular => (
+                    ring.installers.iter().find(|q| {
+                        **q != p && self.procs[*q].last_regular != Some(r) && !m.delivered_by(**q)
+                    }),
+                    "moved on to a later regular configuration".to_string(),
+                ),
+                Place::Transitional { next } => (
+                    self.transitionals.get(&(r, next)).and_then(|t| {
+                        t.installers.iter().find(|q| {
+                            **q != p
+                                && self
+                                    .rings
+                                    .get(&next)
+                                    .is_some_and(|n| n.installers.contains(q))
+                                && !m.delivered_by(**q)
+                        })
+                    }),
+                    format!("installed {next}"),
+                ),
             };
+            if let Some(q) = gone {
+                return err(
+                    Property::D8Safe,
+                    format!(
+                        "{p} delivered safe {id} in {}, but {q}, a member of it, already {window} without delivering it",
+                        describe_place(r, place)
+                    ),
+                );
+            }
         }
-        let required = required.to_vec();
 
         // Every check passed: record the delivery.
         let m = self.msgs.get_mut(&id).expect("known");
@@ -1291,13 +1488,15 @@ impl Oracle {
         if is_new {
             m.ordered = Some((r, d.seq));
         }
-        let safe_pending = (d.guarantee == Guarantee::Safe).then_some((id, required));
         let ring = self.rings.get_mut(&r).expect("known");
         if is_new {
             ring.groups.entry(d.seq).or_default().insert(pos, id);
             if d.guarantee == Guarantee::Safe {
                 ring.safe.push(id);
             }
+        }
+        if d.guarantee == Guarantee::Safe && place == Place::Regular {
+            ring.safe_in_regular.get_or_insert((id, p));
         }
         let key = Key { seq: d.seq, id };
         let i = match ring.cursors.iter().position(|c| c.proc == p) {
@@ -1331,15 +1530,9 @@ impl Oracle {
         let me = self.procs.get_mut(&p).expect("known");
         me.in_config.push(id);
         me.max_from.insert(s, d.msg_no);
+        me.last_delivered = Some(id);
         if s == p && me.own_pending.front() == Some(&d.msg_no) {
             me.own_pending.pop_front();
-        }
-        if let Some(entry) = safe_pending {
-            self.procs
-                .get_mut(&p)
-                .expect("known")
-                .safe_pending
-                .push(entry);
         }
         Ok(())
     }
@@ -1403,6 +1596,60 @@ impl Oracle {
                         }
                         None => {}
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Oracle {
+    /// D8 for members of a regular configuration that never installed it: once a safe message
+    /// was delivered in regular c, every member node of c must install c unless it fails (its
+    /// incarnations alive when c was first installed include a crashed one, or there are none).
+    /// When `strict` is false only a process that can no longer install c (it installed a
+    /// regular ring whose seq is not below c's) is blamed: the run may have been cut.
+    fn d8_sweep(&self, now: Instant, strict: bool) -> Result<(), Violation> {
+        let mut ids: Vec<&RingId> = self.rings.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let ring = &self.rings[id];
+            let Some((m, by)) = ring.safe_in_regular else {
+                continue;
+            };
+            for &q in &ring.members {
+                if ring.installed_by_node(q) {
+                    continue;
+                }
+                let candidates: Vec<&ProcId> = self
+                    .node_procs
+                    .get(&q)
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| self.procs[*i].alive_at(ring.first_install))
+                    .collect();
+                if candidates.is_empty()
+                    || candidates
+                        .iter()
+                        .any(|i| self.procs[*i].crashed_at.is_some())
+                {
+                    continue;
+                }
+                let past = candidates.iter().find(|i| {
+                    strict
+                        || self.procs[**i]
+                            .last_regular
+                            .is_some_and(|r| r.seq >= id.seq)
+                });
+                if let Some(i) = past {
+                    return Err(violation(
+                        Property::D8Safe,
+                        now,
+                        format!(
+                            "{by} delivered safe {m} in regular {id} {:?}, but its member {i} never installed {id} and did not fail",
+                            ring.members
+                        ),
+                    ));
                 }
             }
         }

@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use totem::wire::PacketType;
-use totem::{Config, Guarantee, Instant, NodeId, State};
+use totem::{Config, FaultInjection, Guarantee, Instant, NodeId, State};
 
 use crate::net::{fmt_nodes, DropRule, LinkParams, NetParams};
 use crate::rng::Rng;
@@ -214,6 +214,33 @@ pub struct Options {
     /// (1..=max_messages), nothing else of the seed's plan changes. Without it the seed runs
     /// classic Totem (`accelerated_window` 0).
     pub accelerated: bool,
+    /// Deliberate protocol bugs to run with (`--inject`), to test the oracle: copied into
+    /// every processor's configuration; nothing else of the seed's plan changes.
+    pub inject: FaultInjection,
+}
+
+/// Switches on the bug `--inject name` names; false if there is no such bug.
+pub fn inject_by_name(f: &mut FaultInjection, name: &str) -> bool {
+    let flag = match name {
+        "safe-as-agreed" => &mut f.safe_as_agreed,
+        "safe-one-visit" => &mut f.safe_one_visit,
+        "no-install-holdback" => &mut f.no_install_holdback,
+        _ => return false,
+    };
+    *flag = true;
+    true
+}
+
+/// The `--inject` names of the bugs switched on in `f`.
+pub fn injected_names(f: &FaultInjection) -> Vec<&'static str> {
+    [
+        (f.safe_as_agreed, "safe-as-agreed"),
+        (f.safe_one_visit, "safe-one-visit"),
+        (f.no_install_holdback, "no-install-holdback"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
 }
 
 impl Options {
@@ -237,6 +264,9 @@ impl Options {
         }
         if self.accelerated {
             out += " --accelerated";
+        }
+        for name in injected_names(&self.inject) {
+            out += &format!(" --inject {name}");
         }
         out
     }
@@ -365,6 +395,7 @@ impl Plan {
         } else {
             0
         };
+        config.faults = opts.inject;
         let kinds = opts.faults;
 
         // Network.
@@ -794,6 +825,10 @@ impl fmt::Display for Plan {
             "  config:   {}",
             config_summary(&self.config, self.nodes.len())
         )?;
+        let bugs = injected_names(&self.config.faults);
+        if !bugs.is_empty() {
+            writeln!(f, "  INJECTED BUGS: {}", bugs.join(", "))?;
+        }
         writeln!(f, "  network:  {}", self.net.summary())?;
         writeln!(f, "  workload: {}", self.workload.summary())?;
         writeln!(

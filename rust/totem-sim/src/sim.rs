@@ -13,13 +13,14 @@
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use bytes::Bytes;
-use totem::wire::{self, Packet};
+use totem::pack::Reassembler;
+use totem::wire::{self, Packet, PacketType};
 use totem::{
     ConfigKind, Destination, Event, Guarantee, Instant, NodeId, Processor, RingId, Start, State,
     SubmitError,
@@ -345,6 +346,13 @@ struct Sim<'p> {
     events: Vec<Observed>,
     submissions: Vec<Submission>,
     hooks_fired: Vec<HookFired>,
+    /// (ring, seq) of every regular multicast seen, so only the first transmission is reported
+    /// to the oracle ([`Oracle::multicast`]).
+    multicasts: HashSet<(RingId, u64)>,
+    /// Per sender: the ring of its last multicast and the reassembly of its fragments, to know
+    /// which messages each multicast completes.
+    reassembly: HashMap<NodeId, (RingId, Reassembler)>,
+    unpacked: Vec<totem::pack::Unpacked>,
 }
 
 impl<'p> Sim<'p> {
@@ -400,6 +408,9 @@ impl<'p> Sim<'p> {
             events: Vec::new(),
             submissions: Vec::new(),
             hooks_fired: Vec::new(),
+            multicasts: HashSet::new(),
+            reassembly: HashMap::new(),
+            unpacked: Vec::new(),
         };
         for s in &plan.schedule {
             sim.push_action(s.at, ActionKind::Fault(s.fault.clone()));
@@ -549,6 +560,34 @@ impl<'p> Sim<'p> {
                         describe(&t.data)
                     )),
                 });
+            }
+            if wire::peek_type(&t.data) == Ok(PacketType::Mcast) {
+                if let Ok(wire::Decoded {
+                    sender,
+                    packet: Packet::Mcast(m),
+                }) = wire::decode(&t.data)
+                {
+                    if !m.encapsulated && self.multicasts.insert((m.ring_id, m.seq)) {
+                        // The first transmission of a regular multicast is its sender's own,
+                        // and each sender's come in seq order: reassemble them per sender.
+                        let max = self.plan.config.max_message_size;
+                        let (ring, reasm) = self
+                            .reassembly
+                            .entry(sender)
+                            .or_insert_with(|| (m.ring_id, Reassembler::new(max)));
+                        if *ring != m.ring_id {
+                            *ring = m.ring_id;
+                            reasm.reset();
+                        }
+                        self.unpacked.clear();
+                        let _ = reasm.unpack(sender, &m.payload, &mut self.unpacked);
+                        let completed: Vec<u64> = self.unpacked.iter().map(|u| u.msg_no).collect();
+                        self.context = format!("oracle.multicast({pid})");
+                        self.oracle
+                            .multicast(now, m.ring_id, m.seq, sender, &completed);
+                        self.context = format!("{pid} poll_transmit");
+                    }
+                }
             }
             let line = tracing.then(|| {
                 let dest = match t.destination {

@@ -80,6 +80,12 @@ impl Run {
         self.submit_as(p(node), msg_no, g);
     }
 
+    /// `sender` multicasts ring `ring`'s seq `seq`, completing messages `msg_nos`.
+    fn mcast(&mut self, ring: RingId, seq: u64, sender: NodeId, msg_nos: &[u64]) {
+        let now = self.now();
+        self.oracle.multicast(now, ring, seq, sender, msg_nos);
+    }
+
     fn event(&mut self, who: ProcId, ev: Event) -> Result<(), Violation> {
         let now = self.now();
         self.oracle.observe(who, now, &ev)
@@ -595,6 +601,60 @@ fn d3_own_message_never_delivered_is_caught_at_convergence() {
 }
 
 #[test]
+fn d3_own_message_left_behind_on_its_ring_is_caught_at_the_senders_next_ring() {
+    // Node 1's m1:1 was ordered on A (node 2 delivered it there); node 1 goes on to B without
+    // delivering it. Decided at that install, so it holds for a process that crashes later.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.dlv(p(2), 1, 1, A, 1).unwrap();
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    caught(run.reg(p(1), B, &[1], &[]), Property::D3SelfDelivery);
+}
+
+#[test]
+fn d3_own_message_delivered_after_its_sender_moved_on_is_caught() {
+    // The same heard the other way round: node 1 has already moved on (and crashed since) when
+    // node 2 delivers m1:1 as ordered on A.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    run.crash(p(1));
+    caught(run.dlv(p(2), 1, 1, A, 1), Property::D3SelfDelivery);
+}
+
+#[test]
+fn d3_own_message_of_a_sender_that_crashed_in_the_ring_passes() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.crash(p(1)); // before installing B: it failed
+    run.dlv(p(2), 1, 1, A, 1).unwrap();
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.reg(p(2), G, &[2], &[]).unwrap();
+    assert_eq!(run.converged(&[p(2)]), Ok(G));
+}
+
+#[test]
+fn d3_own_message_not_yet_ordered_may_follow_its_sender_to_the_next_ring_passes() {
+    // Submitted in A but never sent there: it is sent (ordered) on B and delivered there.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    for who in [p(1), p(2)] {
+        run.trans(who, B, &[1, 2], &[]).unwrap();
+    }
+    for who in [p(1), p(2)] {
+        run.reg(who, B, &[1, 2], &[]).unwrap();
+    }
+    run.dlv_all(&[p(1), p(2)], 1, 1, B, 1).unwrap();
+    assert_eq!(run.converged(&[p(1), p(2)]), Ok(B));
+}
+
+#[test]
 fn d4_different_sets_in_the_regular_configuration_is_caught() {
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
@@ -728,6 +788,85 @@ fn d5_transitional_gap_from_a_departed_sender_passes() {
     run.finish().unwrap();
 }
 
+// D5 and D3 from the multicasts themselves: the simulator reports each first multicast, so a
+// message's place is known before (and whether or not) anyone delivers it.
+
+#[test]
+fn d5_gap_of_a_message_nobody_delivered_is_caught() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(2, 1, AGREED);
+    run.mcast(A, 1, 1, &[1]);
+    run.mcast(A, 2, 2, &[1]);
+    // Without the multicast reports nobody delivered m1:1, so no one could tell it was skipped.
+    caught(run.dlv(p(2), 2, 1, A, 2), Property::D5TotalOrder);
+}
+
+#[test]
+fn d5_multicast_below_what_a_process_already_delivered_is_caught() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(2, 1, AGREED);
+    run.dlv(p(2), 2, 1, A, 2).unwrap();
+    run.mcast(A, 1, 1, &[1]);
+    caught(run.finish(), Property::D5TotalOrder);
+}
+
+#[test]
+fn d5_delivery_the_multicast_does_not_carry_is_caught() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(1, 2, AGREED);
+    run.mcast(A, 1, 1, &[1]);
+    caught(run.dlv(p(2), 1, 2, A, 1), Property::D5TotalOrder);
+}
+
+#[test]
+fn d5_undelivered_multicast_of_a_departed_sender_skipped_in_transitional_passes() {
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(3, 1, AGREED);
+    run.submit(1, 1, AGREED);
+    run.mcast(A, 1, 3, &[1]);
+    run.mcast(A, 2, 1, &[1]);
+    run.crash(p(3));
+    for who in [p(1), p(2)] {
+        run.trans(who, B, &[1, 2], &[3]).unwrap();
+        run.dlv(who, 1, 1, A, 2).unwrap();
+    }
+    for who in [p(1), p(2)] {
+        run.reg(who, B, &[1, 2], &[]).unwrap();
+    }
+    assert_eq!(run.converged(&[p(1), p(2)]), Ok(B));
+}
+
+#[test]
+fn d3_own_multicast_nobody_delivered_is_caught_when_its_sender_moves_on() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.mcast(A, 1, 1, &[1]);
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    caught(run.reg(p(1), B, &[1], &[]), Property::D3SelfDelivery);
+}
+
+#[test]
+fn d6_multicast_below_a_later_message_of_the_same_sender_is_caught() {
+    // Node 2 delivered m1:2 in a transitional configuration without node 1 (no gap rule
+    // applies to it then); the multicast of the earlier m1:1 on the same ring comes later.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, AGREED);
+    run.submit(1, 2, AGREED);
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.dlv(p(2), 1, 2, A, 1).unwrap();
+    run.mcast(A, 2, 1, &[1]);
+    caught(run.finish(), Property::D6Causal);
+}
+
 #[test]
 fn d6_sender_order_reversed_is_caught() {
     // Node 1 submitted m1:1 before m1:2, but m1:2 was ordered first: no gap, one total order,
@@ -768,6 +907,64 @@ fn d6_earlier_message_skipped_seen_late_is_caught() {
 }
 
 #[test]
+fn d6_message_ordered_before_what_its_sender_had_delivered_is_caught() {
+    // Node 2 delivered m1:1 (seq 2) before submitting m2:1, yet m2:1 is ordered at seq 1.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, AGREED);
+    run.dlv(p(2), 1, 1, A, 2).unwrap();
+    run.submit(2, 1, AGREED);
+    caught(run.dlv(p(3), 2, 1, A, 1), Property::D6Causal);
+}
+
+#[test]
+fn d6_causal_predecessor_from_another_sender_skipped_in_transitional_is_caught() {
+    // Node 2 delivered m1:1 and then sent m2:1. Node 3, in a transitional configuration without
+    // node 1, may skip m1:1 by the gap rule of D5, but not while delivering m2:1, which causally
+    // follows it.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, AGREED);
+    run.dlv(p(2), 1, 1, A, 1).unwrap();
+    run.submit(2, 1, AGREED);
+    run.dlv(p(2), 2, 1, A, 2).unwrap();
+    run.trans(p(3), C, &[3], &[1, 2]).unwrap();
+    caught(run.dlv(p(3), 2, 1, A, 2), Property::D6Causal);
+}
+
+#[test]
+fn d6_causal_predecessor_on_a_newer_ring_is_caught() {
+    // Node 2 delivered m1:2 on ring B, then submitted m2:1; m2:1 cannot be ordered on the
+    // older ring A.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    for who in [p(1), p(2)] {
+        run.trans(who, B, &[1, 2], &[3]).unwrap();
+    }
+    for who in [p(1), p(2)] {
+        run.reg(who, B, &[1, 2], &[]).unwrap();
+    }
+    run.submit(1, 2, AGREED);
+    run.dlv(p(2), 1, 2, B, 1).unwrap();
+    run.submit(2, 1, AGREED);
+    caught(run.dlv(p(3), 2, 1, A, 1), Property::D6Causal);
+}
+
+#[test]
+fn d6_causal_order_across_senders_kept_passes() {
+    let mut run = Run::new(&[1, 2, 3]);
+    let all = [p(1), p(2), p(3)];
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, AGREED);
+    run.dlv_all(&all, 1, 1, A, 1).unwrap();
+    run.submit(2, 1, AGREED);
+    run.submit(3, 1, AGREED); // after m1:1 at node 3
+    run.dlv_all(&all, 3, 1, A, 2).unwrap();
+    run.dlv_all(&all, 2, 1, A, 3).unwrap();
+    assert_eq!(run.converged(&all), Ok(A));
+}
+
+#[test]
 fn d6_sender_order_kept_passes() {
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
@@ -792,53 +989,119 @@ fn d7_message_on_both_sides_of_a_transitional_configuration_is_caught() {
     );
 }
 
+// D8 in the form of EVS (Moser, Amir, Melliar-Smith, Agarwal 1994): a safe message delivered in
+// regular configuration c is delivered by every member of c, in c or in the transitional
+// configuration after it, unless that member fails. A partition does not excuse a member: the
+// safe bound means it holds the message, so it delivers it in its own transitional
+// configuration.
+
 #[test]
 fn d8_safe_message_missing_at_a_member_kept_in_the_next_transitional_is_caught() {
-    // Node 1 delivers safe m1:1 in regular A; node 2 moves on without it, yet node 1 keeps node 2
-    // in its next transitional configuration: node 2 neither delivered it nor was excluded.
+    // Node 1 delivers safe m1:1 in regular A; node 2 moves on without it.
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.dlv(p(1), 1, 1, A, 1).unwrap();
     run.trans(p(2), G, &[2], &[1]).unwrap();
-    run.reg(p(2), G, &[2], &[]).unwrap();
-    caught(run.trans(p(1), B, &[1, 2], &[]), Property::D8Safe);
+    caught(run.reg(p(2), G, &[2], &[]), Property::D8Safe);
 }
 
 #[test]
-fn d8_safe_message_delivered_after_a_member_moved_on_is_caught_when_it_is_kept() {
+fn d8_safe_message_delivered_after_a_member_moved_on_is_caught() {
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.trans(p(2), G, &[2], &[1]).unwrap();
     run.reg(p(2), G, &[2], &[]).unwrap();
-    run.dlv(p(1), 1, 1, A, 1).unwrap();
-    caught(run.trans(p(1), B, &[1, 2], &[]), Property::D8Safe);
+    caught(run.dlv(p(1), 1, 1, A, 1), Property::D8Safe);
 }
 
 #[test]
-fn d8_safe_message_missing_at_a_member_that_is_excluded_passes() {
-    // The reference's form of D8: a member that does not deliver the safe message must be
-    // excluded from the deliverer's next transitional configuration, and here it is.
+fn d8_safe_message_missing_at_a_partitioned_member_is_caught_even_when_it_is_excluded() {
+    // The reference's weaker form accepted this (node 1 excludes node 2 from its next
+    // transitional configuration); EVS does not: node 2 did not fail, so it must deliver m1:1
+    // in A or in its transitional configuration G.
     let mut run = Run::new(&[1, 2]);
     run.form(A, &[1, 2]);
     run.submit(1, 1, SAFE);
     run.dlv(p(1), 1, 1, A, 1).unwrap();
-    run.trans(p(2), G, &[2], &[1]).unwrap();
-    run.reg(p(2), G, &[2], &[]).unwrap();
     run.trans(p(1), B, &[1], &[2]).unwrap();
     run.reg(p(1), B, &[1], &[]).unwrap();
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    caught(run.reg(p(2), G, &[2], &[]), Property::D8Safe);
+}
+
+#[test]
+fn d8_safe_message_delivered_by_a_partitioned_member_in_its_transitional_passes() {
+    // The correct outcome of the same partition: node 2 holds m1:1 (the safe bound says every
+    // member does) and delivers it in its transitional configuration.
+    let mut run = Run::new(&[1, 2, 3]);
+    run.form(A, &[1, 2, 3]);
+    run.submit(1, 1, SAFE);
+    run.submit(3, 1, AGREED);
+    run.dlv_all(&[p(1), p(2)], 1, 1, A, 1).unwrap();
+    run.trans(p(1), B, &[1, 2], &[3]).unwrap();
+    run.trans(p(2), B, &[1, 2], &[3]).unwrap();
+    run.reg(p(1), B, &[1, 2], &[]).unwrap();
+    run.reg(p(2), B, &[1, 2], &[]).unwrap();
+    run.trans(p(3), C, &[3], &[1, 2]).unwrap();
+    run.dlv(p(3), 1, 1, A, 1).unwrap();
+    run.dlv(p(3), 3, 1, A, 2).unwrap();
+    run.reg(p(3), C, &[3], &[]).unwrap();
     run.finish().unwrap();
 }
 
 #[test]
-fn d8_safe_message_in_a_ring_a_member_never_installed_passes_when_it_is_excluded() {
+fn d8_safe_message_missing_at_a_member_that_crashes_before_moving_on_passes() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, SAFE);
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.crash(p(2)); // in its transitional configuration, before the next regular one
+    run.dlv(p(1), 1, 1, A, 1).unwrap();
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    assert_eq!(run.converged(&[p(1)]), Ok(B));
+}
+
+#[test]
+fn d8_safe_message_missing_at_a_member_that_moved_on_and_then_crashed_is_caught() {
+    // Moving on without the message is the violation; a later crash does not undo it.
+    let mut run = Run::new(&[1, 2]);
+    run.form(A, &[1, 2]);
+    run.submit(1, 1, SAFE);
+    run.trans(p(2), G, &[2], &[1]).unwrap();
+    run.reg(p(2), G, &[2], &[]).unwrap();
+    run.crash(p(2));
+    caught(run.dlv(p(1), 1, 1, A, 1), Property::D8Safe);
+}
+
+#[test]
+fn d8_safe_message_in_a_ring_a_member_never_installed_is_caught() {
+    // Node 2 is a member of A, never installs it and does not fail: it cannot deliver m1:1.
+    // A cut run gives it the benefit of the doubt while it may still install A; once it is on
+    // a later ring (or at convergence) it cannot.
     let mut run = Run::new(&[1, 2]);
     run.reg(p(1), A, &[1, 2], &[1, 2]).unwrap();
     run.submit(1, 1, SAFE);
     run.dlv(p(1), 1, 1, A, 1).unwrap();
     run.trans(p(1), B, &[1], &[2]).unwrap();
     run.reg(p(1), B, &[1], &[]).unwrap();
+    run.finish().unwrap();
+    run.reg(p(2), G, &[2], &[2]).unwrap();
+    caught(run.finish(), Property::D8Safe);
+}
+
+#[test]
+fn d8_safe_message_in_a_ring_a_member_never_installed_passes_when_it_fails() {
+    let mut run = Run::new(&[1, 2]);
+    run.reg(p(1), A, &[1, 2], &[1, 2]).unwrap();
+    run.submit(1, 1, SAFE);
+    run.dlv(p(1), 1, 1, A, 1).unwrap();
+    run.crash(p(2));
+    run.trans(p(1), B, &[1], &[2]).unwrap();
+    run.reg(p(1), B, &[1], &[]).unwrap();
+    assert_eq!(run.converged(&[p(1)]), Ok(B));
     run.finish().unwrap();
 }
 

@@ -77,6 +77,28 @@ pub struct Config {
     /// Sequence number every new ring starts from (its first message gets the next one). Tests
     /// start near 2^32 to show that no 32-bit arithmetic hides anywhere.
     pub initial_seq: u64,
+    /// Deliberate protocol bugs, all off by default: only the simulator's tests turn them on,
+    /// to show that its oracle catches them. Exists only with the `fault-injection` feature,
+    /// which the runtime crate never enables; no configuration file can reach it.
+    #[cfg(feature = "fault-injection")]
+    pub faults: FaultInjection,
+}
+
+/// Known-wrong variants of the SAFE delivery rules (feature `fault-injection`, tests only).
+/// Each breaks safe delivery (EVS D8) in a way the simulator's oracle must report.
+#[cfg(feature = "fault-injection")]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultInjection {
+    /// SAFE messages are delivered like AGREED ones: no safe bound while operational, and no
+    /// hold-back at installation.
+    pub safe_as_agreed: bool,
+    /// The safe bound is taken from one token visit (`token.aru`) instead of two
+    /// (`min(token.aru, previous token.aru)`).
+    pub safe_one_visit: bool,
+    /// At installation, SAFE messages that no transitional member delivered before the
+    /// failure are delivered in the old regular configuration anyway (step 2 ignores
+    /// `high_ring_delivered`).
+    pub no_install_holdback: bool,
 }
 
 impl Default for Config {
@@ -108,6 +130,8 @@ impl Default for Config {
             retransmit_list_max: 30,
             sort_queue_capacity: 16384,
             initial_seq: 0,
+            #[cfg(feature = "fault-injection")]
+            faults: FaultInjection::default(),
         }
     }
 }
@@ -194,6 +218,33 @@ impl Config {
     pub fn payload_budget(&self) -> usize {
         self.max_packet_size
             .saturating_sub(2 * wire::MCAST_OVERHEAD)
+    }
+
+    /// Injected bug: SAFE delivered like AGREED (always false without `fault-injection`).
+    #[inline]
+    pub(crate) fn inject_safe_as_agreed(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.faults.safe_as_agreed;
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
+    /// Injected bug: the safe bound from one token visit (always false without the feature).
+    #[inline]
+    pub(crate) fn inject_safe_one_visit(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.faults.safe_one_visit;
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
+    /// Injected bug: no SAFE hold-back at installation (always false without the feature).
+    #[inline]
+    pub(crate) fn inject_no_install_holdback(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.faults.no_install_holdback || self.faults.safe_as_agreed;
+        #[cfg(not(feature = "fault-injection"))]
+        false
     }
 
     /// Checks every value and their relations; the error names the first bad key.

@@ -17,6 +17,8 @@ pub mod stats;
 pub mod types;
 pub mod wire;
 
+#[cfg(feature = "fault-injection")]
+pub use config::FaultInjection;
 pub use config::{Config, ConfigError, Timeouts};
 pub use pack::SubmitError;
 pub use processor::{

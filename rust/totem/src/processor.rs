@@ -1101,7 +1101,10 @@ impl Processor {
             let Some(slot) = self.regular.get(seq) else {
                 break;
             };
-            if slot.guarantee == Guarantee::Safe && seq > self.safe_bound {
+            if slot.guarantee == Guarantee::Safe
+                && seq > self.safe_bound
+                && !self.cfg.inject_safe_as_agreed()
+            {
                 break;
             }
             let slot = slot.clone();
@@ -1240,7 +1243,11 @@ impl Processor {
         if operational {
             let to = tok.aru.min(prev_aru).min(self.high_delivered);
             self.regular.release_to(to);
-            self.safe_bound = tok.aru.min(prev_aru);
+            self.safe_bound = if self.cfg.inject_safe_one_visit() {
+                tok.aru
+            } else {
+                tok.aru.min(prev_aru)
+            };
         } else {
             self.release_recovered(tok.aru.min(prev_aru));
         }
@@ -2358,7 +2365,10 @@ impl Processor {
             let Some(slot) = self.regular.get(seq) else {
                 break;
             };
-            if slot.guarantee == Guarantee::Safe && seq > self.high_ring_delivered {
+            if slot.guarantee == Guarantee::Safe
+                && seq > self.high_ring_delivered
+                && !self.cfg.inject_no_install_holdback()
+            {
                 break;
             }
             let slot = slot.clone();
