@@ -31,6 +31,10 @@ flags that shape a seed's run (part of every replay command):
   --dup P              duplication probability on every link (0..1)
   --no-faults          no faults of any kind (no loss or duplication either)
   --accelerated        Accelerated Ring: accelerated_window 1..=max_messages, from the seed
+  --long               long-run mode: connectivity faults (one-way, non-transitive,
+                       partition, a crash) each held for tens of seconds; after each fault
+                       settles, a steady window checks S1-S3 (membership settled in rings
+                       connected both ways, no reconfiguration, own messages delivered)
   --no-loss --no-dup --no-crash --no-leave --no-partition --no-one-way --no-clog
   --no-pause --no-token-drop --no-late-start
                        never use that fault kind
@@ -111,6 +115,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--trace" => opts.trace = TraceMode::Print,
             "--no-faults" => opts.faults = FaultKinds::NONE,
             "--accelerated" => opts.accelerated = true,
+            "--long" => opts.long = true,
             "--inject" => {
                 let v = value(a)?;
                 if !inject_by_name(&mut opts.inject, &v) {

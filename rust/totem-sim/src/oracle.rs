@@ -172,6 +172,15 @@ pub enum Property {
     D7ConfigurationOrder,
     D8Safe,
     D9Liveness,
+    /// While a fault is held (a steady window of the plan, after its settling time): every
+    /// live processor is operational in a ring whose members are live and agree on it, and no
+    /// two rings could form one (their union is not connected both ways). Checked by the
+    /// simulator, which knows the network.
+    S1SettledRings,
+    /// In a steady window no processor installs a configuration.
+    S2NoReconfiguration,
+    /// In a steady window every processor delivers each of its own messages within a bound.
+    S3OwnDelivery,
 }
 
 /// A broken property, with enough detail to start debugging.

@@ -214,6 +214,11 @@ pub struct Options {
     /// (1..=max_messages), nothing else of the seed's plan changes. Without it the seed runs
     /// classic Totem (`accelerated_window` 0).
     pub accelerated: bool,
+    /// Long-run mode: instead of many short overlapping faults, a sequence of connectivity
+    /// faults (one-way cuts, non-transitive cuts, partitions, a crashed node) each held for
+    /// tens of seconds, with little or no loss; after each fault's settling time a steady
+    /// window in which the simulator checks S1-S3 (see [`Plan::steady`]).
+    pub long: bool,
     /// Deliberate protocol bugs to run with (`--inject`), to test the oracle: copied into
     /// every processor's configuration; nothing else of the seed's plan changes.
     pub inject: FaultInjection,
@@ -265,6 +270,9 @@ impl Options {
         if self.accelerated {
             out += " --accelerated";
         }
+        if self.long {
+            out += " --long";
+        }
         for name in injected_names(&self.inject) {
             out += &format!(" --inject {name}");
         }
@@ -305,6 +313,31 @@ pub struct Plan {
     /// First message number of incarnation 0; incarnation `i` starts at `base + (i << 40)` so
     /// that message ids never repeat across restarts.
     pub base_msg_no: u64,
+    /// Windows in which the network is held as it is and the membership must have settled
+    /// (properties S1-S3 of the oracle's list, checked by the simulator).
+    pub steady: Vec<Steady>,
+}
+
+/// A window of a run in which no fault starts or ends: from `from` (the fault's start plus a
+/// settling time) to `until` the membership must stay put and every processor must deliver
+/// its own messages within `own_delivery`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Steady {
+    pub from: Instant,
+    pub until: Instant,
+    pub own_delivery: Duration,
+}
+
+impl fmt::Display for Steady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "steady {}..{}: no reconfiguration, own messages back within {}",
+            self.from,
+            self.until,
+            fmt_ms(self.own_delivery)
+        )
+    }
 }
 
 /// The convergence bound: after the faults stop, every live processor must be in one ring by
@@ -371,6 +404,9 @@ fn ms(v: u64) -> Duration {
 impl Plan {
     /// The plan of a seeded run.
     pub fn from_seed(seed: u64, opts: &Options) -> Plan {
+        if opts.long {
+            return Plan::from_seed_long(seed, opts);
+        }
         let mut rng = Rng::fork(seed, "plan", 0);
         let n = opts
             .nodes
@@ -544,9 +580,155 @@ impl Plan {
             stay_down,
             base_ring_seq: 0,
             base_msg_no: 0,
+            steady: Vec::new(),
         };
         debug_assert!(plan.config.validate().is_ok());
         plan
+    }
+}
+
+impl Plan {
+    /// The plan of a seeded long run (`Options::long`): 3 to 6 episodes, each one fault held
+    /// for its settling time plus 3-15 s, then healed when the next begins.
+    fn from_seed_long(seed: u64, opts: &Options) -> Plan {
+        let mut rng = Rng::fork(seed, "long-plan", 0);
+        let n = opts
+            .nodes
+            .unwrap_or_else(|| rng.range(3, 9) as usize)
+            .max(2);
+        let nodes: Vec<NodeId> = if rng.chance(0.5) {
+            (1..=n as NodeId).collect()
+        } else {
+            let mut all: Vec<NodeId> = (1..=250).collect();
+            rng.shuffle(&mut all);
+            sorted(all[..n].to_vec())
+        };
+        let mut config = random_config(&mut rng);
+        config.accelerated_window = if opts.accelerated {
+            let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+            1 + (mix % u64::from(config.max_messages.max(1))) as u32
+        } else {
+            0
+        };
+        config.faults = opts.inject;
+        // Little or no loss: the steady windows assert that nothing reconfigures.
+        let loss = opts.loss.unwrap_or_else(|| {
+            if rng.chance(0.5) {
+                0.0
+            } else {
+                rng.unit() * 0.02
+            }
+        });
+        let dup = opts.dup.unwrap_or_else(|| {
+            if rng.chance(0.5) {
+                0.0
+            } else {
+                rng.unit() * 0.02
+            }
+        });
+        let jitter = Duration::from_micros(*rng.pick(&[0, 50, 200, 1_000]));
+        let mut net = NetParams::uniform(
+            &nodes,
+            LinkParams {
+                latency: Duration::ZERO,
+                jitter,
+                loss,
+                dup,
+            },
+        );
+        for l in net.links.values_mut() {
+            l.latency = Duration::from_micros(rng.range(50, 500));
+        }
+        let mut workload = WorkloadParams {
+            mean_interval: Some(ms(rng.range(20, 80))),
+            safe_fraction: *rng.pick(&[0.0, 0.2, 0.5]),
+            burst_chance: 0.0,
+            ..WorkloadParams::default()
+        };
+        let capacity = ring_capacity(&config, &net, n);
+        let mean_size = workload.mean_size(config.max_message_size);
+        let min_interval = Duration::from_secs_f64(n as f64 * mean_size / (capacity / 3.0));
+        workload.mean_interval = workload.mean_interval.map(|i| i.max(min_interval));
+
+        // A fault is noticed within a token timeout, and the rounds that exclude the processors
+        // behind it take a few consensus periods each; the settling time covers several.
+        let t = config.timeouts(n);
+        let round = t.token + t.consensus;
+        let settle = round * 8 + config.join * 4;
+        let own_delivery = round * 2 + ms(500);
+
+        let mut schedule: Vec<Scheduled> = nodes
+            .iter()
+            .map(|&node| Scheduled {
+                at: Instant::ZERO,
+                fault: Fault::Start(node),
+            })
+            .collect();
+        let mut steady = Vec::new();
+        let mut at = Instant::from_millis(rng.range(500, 2_000));
+        let mut down: Option<NodeId> = None;
+        let episodes = rng.range(3, 6);
+        let mut g = Gen {
+            rng: &mut rng,
+            nodes: &nodes,
+            heal_at: Instant::from_micros(u64::MAX),
+            t_eff: t.token,
+            at,
+            out: &mut schedule,
+        };
+        for _ in 0..episodes {
+            g.at = at;
+            g.push(Duration::ZERO, Fault::Heal);
+            if let Some(node) = down.take() {
+                g.push(Duration::ZERO, Fault::Start(node));
+            }
+            match g.rng.below(5) {
+                0 => {}
+                1 => g.one_way_held(),
+                2 => g.non_transitive(),
+                3 => {
+                    if let Some(groups) = g.groups() {
+                        g.push(Duration::ZERO, Fault::Partition(groups));
+                    }
+                }
+                _ => {
+                    g.one_way_held();
+                    if g.rng.chance(0.5) {
+                        let node = g.node();
+                        g.push(Duration::ZERO, Fault::Crash(node));
+                        down = Some(node);
+                    }
+                }
+            }
+            let len = settle + ms(g.rng.range(3_000, 15_000));
+            steady.push(Steady {
+                from: at + settle,
+                until: at + len,
+                own_delivery,
+            });
+            at = at + len;
+        }
+        schedule.sort_by_key(|s| s.at);
+        let heal_at = at;
+        let stop_submit_at = heal_at + ms(1_000);
+        let deadline = convergence_deadline(&config, n, stop_submit_at, ms(3_000))
+            + drain_time(&workload, &config, n, capacity, stop_submit_at);
+        Plan {
+            name: "long".into(),
+            seed,
+            nodes,
+            config,
+            net,
+            workload,
+            schedule,
+            heal_at,
+            stop_submit_at,
+            deadline,
+            stay_down: Vec::new(),
+            base_ring_seq: 0,
+            base_msg_no: 0,
+            steady,
+        }
     }
 }
 
@@ -751,6 +933,44 @@ impl Gen<'_> {
         self.push(Duration::ZERO, Fault::Pause { node, duration });
     }
 
+    /// A one-way cut held until the next heal: some processors stop hearing others.
+    fn one_way_held(&mut self) {
+        let mut v = self.nodes.to_vec();
+        self.rng.shuffle(&mut v);
+        let k = self.rng.range(1, v.len() as u64 - 1) as usize;
+        let from = sorted(v[..k].to_vec());
+        let rest = &v[k..];
+        let m = self.rng.range(1, rest.len() as u64) as usize;
+        let to = sorted(rest[..m].to_vec());
+        self.push(Duration::ZERO, Fault::OneWay { from, to });
+    }
+
+    /// One to three pairs of processors cut from each other both ways, each still reaching
+    /// the others: connectivity that is not transitive.
+    fn non_transitive(&mut self) {
+        let pairs = self.rng.range(1, 3);
+        for _ in 0..pairs {
+            let a = self.node();
+            let b = self.node();
+            if a != b {
+                self.push(
+                    Duration::ZERO,
+                    Fault::OneWay {
+                        from: vec![a],
+                        to: vec![b],
+                    },
+                );
+                self.push(
+                    Duration::ZERO,
+                    Fault::OneWay {
+                        from: vec![b],
+                        to: vec![a],
+                    },
+                );
+            }
+        }
+    }
+
     fn token_drop(&mut self) {
         let kinds: &[PacketType] = match self.rng.below(3) {
             0 => &[PacketType::OrfToken],
@@ -849,6 +1069,9 @@ impl fmt::Display for Plan {
                 "  at heal:  {} stay down if down",
                 fmt_nodes(&self.stay_down)
             )?;
+        }
+        for w in &self.steady {
+            writeln!(f, "  {w}")?;
         }
         writeln!(f, "  schedule:")?;
         for s in &self.schedule {

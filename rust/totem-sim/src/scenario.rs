@@ -83,6 +83,7 @@ impl Scenario {
                 stay_down: Vec::new(),
                 base_ring_seq: 0,
                 base_msg_no: 0,
+                steady: Vec::new(),
             },
             stop_submit_at: None,
             deadline: None,
@@ -199,6 +200,18 @@ impl Scenario {
     /// Nodes not restarted at the heal.
     pub fn stay_down(mut self, nodes: &[NodeId]) -> Self {
         self.plan.stay_down = nodes.to_vec();
+        self
+    }
+
+    /// From `from_ms` to `until_ms` the network is held as it is: the simulator checks that
+    /// the membership has settled (S1), stays put (S2) and delivers every processor's own
+    /// messages within `own_delivery_ms` (S3).
+    pub fn steady_ms(mut self, from_ms: u64, until_ms: u64, own_delivery_ms: u64) -> Self {
+        self.plan.steady.push(crate::plan::Steady {
+            from: Instant::from_millis(from_ms),
+            until: Instant::from_millis(until_ms),
+            own_delivery: Duration::from_millis(own_delivery_ms),
+        });
         self
     }
 

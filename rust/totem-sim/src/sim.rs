@@ -258,6 +258,9 @@ struct Slot {
     workload: Option<NodeWorkload>,
     /// Own submissions not yet delivered to self.
     own_pending: BTreeSet<u64>,
+    /// Own submissions made in the current steady window and not yet delivered to self, with
+    /// the time of submission (S3).
+    own_steady: BTreeMap<u64, Instant>,
     /// Last regular configuration installed, and whether a transitional one followed it.
     regular: Option<(RingId, Vec<NodeId>)>,
     last_kind: Option<ConfigKind>,
@@ -277,6 +280,10 @@ impl Slot {
 enum ActionKind {
     Fault(Fault),
     Heal,
+    /// A steady window of the plan begins (index into `Plan::steady`): check S1.
+    SteadyFrom(usize),
+    /// It ends: check S3 for what is still undelivered.
+    SteadyUntil(usize),
     Unpause(usize),
     HookCrash(usize),
 }
@@ -353,6 +360,8 @@ struct Sim<'p> {
     /// which messages each multicast completes.
     reassembly: HashMap<NodeId, (RingId, Reassembler)>,
     unpacked: Vec<totem::pack::Unpacked>,
+    /// The steady window in progress, if any (index into `Plan::steady`).
+    steady: Option<usize>,
 }
 
 impl<'p> Sim<'p> {
@@ -373,6 +382,7 @@ impl<'p> Sim<'p> {
                 deferred: VecDeque::new(),
                 workload: None,
                 own_pending: BTreeSet::new(),
+                own_steady: BTreeMap::new(),
                 regular: None,
                 last_kind: None,
                 delivered_since_regular: 0,
@@ -411,9 +421,14 @@ impl<'p> Sim<'p> {
             multicasts: HashSet::new(),
             reassembly: HashMap::new(),
             unpacked: Vec::new(),
+            steady: None,
         };
         for s in &plan.schedule {
             sim.push_action(s.at, ActionKind::Fault(s.fault.clone()));
+        }
+        for (k, w) in plan.steady.iter().enumerate() {
+            sim.push_action(w.from, ActionKind::SteadyFrom(k));
+            sim.push_action(w.until, ActionKind::SteadyUntil(k));
         }
         sim.push_action(plan.heal_at, ActionKind::Heal);
         sim
@@ -620,6 +635,8 @@ impl<'p> Sim<'p> {
             }
         }
         self.context = format!("{pid} poll_event");
+        let steady = self.steady.map(|k| &self.plan.steady[k]);
+        let mut steady_violation = None;
         while let Some(ev) = p.poll_event() {
             match &ev {
                 Event::Deliver(d) => {
@@ -627,9 +644,35 @@ impl<'p> Sim<'p> {
                     slot.delivered_since_regular += 1;
                     if d.sender == slot.id {
                         slot.own_pending.remove(&d.msg_no);
+                        if let (Some(w), Some(at)) = (steady, slot.own_steady.remove(&d.msg_no)) {
+                            if now - at > w.own_delivery && steady_violation.is_none() {
+                                steady_violation = Some(Violation {
+                                    property: Property::S3OwnDelivery,
+                                    at: now,
+                                    detail: format!(
+                                        "{pid} delivered its own m{}:{} {:?} after it was submitted, in a steady window ({w})",
+                                        slot.id,
+                                        d.msg_no,
+                                        now - at
+                                    ),
+                                });
+                            }
+                        }
                     }
                 }
                 Event::ConfigChange(c) => {
+                    if let Some(w) = steady {
+                        if steady_violation.is_none() {
+                            steady_violation = Some(Violation {
+                                property: Property::S2NoReconfiguration,
+                                at: now,
+                                detail: format!(
+                                    "{pid} installed {} in a steady window ({w})",
+                                    describe_event(&ev)
+                                ),
+                            });
+                        }
+                    }
                     slot.last_kind = Some(c.kind);
                     if c.kind == ConfigKind::Regular {
                         slot.regular = Some((c.ring_id, c.members.clone()));
@@ -661,6 +704,9 @@ impl<'p> Sim<'p> {
                 });
             }
             self.context = format!("{pid} poll_event");
+        }
+        if let Some(v) = steady_violation {
+            return Err(self.violation(v));
         }
         self.context = format!("{pid} poll_timeout");
         slot.timer = p.poll_timeout();
@@ -857,6 +903,9 @@ impl<'p> Sim<'p> {
         match r {
             Ok(msg_no) => {
                 slot.own_pending.insert(msg_no);
+                if self.steady.is_some() {
+                    slot.own_steady.insert(msg_no, now);
+                }
                 self.summary.submitted += 1;
                 let id = MsgId {
                     sender: slot.id,
@@ -917,6 +966,8 @@ impl<'p> Sim<'p> {
         let now = self.now;
         match what {
             ActionKind::Heal => return self.heal(),
+            ActionKind::SteadyFrom(k) => return self.steady_from(k),
+            ActionKind::SteadyUntil(k) => return self.steady_until(k),
             ActionKind::Unpause(i) => return self.unpause(i),
             ActionKind::HookCrash(i) => {
                 self.crash(i, "after the state its trigger waited for");
@@ -988,6 +1039,114 @@ impl<'p> Sim<'p> {
                         }
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A steady window begins: the membership must have settled (S1). From here on, a
+    /// configuration change is a violation (S2) and own messages are timed (S3).
+    fn steady_from(&mut self, k: usize) -> Result<(), Failure> {
+        let w = &self.plan.steady[k];
+        let s1 = |detail: String| Violation {
+            property: Property::S1SettledRings,
+            at: self.now,
+            detail: format!("{detail} ({w})"),
+        };
+        let live: BTreeSet<NodeId> = self
+            .slots
+            .iter()
+            .filter(|s| s.proc.is_some())
+            .map(|s| s.id)
+            .collect();
+        let mut rings: BTreeMap<RingId, Vec<NodeId>> = BTreeMap::new();
+        for s in self.slots.iter().filter(|s| s.proc.is_some()) {
+            let pid = s.pid();
+            let state = s.proc.as_ref().map(Processor::state);
+            let Some((ring, members)) = s.regular.as_ref().filter(|_| {
+                state == Some(State::Operational) && s.last_kind == Some(ConfigKind::Regular)
+            }) else {
+                return Err(
+                    self.violation(s1(format!("{pid} is in {state:?}, not settled in a ring")))
+                );
+            };
+            if let Some(down) = members.iter().find(|m| !live.contains(m)) {
+                return Err(self.violation(s1(format!(
+                    "{pid}'s ring {ring} {members:?} still has n{down}, which is down"
+                ))));
+            }
+            rings.insert(*ring, members.clone());
+        }
+        let ring_of: BTreeMap<NodeId, RingId> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                s.regular
+                    .as_ref()
+                    .filter(|_| s.proc.is_some())
+                    .map(|(r, _)| (s.id, *r))
+            })
+            .collect();
+        let two_way = |a: NodeId, b: NodeId| !self.net.is_cut(a, b) && !self.net.is_cut(b, a);
+        for (ring, members) in &rings {
+            if let Some(m) = members.iter().find(|m| ring_of.get(m) != Some(ring)) {
+                return Err(
+                    self.violation(s1(format!("ring {ring} {members:?} is not n{m}'s ring")))
+                );
+            }
+            // (A ring may keep two members that hear each other one way only: as long as the
+            // token's path works, the others retransmit what one of them misses. It is split
+            // when a membership round runs, not before.)
+        }
+        let all: Vec<(&RingId, &Vec<NodeId>)> = rings.iter().collect();
+        for (i, (r1, m1)) in all.iter().enumerate() {
+            for (r2, m2) in &all[i + 1..] {
+                if m1.iter().all(|&a| m2.iter().all(|&b| two_way(a, b))) {
+                    return Err(self.violation(s1(format!(
+                        "rings {r1} {m1:?} and {r2} {m2:?} are connected both ways but did not merge"
+                    ))));
+                }
+            }
+        }
+        if self.tracing() {
+            let line = format!(
+                "{} STEADY from here: rings {:?}",
+                self.now,
+                rings.values().collect::<Vec<_>>()
+            );
+            self.trace_line(line);
+        }
+        for s in &mut self.slots {
+            s.own_steady.clear();
+        }
+        self.steady = Some(k);
+        Ok(())
+    }
+
+    /// A steady window ends: own messages submitted early enough must have come back (S3).
+    fn steady_until(&mut self, k: usize) -> Result<(), Failure> {
+        let w = &self.plan.steady[k];
+        self.steady = None;
+        for s in &mut self.slots {
+            let pending = std::mem::take(&mut s.own_steady);
+            if s.proc.is_none() {
+                continue;
+            }
+            let now = self.now;
+            if let Some((no, at)) = pending.iter().find(|(_, &at)| now - at > w.own_delivery) {
+                let v = Violation {
+                    property: Property::S3OwnDelivery,
+                    at: now,
+                    detail: format!(
+                        "{} never delivered its own m{}:{no}, submitted at {at}, in a steady window ({w})",
+                        s.pid(),
+                        s.id
+                    ),
+                };
+                return Err(Failure {
+                    at: now,
+                    kind: FailureKind::Violation(v),
+                });
             }
         }
         Ok(())

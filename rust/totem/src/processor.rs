@@ -224,12 +224,15 @@ fn has(list: &[NodeId], n: NodeId) -> bool {
 /// A processor excluded from this processor's ring while it was heard: a one-way or
 /// non-transitive link (or a disagreement) kept it out. Its traffic no longer starts a
 /// membership round here; it is re-admitted when a join shows two-way contact.
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 struct Quarantine {
     /// Earliest time this processor sends its next probe towards the quarantined one.
     next_probe: Instant,
     /// Wait after the next probe (doubles with every probe, up to `probe_backoff_max`).
     backoff: Duration,
+    /// The broken links (lower, higher) that excluded it: it is re-admitted only when each of
+    /// them that joins the two rings is shown to work both ways.
+    links: BTreeSet<(NodeId, NodeId)>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -356,8 +359,12 @@ pub struct Processor {
     rows: BTreeMap<NodeId, Row>,
     /// The consensus timer expired at least once in this round.
     settled: bool,
-    /// Processors failed in this round because joins showed links to them broken.
-    link_failed: BTreeSet<NodeId>,
+    /// Processors failed in this round because joins showed links to them broken, with those
+    /// links.
+    link_failed: BTreeMap<NodeId, BTreeSet<(NodeId, NodeId)>>,
+    /// The latest `heard` list of each processor's joins and probes, and when it came:
+    /// evidence of which links work, for re-admitting quarantined processors.
+    reports: BTreeMap<NodeId, (Instant, Vec<NodeId>)>,
     quarantine: BTreeMap<NodeId, Quarantine>,
     last_probe: Option<Instant>,
     /// Flow control: packets sent on the previous visit, and backlog published then.
@@ -519,7 +526,8 @@ impl Processor {
             sender_was_quiet: false,
             rows: BTreeMap::new(),
             settled: false,
-            link_failed: BTreeSet::new(),
+            link_failed: BTreeMap::new(),
+            reports: BTreeMap::new(),
             quarantine: BTreeMap::new(),
             last_probe: None,
             trc: 0,
@@ -1682,8 +1690,14 @@ impl Processor {
         let broken = self.broken_links(&among);
         let layer = ring_layer(self.me, &among, &broken);
         let cut_off: Vec<NodeId> = among.difference(&layer).copied().collect();
-        self.link_failed.extend(cut_off.iter().copied());
-        self.link_failed.extend(absent.iter().copied());
+        for &q in &cut_off {
+            let links = broken.iter().filter(|&&(a, b)| a == q || b == q).copied();
+            self.link_failed.entry(q).or_default().extend(links);
+        }
+        for &q in &absent {
+            let link = (q.min(self.me), q.max(self.me));
+            self.link_failed.entry(q).or_default().insert(link);
+        }
         let mut failed: Vec<NodeId> = dead.into_iter().collect();
         failed.extend(cut_off);
         failed.extend(absent);
@@ -1835,11 +1849,15 @@ impl Processor {
         // Ours are sent ascending; anyone else's are made so (`has` searches them).
         j.heard.sort_unstable();
         j.heard.dedup();
+        if !j.leave {
+            self.reports.insert(sender, (now, j.heard.clone()));
+        }
         if j.leave {
             // A processor that leaves is gone: it is not a one-way link to remember.
             self.last_heard.remove(&sender);
             self.last_joined.remove(&sender);
             self.last_seen.remove(&sender);
+            self.reports.remove(&sender);
             self.rows.remove(&sender);
             self.quarantine.remove(&sender);
         } else if !j.probe {
@@ -2007,6 +2025,10 @@ impl Processor {
     /// Does `j`, a join from quarantined `sender`, show two-way contact with `ours` (our ring,
     /// or the members we propose)? Its sender heard every one of them, and we recently heard
     /// every processor it proposes that is not one of ours.
+    ///
+    /// And every link that got a processor of either side quarantined here, between two
+    /// processors of the two sides, is shown to work both ways by both ends' latest joins or
+    /// probes: the sender hearing us says nothing of a ring-mate of its that cannot.
     fn shows_two_way_contact(
         &self,
         now: Instant,
@@ -2015,11 +2037,51 @@ impl Processor {
         ours: &[NodeId],
     ) -> bool {
         let recent = self.recently_heard(now);
-        ours.iter().all(|&m| m == sender || has(&j.heard, m))
-            && j.proc_list
+        let theirs: Vec<NodeId> = j
+            .proc_list
+            .iter()
+            .filter(|n| !j.fail_list.contains(n))
+            .copied()
+            .collect();
+        let basic = ours.iter().all(|&m| m == sender || has(&j.heard, m))
+            && theirs
                 .iter()
-                .filter(|n| !j.fail_list.contains(n) && !ours.contains(n) && **n != self.me)
-                .all(|n| recent.contains(n))
+                .filter(|n| !ours.contains(n) && **n != self.me)
+                .all(|n| recent.contains(n));
+        if !basic {
+            return false;
+        }
+        let in_scope =
+            |n: NodeId| n == self.me || n == sender || ours.contains(&n) || theirs.contains(&n);
+        let hears = |x: NodeId, y: NodeId| {
+            if x == self.me {
+                return recent.contains(&y);
+            }
+            if x == sender {
+                return has(&j.heard, y);
+            }
+            self.reports.get(&x).is_some_and(|(at, heard)| {
+                now.saturating_duration_since(*at) <= self.recent_window() && has(heard, y)
+            })
+        };
+        // Every processor of each side heard every processor of the other, as far as the
+        // latest joins and probes of each show.
+        let mut mine: Vec<NodeId> = ours.to_vec();
+        mine.push(self.me);
+        let across = mine.iter().all(|&m| {
+            theirs
+                .iter()
+                .filter(|t| !mine.contains(t))
+                .all(|&t| hears(m, t) && hears(t, m))
+        });
+        across
+            && self
+                .quarantine
+                .iter()
+                .filter(|(q, _)| in_scope(**q))
+                .flat_map(|(_, e)| e.links.iter())
+                .filter(|(a, b)| in_scope(*a) && in_scope(*b))
+                .all(|&(a, b)| hears(a, b) && hears(b, a))
     }
 
     /// Traffic of quarantined `q` reached us while we are operational: send a probe (a join
@@ -2027,15 +2089,15 @@ impl Processor {
     /// to `probe_backoff_max`. A probe that shows two-way contact brings the two rings
     /// together; one that does not costs a small packet and changes nothing.
     fn maybe_probe(&mut self, now: Instant, q: NodeId) {
-        let Some(mut e) = self.quarantine.get(&q).copied() else {
+        let max = self.probe_backoff_max();
+        let Some(e) = self.quarantine.get_mut(&q) else {
             return;
         };
         if now < e.next_probe {
             return;
         }
         e.next_probe = now + e.backoff;
-        e.backoff = (e.backoff * 2).min(self.probe_backoff_max());
-        self.quarantine.insert(q, e);
+        e.backoff = (e.backoff * 2).min(max);
         self.send_probe(now);
     }
 
@@ -2441,22 +2503,26 @@ impl Processor {
         // cannot form a ring with them.)
         let base = self.cfg.join;
         let seen = self.round_seen();
-        let excluded: Vec<NodeId> = self
+        let excluded: Vec<(NodeId, BTreeSet<(NodeId, NodeId)>)> = self
             .link_failed
             .iter()
-            .filter(|q| seen.contains(q))
-            .copied()
+            .filter(|(q, _)| seen.contains(q))
+            .map(|(&q, links)| (q, links.clone()))
             .collect();
-        for q in excluded {
+        for (q, mut links) in excluded {
             if q == self.me || self.new_memb.contains(&q) {
                 continue;
             }
             let backoff = self.quarantine.get(&q).map_or(base, |e| e.backoff);
+            if let Some(e) = self.quarantine.get(&q) {
+                links.extend(e.links.iter().copied());
+            }
             self.quarantine.insert(
                 q,
                 Quarantine {
                     next_probe: now + backoff,
                     backoff,
+                    links,
                 },
             );
         }
