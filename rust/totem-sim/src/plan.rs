@@ -412,26 +412,8 @@ impl Plan {
             .nodes
             .unwrap_or_else(|| rng.range(2, 9) as usize)
             .max(1);
-        let nodes: Vec<NodeId> = if rng.chance(0.5) {
-            (1..=n as NodeId).collect()
-        } else {
-            // Sparse ids: the protocol must not assume ids are dense or start at 1.
-            let mut all: Vec<NodeId> = (1..=250).collect();
-            rng.shuffle(&mut all);
-            let mut v = all[..n].to_vec();
-            v.sort_unstable();
-            v
-        };
-        let mut config = random_config(&mut rng);
-        // Classic Totem unless asked; the window comes from the seed alone, so the plan's
-        // random streams (and so the rest of the plan) are the same in both modes.
-        config.accelerated_window = if opts.accelerated {
-            let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-            1 + (mix % u64::from(config.max_messages.max(1))) as u32
-        } else {
-            0
-        };
-        config.faults = opts.inject;
+        let nodes = seeded_nodes(&mut rng, n);
+        let config = seeded_config(&mut rng, seed, opts);
         let kinds = opts.faults;
 
         // Network.
@@ -476,10 +458,7 @@ impl Plan {
             burst_chance: *rng.pick(&[0.0, 0.01, 0.03]),
             ..WorkloadParams::default()
         };
-        let capacity = ring_capacity(&config, &net, n);
-        let mean_size = workload.mean_size(config.max_message_size);
-        let min_interval = Duration::from_secs_f64(n as f64 * mean_size / (capacity / 3.0));
-        workload.mean_interval = workload.mean_interval.map(|i| i.max(min_interval));
+        let capacity = cap_workload(&mut workload, &config, &net, n);
 
         // Phases.
         let heal_at = Instant::from_millis(rng.range(2_000, 6_000));
@@ -596,21 +575,8 @@ impl Plan {
             .nodes
             .unwrap_or_else(|| rng.range(3, 9) as usize)
             .max(2);
-        let nodes: Vec<NodeId> = if rng.chance(0.5) {
-            (1..=n as NodeId).collect()
-        } else {
-            let mut all: Vec<NodeId> = (1..=250).collect();
-            rng.shuffle(&mut all);
-            sorted(all[..n].to_vec())
-        };
-        let mut config = random_config(&mut rng);
-        config.accelerated_window = if opts.accelerated {
-            let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-            1 + (mix % u64::from(config.max_messages.max(1))) as u32
-        } else {
-            0
-        };
-        config.faults = opts.inject;
+        let nodes = seeded_nodes(&mut rng, n);
+        let config = seeded_config(&mut rng, seed, opts);
         // Little or no loss: the steady windows assert that nothing reconfigures.
         let loss = opts.loss.unwrap_or_else(|| {
             if rng.chance(0.5) {
@@ -645,10 +611,7 @@ impl Plan {
             burst_chance: 0.0,
             ..WorkloadParams::default()
         };
-        let capacity = ring_capacity(&config, &net, n);
-        let mean_size = workload.mean_size(config.max_message_size);
-        let min_interval = Duration::from_secs_f64(n as f64 * mean_size / (capacity / 3.0));
-        workload.mean_interval = workload.mean_interval.map(|i| i.max(min_interval));
+        let capacity = cap_workload(&mut workload, &config, &net, n);
 
         // A fault is noticed within a token timeout, and the rounds that exclude the processors
         // behind it take a few consensus periods each; the settling time covers several.
@@ -730,6 +693,44 @@ impl Plan {
             steady,
         }
     }
+}
+
+/// `n` node ids: `1..=n`, or (half the time) sparse ids from 1..=250, because the protocol must
+/// not assume ids are dense or start at 1.
+fn seeded_nodes(rng: &mut Rng, n: usize) -> Vec<NodeId> {
+    if rng.chance(0.5) {
+        (1..=n as NodeId).collect()
+    } else {
+        let mut all: Vec<NodeId> = (1..=250).collect();
+        rng.shuffle(&mut all);
+        sorted(all[..n].to_vec())
+    }
+}
+
+/// A random valid configuration, classic Totem unless `opts.accelerated`. The window comes from
+/// the seed alone, so the plan's random streams (and so the rest of the plan) are the same in
+/// both modes.
+fn seeded_config(rng: &mut Rng, seed: u64, opts: &Options) -> Config {
+    let mut config = random_config(rng);
+    config.accelerated_window = if opts.accelerated {
+        let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        1 + (mix % u64::from(config.max_messages.max(1))) as u32
+    } else {
+        0
+    };
+    config.faults = opts.inject;
+    config
+}
+
+/// Caps the load at a third of what the ring can carry, so that a backlog left by the faults
+/// drains within the liveness bound (an overloaded ring is a workload problem, not a protocol
+/// one); returns the ring's capacity.
+fn cap_workload(w: &mut WorkloadParams, config: &Config, net: &NetParams, n: usize) -> f64 {
+    let capacity = ring_capacity(config, net, n);
+    let mean_size = w.mean_size(config.max_message_size);
+    let min_interval = Duration::from_secs_f64(n as f64 * mean_size / (capacity / 3.0));
+    w.mean_interval = w.mean_interval.map(|i| i.max(min_interval));
+    capacity
 }
 
 /// Timers small enough for fast runs but valid (Config::validate), varied by seed so that the
