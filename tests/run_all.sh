@@ -21,6 +21,9 @@ step "deterministic simulation: seeds ${SIM_SEEDS:-0..500}, 2-9 processors, ever
 cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}"
 step "deterministic simulation, Accelerated Ring: the same seeds with accelerated_window 1..=max_messages"
 cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}" --accelerated
+step "deterministic simulation, long runs: connectivity faults held for tens of seconds, S1-S3 checked while each lasts (seeds ${SIM_LONG_SEEDS:-0..40})"
+cargo run --release -q -p totem-sim -- --seeds "${SIM_LONG_SEEDS:-0..40}" --long
+cargo run --release -q -p totem-sim -- --seeds "${SIM_LONG_SEEDS:-0..40}" --long --accelerated
 
 # ---- Python package -------------------------------------------------------------------------
 # A virtualenv of its own (.venv, reused between runs) with the package installed editable by

@@ -106,6 +106,20 @@ fn one_link_cut_one_way() {
     }
 }
 
+/// The same cut the other way round: the processor that is excluded hears everyone, so its
+/// probes list every member (found on real hosts: the members that hear it re-admitted it at
+/// the expense of the one that does not).
+#[test]
+fn one_link_cut_the_other_way() {
+    for n in [3, 5, 9] {
+        check(&Cut {
+            name: "2->1 cut",
+            nodes: n,
+            faults: vec![one_way(&[2], &[1])],
+        });
+    }
+}
+
 #[test]
 fn one_host_hears_nobody() {
     for n in [3, 5, 9] {

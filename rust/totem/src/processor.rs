@@ -112,6 +112,8 @@ struct Slot {
     encapsulated: bool,
     payload: Bytes,
     raw: Bytes,
+    /// Times this processor re-sent it on request.
+    resent: u32,
 }
 
 /// Messages of one ring indexed by sequence number, from just above the last released one.
@@ -144,6 +146,12 @@ impl SortQueue {
         self.index(seq)
             .and_then(|i| self.slots.get(i))
             .and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        self.index(seq)
+            .and_then(|i| self.slots.get_mut(i))
+            .and_then(Option::as_mut)
     }
 
     fn has(&self, seq: u64) -> bool {
@@ -359,12 +367,16 @@ pub struct Processor {
     rows: BTreeMap<NodeId, Row>,
     /// The consensus timer expired at least once in this round.
     settled: bool,
-    /// Processors failed in this round because joins showed links to them broken, with those
-    /// links.
+    /// Processors failed since the last installation because joins showed links to them
+    /// broken, with those links.
     link_failed: BTreeMap<NodeId, BTreeSet<(NodeId, NodeId)>>,
     /// The latest `heard` list of each processor's joins and probes, and when it came:
     /// evidence of which links work, for re-admitting quarantined processors.
     reports: BTreeMap<NodeId, (Instant, Vec<NodeId>)>,
+    /// The ring each processor's latest probe named: multicasts of a quarantined processor's
+    /// ring are no reason for a round either, whoever originated them (a member we do not
+    /// hear can reach us through another's retransmission).
+    probe_rings: BTreeMap<NodeId, RingId>,
     quarantine: BTreeMap<NodeId, Quarantine>,
     last_probe: Option<Instant>,
     /// Flow control: packets sent on the previous visit, and backlog published then.
@@ -528,6 +540,7 @@ impl Processor {
             settled: false,
             link_failed: BTreeMap::new(),
             reports: BTreeMap::new(),
+            probe_rings: BTreeMap::new(),
             quarantine: BTreeMap::new(),
             last_probe: None,
             trc: 0,
@@ -987,6 +1000,7 @@ impl Processor {
             encapsulated: m.encapsulated,
             payload: m.payload,
             raw,
+            resent: 0,
         };
         let cap = self.cfg.sort_queue_capacity;
         let queue = if into_recovery {
@@ -1015,7 +1029,11 @@ impl Processor {
             self.ignore(Ignored::ForeignRing);
             return;
         }
-        let quarantined = self.quarantine.contains_key(&sender);
+        let quarantined = self.quarantine.contains_key(&sender)
+            || self
+                .probe_rings
+                .iter()
+                .any(|(q, r)| *r == ring && self.quarantine.contains_key(q));
         match self.state {
             State::Operational if quarantined => {
                 // Not a reason to merge: the sender was excluded for lack of two-way contact.
@@ -1263,7 +1281,11 @@ impl Processor {
 
         let mut allowed = self.fcc_allowed(&tok);
 
-        // Answer retransmission requests first.
+        // Answer retransmission requests first. A request we answered before is asked again:
+        // our copy did not reach the requester (a link from us to it may be cut one way), so
+        // answer again and leave the request for the next holder too. Otherwise the member
+        // after the requester would answer every time, and a member that cannot hear it
+        // would never get the message.
         let mut rtr_sent = 0u32;
         if !tok.rtr.is_empty() {
             let mut keep = Vec::with_capacity(tok.rtr.len());
@@ -1271,13 +1293,19 @@ impl Processor {
                 let have = if rtr_sent >= allowed {
                     None
                 } else {
-                    self.current_queue().get(seq).map(|s| s.raw.clone())
+                    self.current_queue_mut().get_mut(seq).map(|s| {
+                        s.resent = s.resent.saturating_add(1);
+                        (s.raw.clone(), s.resent > 1)
+                    })
                 };
                 match have {
-                    Some(raw) => {
+                    Some((raw, again)) => {
                         rtr_sent += 1;
                         self.stats.retransmits_sent += 1;
                         self.send_raw(Destination::Multicast, raw, PacketType::Mcast);
+                        if again {
+                            keep.push(seq);
+                        }
                     }
                     _ => keep.push(seq),
                 }
@@ -1492,6 +1520,7 @@ impl Processor {
                 encapsulated,
                 payload: m.payload,
                 raw: raw.clone(),
+                resent: 0,
             };
             let cap = self.cfg.sort_queue_capacity;
             // Cannot fail: seq is new and flow control kept it inside the window.
@@ -1551,7 +1580,6 @@ impl Processor {
             // may have lost a link).
             self.round_start = now;
             self.settled = false;
-            self.link_failed.clear();
         }
         if self.state == State::Recovery {
             // Undo the failed recovery: the old ring's queue is intact, its counters come back.
@@ -1852,12 +1880,20 @@ impl Processor {
         if !j.leave {
             self.reports.insert(sender, (now, j.heard.clone()));
         }
+        if j.probe {
+            // A ring is numbered by its creator, the lowest member.
+            if let Some(&rep) = j.proc_list.iter().min() {
+                self.probe_rings
+                    .insert(sender, RingId::new(rep, j.ring_seq));
+            }
+        }
         if j.leave {
             // A processor that leaves is gone: it is not a one-way link to remember.
             self.last_heard.remove(&sender);
             self.last_joined.remove(&sender);
             self.last_seen.remove(&sender);
             self.reports.remove(&sender);
+            self.probe_rings.remove(&sender);
             self.rows.remove(&sender);
             self.quarantine.remove(&sender);
         } else if !j.probe {
@@ -2011,6 +2047,16 @@ impl Processor {
                     !(heard.contains(&n) && link_broken)
                 })
                 .collect();
+            // Another's exclusion of a processor whose packets reach us is a decision about
+            // links (ours or theirs): remember it, so that its traffic does not start the next
+            // round at once (which link, we may not know; re-admission asks for evidence of
+            // every link between the two sides anyway).
+            let seen = self.round_seen();
+            for &n in &adopted {
+                if seen.contains(&n) && !self.fail_set.contains(&n) {
+                    self.link_failed.entry(n).or_default();
+                }
+            }
             self.fail_set.extend(adopted);
         }
         // Re-enter GATHER (re-sending our join) only when our sets grew. Two processors whose
@@ -2352,6 +2398,7 @@ impl Processor {
             encapsulated: false,
             payload: inner.payload,
             raw: slot.payload.clone(),
+            resent: 0,
         };
         if self
             .regular
@@ -2509,6 +2556,9 @@ impl Processor {
             .filter(|(q, _)| seen.contains(q))
             .map(|(&q, links)| (q, links.clone()))
             .collect();
+        // (Kept across the attempts of one round: a processor failed in an earlier attempt stays
+        // failed in the fail set, so the reason stays with it.)
+        self.link_failed.clear();
         for (q, mut links) in excluded {
             if q == self.me || self.new_memb.contains(&q) {
                 continue;
