@@ -139,6 +139,7 @@ class Cluster:
         safe_every: int = 5,
         big_every: int = 0,
         big_size: int = 0,
+        poisson: bool = False,
         crypto: str = "aes256gcm",
         marker: str = "EVSFT-MARKER",
         python: str = sys.executable,
@@ -157,6 +158,7 @@ class Cluster:
         self.safe_every = safe_every
         self.big_every = big_every
         self.big_size = big_size
+        self.poisson = poisson
         self.crypto = crypto
         self.marker = marker
         self.python = python
@@ -489,6 +491,8 @@ class Cluster:
         ]  # fmt: skip
         if self.big_every:
             cmd += ["--big-every", str(self.big_every), "--big-size", str(self.big_size)]
+        if self.poisson:
+            cmd.append("--poisson")
         if crypto != "none":
             cmd += ["--authkey", str(self.wrong_key_path if wrong_key else self.key)]
         if start_at is not None:

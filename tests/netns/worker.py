@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -113,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authkey")
     ap.add_argument("--trace", required=True)
     ap.add_argument("--rate", type=float, default=20.0, help="messages per second")
+    ap.add_argument(
+        "--poisson",
+        action="store_true",
+        help="exponential gaps between messages (mean 1/rate) instead of a fixed period: the "
+        "ring goes idle now and then, as a real application's does",
+    )
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--safe-every", type=int, default=0, help="every n-th message SAFE (0: none)")
     ap.add_argument(
@@ -181,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     state_lock = threading.Lock()
     last_sent = [0]
 
+    rng = random.Random(f"{me}-{args.incarnation}-{os.getpid()}")
+
     def sender() -> None:
         k = 0
-        period = 1.0 / args.rate
         next_at = time.monotonic()
         while not quiesce.is_set() and not stop.is_set():
             k += 1
@@ -210,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     len=len(data),
                     t0=t0,
                 )
-            next_at += period
+            next_at += rng.expovariate(args.rate) if args.poisson else 1.0 / args.rate
             delay = next_at - time.monotonic()
             if delay > 0:
                 quiesce.wait(delay)
