@@ -14,6 +14,11 @@ clock):
   (``numgen random``), its own address exempt (its multicasts loop back through the input hook);
 * ``partition(a, b, one_way=False)``: host sets ``a`` and ``b`` drop each other's packets by
   source address (one way: only ``a`` drops what comes from ``b``); ``heal()`` ends it;
+* ``cut(links)``: directed links ``(a, b)``, each ``a -> b``: host ``b`` drops everything from
+  ``a`` (one-way and non-transitive connectivity); ``heal()`` ends it too;
+* ``black_hole(i, max_len)``: host ``i`` drops the UDP datagrams to the node port from the others
+  whose IP length exceeds ``max_len`` (an MTU black hole: small packets pass, big ones vanish);
+  ``black_hole(i, None)`` ends it;
 * ``link_down(i)`` / ``link_up(i)``: the bridge port of host ``i`` (a pulled cable);
 * ``crash(i)``: ``kill -9`` of the worker; ``restart(i)``: the same node id, a new incarnation;
 * ``start(i, wrong_key=True)``: a host whose key differs from everyone else's.
@@ -132,6 +137,9 @@ class Cluster:
         rate: float = 20.0,
         size: int = 200,
         safe_every: int = 5,
+        big_every: int = 0,
+        big_size: int = 0,
+        poisson: bool = False,
         crypto: str = "aes256gcm",
         marker: str = "EVSFT-MARKER",
         python: str = sys.executable,
@@ -148,6 +156,9 @@ class Cluster:
         self.rate = rate
         self.size = size
         self.safe_every = safe_every
+        self.big_every = big_every
+        self.big_size = big_size
+        self.poisson = poisson
         self.crypto = crypto
         self.marker = marker
         self.python = python
@@ -157,6 +168,7 @@ class Cluster:
         self.faults: list[dict[str, Any]] = []
         self.loss: dict[int, int] = {}
         self.blocked: dict[int, set[int]] = {}
+        self.max_len: dict[int, int | None] = {}
         self.links_down: set[int] = set()
         self._cleaned = True
         self._old_handlers: dict[int, Any] = {}
@@ -345,6 +357,7 @@ class Cluster:
             run("ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
             self.loss[i] = 0
             self.blocked[i] = set()
+            self.max_len[i] = None
             self._nft_apply(i)
         deadline = time.monotonic() + 20
         for i in range(1, self.n + 1):
@@ -360,6 +373,11 @@ class Cluster:
         if self.blocked[i]:
             srcs = ", ".join(self.addr(j) for j in sorted(self.blocked[i]))
             rules.append(f"add rule ip {t} input ip saddr {{ {srcs} }} drop")
+        if self.max_len[i] is not None:
+            rules.append(
+                f"add rule ip {t} input ip saddr != {self.addr(i)} udp dport {PORT} "
+                f"ip length > {self.max_len[i]} drop"
+            )
         if self.loss[i]:
             rules.append(
                 f"add rule ip {t} input ip saddr != {self.addr(i)} meta l4proto udp "
@@ -407,6 +425,27 @@ class Cluster:
                 self._nft_apply(j)
         self._fault("partition_one_way" if one_way else "partition", t=t0, a=a, b=b)
 
+    def cut(self, links: Iterable[tuple[int, int]]) -> None:
+        """Cuts directed links: for each ``(a, b)``, host ``b`` stops hearing host ``a``
+        (``a -> b`` is cut; ``b -> a`` works unless listed too)."""
+        t0 = time.time()
+        ls = sorted(set(links))
+        for a, b in ls:
+            if a == b:
+                raise ValueError(f"link {a} -> {b}: a host always hears itself")
+            self.blocked[b].add(a)
+        for b in sorted({b for _, b in ls}):
+            self._nft_apply(b)
+        self._fault("cut", t=t0, links=[list(x) for x in ls])
+
+    def black_hole(self, i: int, max_len: int | None) -> None:
+        """Host ``i`` drops the node-port UDP datagrams of the others longer than ``max_len``
+        bytes (IP length), or, with None, no longer does."""
+        t0 = time.time()
+        self.max_len[i] = max_len
+        self._nft_apply(i)
+        self._fault("black_hole", t=t0, host=i, max_len=max_len)
+
     def heal(self) -> None:
         """Ends every partition (loss rules stay)."""
         t0 = time.time()
@@ -450,6 +489,10 @@ class Cluster:
             "--size", str(self.size), "--safe-every", str(self.safe_every),
             "--marker", self.marker,
         ]  # fmt: skip
+        if self.big_every:
+            cmd += ["--big-every", str(self.big_every), "--big-size", str(self.big_size)]
+        if self.poisson:
+            cmd.append("--poisson")
         if crypto != "none":
             cmd += ["--authkey", str(self.wrong_key_path if wrong_key else self.key)]
         if start_at is not None:

@@ -9,8 +9,9 @@ is buffered in the process, so a ``kill -9`` loses only the events it had not re
 Trace lines (``t`` is ``time.time()``; namespaces share the host clock, so traces compare):
 
 * ``{"ev": "start", "node", "inc", "pid", "handle"}`` - first line of an incarnation.
-* ``{"ev": "send", "id": [node, inc, k], "g": "agreed"|"safe", "len"}`` - ``mcast_joined``
-  returned, so the message is the node's to deliver.
+* ``{"ev": "send", "id": [node, inc, k], "g": "agreed"|"safe", "len", "t0"}`` -
+  ``mcast_joined`` returned, so the message is the node's to deliver; ``t0`` is when the call
+  began (it blocks under backpressure), the start of the message's own-delivery latency.
 * ``{"ev": "deliver", "id", "sender", "ring": [rep, seq], "seq", "g", "ok"}`` - ``ok`` is
   false when the payload is not the bytes the id stands for (or not ours at all: ``id`` null).
 * ``{"ev": "config", "kind": "regular"|"transitional", "ring", "members", "left", "joined"}``.
@@ -32,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -112,8 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authkey")
     ap.add_argument("--trace", required=True)
     ap.add_argument("--rate", type=float, default=20.0, help="messages per second")
+    ap.add_argument(
+        "--poisson",
+        action="store_true",
+        help="exponential gaps between messages (mean 1/rate) instead of a fixed period: the "
+        "ring goes idle now and then, as a real application's does",
+    )
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--safe-every", type=int, default=0, help="every n-th message SAFE (0: none)")
+    ap.add_argument(
+        "--big-every", type=int, default=0, help="every n-th message --big-size bytes (0: none)"
+    )
+    ap.add_argument("--big-size", type=int, default=1200)
     ap.add_argument("--marker", default="EVSFT-MARKER")
     ap.add_argument("--group", default="load")
     ap.add_argument(
@@ -176,15 +188,19 @@ def main(argv: list[str] | None = None) -> int:
     state_lock = threading.Lock()
     last_sent = [0]
 
+    rng = random.Random(f"{me}-{args.incarnation}-{os.getpid()}")
+
     def sender() -> None:
         k = 0
-        period = 1.0 / args.rate
         next_at = time.monotonic()
         while not quiesce.is_set() and not stop.is_set():
             k += 1
             safe = args.safe_every > 0 and k % args.safe_every == 0
-            data = payload(me, args.incarnation, k, args.marker, args.size)
+            big = args.big_every > 0 and k % args.big_every == 0
+            size = args.big_size if big else args.size
+            data = payload(me, args.incarnation, k, args.marker, size)
             g = evs.SAFE if safe else evs.AGREED
+            t0 = round(time.time(), 6)
             try:
                 h.mcast_joined(data, g, timeout=2.0)
             except (evs.TimeoutError, evs.TryAgainError) as e:
@@ -200,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                     id=[me, args.incarnation, k],
                     g="safe" if safe else "agreed",
                     len=len(data),
+                    t0=t0,
                 )
-            next_at += period
+            next_at += rng.expovariate(args.rate) if args.poisson else 1.0 / args.rate
             delay = next_at - time.monotonic()
             if delay > 0:
                 quiesce.wait(delay)

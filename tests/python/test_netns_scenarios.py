@@ -16,15 +16,13 @@ Needs root, ``ip`` and ``nft``; skipped otherwise.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.netns import evs_check
-from tests.netns.harness import REPO, Cluster, missing_requirements
+from tests.netns.harness import Cluster, missing_requirements
+from tests.netns.report import record
 
 _why = missing_requirements()
 pytestmark = [
@@ -34,20 +32,7 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-RESULTS = Path(REPO) / "target" / "netns" / "reliability.json"
 RING_TIMEOUT = 90.0  # the machine is small and busy: generous, never a speed assertion
-
-
-def record(name: str, entry: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {}
-    if RESULTS.exists():
-        try:
-            data = json.loads(RESULTS.read_text())
-        except json.JSONDecodeError:
-            data = {}
-    data[name] = entry
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def scenario(
