@@ -24,10 +24,9 @@ RELIABILITY.md shows them (``python -m tests.netns.report``). The hosts are name
 
     sudo .venv/bin/python -m pytest tests/python/test_netns_partial.py
 
-Needs root, ``ip`` and ``nft``; skipped otherwise. Two scenarios that the protocol does not
-handle yet are kept out of the default run and marked ``xfail(strict=True)``
-(``EVS_NETNS_KNOWN_GAPS=1`` runs them): ``2 -> 1`` (the deaf host has the lower id) and an MTU
-black hole.
+Needs root, ``ip`` and ``nft``; skipped otherwise. A scenario that the protocol does not
+handle yet, an MTU black hole, is kept out of the default run and marked ``xfail(strict=True)``
+(``EVS_NETNS_KNOWN_GAPS=1`` runs it).
 """
 
 from __future__ import annotations
@@ -247,6 +246,10 @@ SCENARIOS = {
     "cut_all_to_1": ("{2..5} -> 1 (host 1 hears nobody)", [(j, 1) for j in OTHERS]),
     "cut_1_to_all": ("1 -> {2..5} (nobody hears host 1)", [(1, j) for j in OTHERS]),
     "cut_1_2_both": ("1 <-> 2 (both still reach 3-5)", [(1, 2), (2, 1)]),
+    # The deaf host has the lower id. Before members that see a request they answered already
+    # left it for the next holders, and before re-admission asked for evidence from both sides,
+    # the ring re-formed every consensus timeout here (10-11 configurations per host in 12 s).
+    "cut_2_to_1": ("2 -> 1 (host 1 drops host 2)", [(2, 1)]),
 }
 
 
@@ -258,18 +261,6 @@ def test_partial_cut_settles_and_merges(name: str) -> None:
 
 
 GAP = "known gap, kept out of the default run (EVS_NETNS_KNOWN_GAPS=1 runs it)"
-
-
-@pytest.mark.skipif(not KNOWN_GAPS, reason=GAP)
-@pytest.mark.xfail(
-    strict=True,
-    reason="2 -> 1 (host 1, the lower id, deaf to host 2): the split excludes host 2, which "
-    "hears everyone, so its probes show two-way contact to hosts 3-5 and they re-admit it; "
-    "host 1 still does not hear it and the ring re-forms every consensus timeout",
-)
-def test_known_gap_2_to_1() -> None:
-    e, report = run_cut("cut_2_to_1", "2 -> 1 (host 1 drops host 2)", *cut_and_heal([(2, 1)]))
-    assert_settled_and_delivering(e, report)
 
 
 @pytest.mark.skipif(not KNOWN_GAPS, reason=GAP)
