@@ -1690,7 +1690,7 @@ impl Processor {
             candidates.iter().any(|&a| {
                 a != self.me
                     && heard.contains(&a)
-                    && self.row(a).is_some_and(|r| r.settled && has(&r.heard, c))
+                    && self.row(a).is_some_and(|r| has(&r.heard, c))
             })
         };
         // Of those nobody reports hearing, the ones whose packets (multicasts, merge detects,
