@@ -864,9 +864,13 @@ class _Checker:
                         "D9",
                         f"final ring {r} has members {members} but the live nodes are {live_nodes}",
                     )
+                # One set per process, not one per message: with 16 processes and thousands of
+                # messages, rebuilding it in the loop took minutes on a busy machine.
+                delivered = {p.name: set(p.in_regular.get(r, [])) for p in staying}
+                cuts = {p.name: p.cut(r) for p in staying}
                 for s, _, m in self._agreed(r):
                     for p in staying:
-                        if m not in set(p.in_regular.get(r, [])) and s >= p.cut(r):
+                        if m not in delivered[p.name] and s >= cuts[p.name]:
                             self.bad(
                                 "D9",
                                 f"{m} (final ring {r} seq {s}) was never delivered by {p.name}",
