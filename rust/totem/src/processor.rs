@@ -1688,9 +1688,7 @@ impl Processor {
             .collect();
         let alive = |c: NodeId| {
             candidates.iter().any(|&a| {
-                a != self.me
-                    && heard.contains(&a)
-                    && self.row(a).is_some_and(|r| has(&r.heard, c))
+                a != self.me && heard.contains(&a) && self.row(a).is_some_and(|r| has(&r.heard, c))
             })
         };
         // Of those nobody reports hearing, the ones whose packets (multicasts, merge detects,
