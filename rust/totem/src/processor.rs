@@ -232,15 +232,12 @@ fn has(list: &[NodeId], n: NodeId) -> bool {
 /// A processor excluded from this processor's ring while it was heard: a one-way or
 /// non-transitive link (or a disagreement) kept it out. Its traffic no longer starts a
 /// membership round here; it is re-admitted when a join shows two-way contact.
-#[derive(Clone, Debug)]
+#[derive(Copy, Clone, Debug)]
 struct Quarantine {
     /// Earliest time this processor sends its next probe towards the quarantined one.
     next_probe: Instant,
     /// Wait after the next probe (doubles with every probe, up to `probe_backoff_max`).
     backoff: Duration,
-    /// The broken links (lower, higher) that excluded it: it is re-admitted only when each of
-    /// them that joins the two rings is shown to work both ways.
-    links: BTreeSet<(NodeId, NodeId)>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -368,8 +365,8 @@ pub struct Processor {
     /// The consensus timer expired at least once in this round.
     settled: bool,
     /// Processors failed since the last installation because joins showed links to them
-    /// broken, with those links.
-    link_failed: BTreeMap<NodeId, BTreeSet<(NodeId, NodeId)>>,
+    /// broken (or because they never joined while their packets reached us).
+    link_failed: BTreeSet<NodeId>,
     /// The latest `heard` list of each processor's joins and probes, and when it came:
     /// evidence of which links work, for re-admitting quarantined processors.
     reports: BTreeMap<NodeId, (Instant, Vec<NodeId>)>,
@@ -538,7 +535,7 @@ impl Processor {
             sender_was_quiet: false,
             rows: BTreeMap::new(),
             settled: false,
-            link_failed: BTreeMap::new(),
+            link_failed: BTreeSet::new(),
             reports: BTreeMap::new(),
             probe_rings: BTreeMap::new(),
             quarantine: BTreeMap::new(),
@@ -704,8 +701,14 @@ impl Processor {
         let sender = decoded.sender;
         let mut joined_first = false;
         if sender != self.me {
-            self.last_seen.insert(sender, now);
-            if decoded.packet.packet_type() != PacketType::Mcast {
+            // Not for the multicasts of an operational ring (the hot path): only what arrives
+            // during a membership round counts as seen, and a foreign multicast that starts one
+            // is recorded in `on_foreign`.
+            let mcast = decoded.packet.packet_type() == PacketType::Mcast;
+            if !mcast || self.state != State::Operational {
+                self.last_seen.insert(sender, now);
+            }
+            if !mcast {
                 self.note_heard(now, sender);
             }
             // A probe proves the link from its sender to us as well as a join does.
@@ -1029,6 +1032,7 @@ impl Processor {
             self.ignore(Ignored::ForeignRing);
             return;
         }
+        self.last_seen.insert(sender, now);
         let quarantined = self.quarantine.contains_key(&sender)
             || self
                 .probe_rings
@@ -1602,16 +1606,7 @@ impl Processor {
         // join at most once per `join_coalesce()`. Without this, N processors starting together
         // each answered every one of the N - 1 joins that taught them a new processor with a
         // multicast of their own: O(N³) packets, 2 million at N = 128.
-        let coalesce_until = self
-            .last_join_sent
-            .filter(|_| regather)
-            .map(|t| t + self.join_coalesce())
-            .filter(|&until| now < until);
-        if let Some(until) = coalesce_until {
-            // Re-armed in the new epoch (a timer of the previous one would be dropped as stale).
-            let armed = self.timers[TimerKind::Join as usize].map(|t| t.at);
-            self.arm(TimerKind::Join, armed.map_or(until, |at| at.min(until)));
-        } else {
+        if !(regather && self.defer_join(now)) {
             self.cancel(TimerKind::Join);
             let jitter = self.join_jitter();
             if jitter.is_zero() {
@@ -1645,22 +1640,26 @@ impl Processor {
     /// Sends our join now, or as soon as the coalescing interval allows, without restarting
     /// the consensus timer (nothing we proposed changed; only what we can report did).
     fn join_soon(&mut self, now: Instant) {
-        let until = self
+        if !self.defer_join(now) {
+            self.send_join(now);
+            self.arm(TimerKind::Join, now + self.cfg.join);
+        }
+    }
+
+    /// If a join went out less than `join_coalesce()` ago, brings the join timer forward to the
+    /// end of that interval (re-armed in the current epoch: a timer of an earlier one would be
+    /// dropped as stale) and returns true; the caller sends nothing now.
+    fn defer_join(&mut self, now: Instant) -> bool {
+        let Some(until) = self
             .last_join_sent
             .map(|t| t + self.join_coalesce())
-            .filter(|&until| now < until);
-        match until {
-            Some(until) => {
-                let armed = self.timers[TimerKind::Join as usize]
-                    .filter(|t| t.epoch == self.epoch)
-                    .map(|t| t.at);
-                self.arm(TimerKind::Join, armed.map_or(until, |at| at.min(until)));
-            }
-            None => {
-                self.send_join(now);
-                self.arm(TimerKind::Join, now + self.cfg.join);
-            }
-        }
+            .filter(|&until| now < until)
+        else {
+            return false;
+        };
+        let armed = self.timers[TimerKind::Join as usize].map(|t| t.at);
+        self.arm(TimerKind::Join, armed.map_or(until, |at| at.min(until)));
+        true
     }
 
     fn consensus_timeout(&mut self, now: Instant) {
@@ -1716,14 +1715,8 @@ impl Processor {
         let broken = self.broken_links(&among);
         let layer = ring_layer(self.me, &among, &broken);
         let cut_off: Vec<NodeId> = among.difference(&layer).copied().collect();
-        for &q in &cut_off {
-            let links = broken.iter().filter(|&&(a, b)| a == q || b == q).copied();
-            self.link_failed.entry(q).or_default().extend(links);
-        }
-        for &q in &absent {
-            let link = (q.min(self.me), q.max(self.me));
-            self.link_failed.entry(q).or_default().insert(link);
-        }
+        self.link_failed.extend(cut_off.iter().copied());
+        self.link_failed.extend(absent.iter().copied());
         let mut failed: Vec<NodeId> = dead.into_iter().collect();
         failed.extend(cut_off);
         failed.extend(absent);
@@ -2047,12 +2040,12 @@ impl Processor {
                 .collect();
             // Another's exclusion of a processor whose packets reach us is a decision about
             // links (ours or theirs): remember it, so that its traffic does not start the next
-            // round at once (which link, we may not know; re-admission asks for evidence of
-            // every link between the two sides anyway).
+            // round at once (re-admission asks for evidence of every link between the two
+            // sides).
             let seen = self.round_seen();
             for &n in &adopted {
                 if seen.contains(&n) && !self.fail_set.contains(&n) {
-                    self.link_failed.entry(n).or_default();
+                    self.link_failed.insert(n);
                 }
             }
             self.fail_set.extend(adopted);
@@ -2095,8 +2088,6 @@ impl Processor {
         if !basic {
             return false;
         }
-        let in_scope =
-            |n: NodeId| n == self.me || n == sender || ours.contains(&n) || theirs.contains(&n);
         let hears = |x: NodeId, y: NodeId| {
             if x == self.me {
                 return recent.contains(&y);
@@ -2112,20 +2103,12 @@ impl Processor {
         // latest joins and probes of each show.
         let mut mine: Vec<NodeId> = ours.to_vec();
         mine.push(self.me);
-        let across = mine.iter().all(|&m| {
+        mine.iter().all(|&m| {
             theirs
                 .iter()
                 .filter(|t| !mine.contains(t))
                 .all(|&t| hears(m, t) && hears(t, m))
-        });
-        across
-            && self
-                .quarantine
-                .iter()
-                .filter(|(q, _)| in_scope(**q))
-                .flat_map(|(_, e)| e.links.iter())
-                .filter(|(a, b)| in_scope(*a) && in_scope(*b))
-                .all(|&(a, b)| hears(a, b) && hears(b, a))
+        })
     }
 
     /// Traffic of quarantined `q` reached us while we are operational: send a probe (a join
@@ -2548,29 +2531,19 @@ impl Processor {
         // cannot form a ring with them.)
         let base = self.cfg.join;
         let seen = self.round_seen();
-        let excluded: Vec<(NodeId, BTreeSet<(NodeId, NodeId)>)> = self
-            .link_failed
-            .iter()
-            .filter(|(q, _)| seen.contains(q))
-            .map(|(&q, links)| (q, links.clone()))
-            .collect();
         // (Kept across the attempts of one round: a processor failed in an earlier attempt stays
         // failed in the fail set, so the reason stays with it.)
-        self.link_failed.clear();
-        for (q, mut links) in excluded {
-            if q == self.me || self.new_memb.contains(&q) {
+        let excluded = std::mem::take(&mut self.link_failed);
+        for q in excluded.intersection(&seen) {
+            if *q == self.me || self.new_memb.contains(q) {
                 continue;
             }
-            let backoff = self.quarantine.get(&q).map_or(base, |e| e.backoff);
-            if let Some(e) = self.quarantine.get(&q) {
-                links.extend(e.links.iter().copied());
-            }
+            let backoff = self.quarantine.get(q).map_or(base, |e| e.backoff);
             self.quarantine.insert(
-                q,
+                *q,
                 Quarantine {
                     next_probe: now + backoff,
                     backoff,
-                    links,
                 },
             );
         }
