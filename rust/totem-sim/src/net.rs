@@ -221,6 +221,8 @@ pub enum Fate {
     Cut,
     /// Dropped by a scripted rule.
     Dropped,
+    /// Longer than the link's size limit.
+    Oversize,
 }
 
 /// A packet on the wire.
@@ -262,6 +264,8 @@ pub struct NetStats {
     pub dropped: u64,
     pub duplicated: u64,
     pub delivered: u64,
+    /// Copies longer than their link's size limit (an MTU black hole).
+    pub oversize: u64,
 }
 
 /// Extra delay on one directed link until a time.
@@ -277,6 +281,9 @@ pub struct Network {
     params: NetParams,
     rng: Rng,
     cuts: BTreeSet<(NodeId, NodeId)>,
+    /// Largest datagram each limited link carries; longer ones vanish (an MTU black hole:
+    /// tokens and joins pass, full multicasts do not).
+    size_limits: BTreeMap<(NodeId, NodeId), usize>,
     clogs: BTreeMap<(NodeId, NodeId), Clog>,
     rules: Vec<DropRule>,
     queue: BinaryHeap<InFlight>,
@@ -290,6 +297,7 @@ impl Network {
             params,
             rng,
             cuts: BTreeSet::new(),
+            size_limits: BTreeMap::new(),
             clogs: BTreeMap::new(),
             rules: Vec::new(),
             queue: BinaryHeap::new(),
@@ -356,6 +364,14 @@ impl Network {
         if self.cuts.contains(&(from, to)) {
             self.stats.cut += 1;
             return Fate::Cut;
+        }
+        if self
+            .size_limits
+            .get(&(from, to))
+            .is_some_and(|&max| data.len() > max)
+        {
+            self.stats.oversize += 1;
+            return Fate::Oversize;
         }
         self.rules.retain(|r| !r.expired(now));
         if let Some(rule) = self.rules.iter_mut().find(|r| r.matches(from, to, kind)) {
@@ -452,13 +468,38 @@ impl Network {
         }
     }
 
-    /// Restores every cut link.
+    /// Links `from → to` drop datagrams longer than `max` bytes (`None` lifts the limit).
+    pub fn limit_size(&mut self, from: &[NodeId], to: &[NodeId], max: Option<usize>) {
+        for &a in from {
+            for &b in to {
+                if a == b {
+                    continue;
+                }
+                match max {
+                    Some(m) => {
+                        self.size_limits.insert((a, b), m);
+                    }
+                    None => {
+                        self.size_limits.remove(&(a, b));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restores every cut link and lifts every size limit.
     pub fn heal(&mut self) {
         self.cuts.clear();
+        self.size_limits.clear();
     }
 
     pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
         self.cuts.contains(&(from, to))
+    }
+
+    /// Does `from → to` carry datagrams of `size` bytes (not cut, no smaller size limit)?
+    pub fn carries(&self, from: NodeId, to: NodeId, size: usize) -> bool {
+        !self.is_cut(from, to) && self.size_limits.get(&(from, to)).is_none_or(|&m| size <= m)
     }
 
     pub fn clog(&mut self, from: NodeId, to: NodeId, extra: Duration, until: Instant) {
@@ -481,10 +522,12 @@ impl Network {
         }
     }
 
-    /// The end of the fault phase: heals partitions, unclogs links, removes drop rules and
-    /// stops loss. Latency, jitter and duplication stay (they never prevent progress).
+    /// The end of the fault phase: heals partitions, lifts size limits, unclogs links, removes
+    /// drop rules and stops loss. Latency, jitter and duplication stay (they never prevent
+    /// progress).
     pub fn clear_faults(&mut self) {
         self.cuts.clear();
+        self.size_limits.clear();
         self.clogs.clear();
         self.rules.clear();
         self.params.set_loss(0.0);

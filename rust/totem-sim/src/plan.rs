@@ -36,7 +36,14 @@ pub enum Fault {
     Partition(Vec<Vec<NodeId>>),
     /// Nodes in `to` stop hearing nodes in `from`; the other direction still works.
     OneWay { from: Vec<NodeId>, to: Vec<NodeId> },
-    /// Restores every cut link.
+    /// Links from every node of `from` to every node of `to` drop datagrams longer than `max`
+    /// bytes (`None` lifts the limit): an MTU black hole. `Heal` lifts it too.
+    SizeLimit {
+        from: Vec<NodeId>,
+        to: Vec<NodeId>,
+        max: Option<usize>,
+    },
+    /// Restores every cut link and lifts every size limit.
     Heal,
     /// Packets on `from → to` take `extra` longer, for `duration`.
     Clog {
@@ -86,6 +93,15 @@ impl fmt::Display for Fault {
             Fault::OneWay { from, to } => {
                 write!(f, "one-way cut {} ↛ {}", fmt_nodes(from), fmt_nodes(to))
             }
+            Fault::SizeLimit { from, to, max } => match max {
+                Some(m) => write!(
+                    f,
+                    "black hole {}→{}: datagrams over {m}B dropped",
+                    fmt_nodes(from),
+                    fmt_nodes(to)
+                ),
+                None => write!(f, "size limit lifted {}→{}", fmt_nodes(from), fmt_nodes(to)),
+            },
             Fault::Heal => write!(f, "heal partitions"),
             Fault::Clog {
                 from,
@@ -619,6 +635,16 @@ impl Plan {
         let round = t.token + t.consensus;
         let settle = round * 8 + config.join * 4;
         let own_delivery = round * 2 + ms(500);
+        // A black hole is noticed only once a processor's aru has been stuck for
+        // `fail_recv_const` rotations of a ring that is never held (someone misses a message).
+        let slowest_link = net
+            .links
+            .values()
+            .map(|l| l.latency + l.jitter)
+            .max()
+            .unwrap_or_default();
+        let stuck_rotations = slowest_link * n as u32 * config.fail_recv_const;
+        let settle_black_hole = settle * 2 + stuck_rotations * 2;
 
         let mut schedule: Vec<Scheduled> = nodes
             .iter()
@@ -645,8 +671,13 @@ impl Plan {
             if let Some(node) = down.take() {
                 g.push(Duration::ZERO, Fault::Start(node));
             }
-            match g.rng.below(5) {
+            let mut episode_settle = settle;
+            match g.rng.below(6) {
                 0 => {}
+                5 => {
+                    g.black_hole_held(config.max_packet_size);
+                    episode_settle = settle_black_hole;
+                }
                 1 => g.one_way_held(),
                 2 => g.non_transitive(),
                 3 => {
@@ -663,9 +694,9 @@ impl Plan {
                     }
                 }
             }
-            let len = settle + ms(g.rng.range(3_000, 15_000));
+            let len = episode_settle + ms(g.rng.range(3_000, 15_000));
             steady.push(Steady {
-                from: at + settle,
+                from: at + episode_settle,
                 until: at + len,
                 own_delivery,
             });
@@ -944,6 +975,38 @@ impl Gen<'_> {
         let m = self.rng.range(1, rest.len() as u64) as usize;
         let to = sorted(rest[..m].to_vec());
         self.push(Duration::ZERO, Fault::OneWay { from, to });
+    }
+
+    /// An MTU black hole held until the next heal: datagrams over `max` bytes are lost into one
+    /// processor, out of one, on one link, or from some processors to others; smaller ones
+    /// (tokens, small multicasts) pass. `max` stays above what a commit token of the ring
+    /// needs, so that the ring can still form where the links carry full-size datagrams.
+    fn black_hole_held(&mut self, max_packet_size: usize) {
+        let low = (max_packet_size / 2).max(350);
+        let max = if low + 1 >= max_packet_size {
+            low
+        } else {
+            self.rng.range(low as u64, max_packet_size as u64 - 1) as usize
+        };
+        let mut v = self.nodes.to_vec();
+        self.rng.shuffle(&mut v);
+        let (from, to) = match self.rng.below(4) {
+            0 => (v[1..].to_vec(), vec![v[0]]),
+            1 => (vec![v[0]], v[1..].to_vec()),
+            2 => (vec![v[0]], vec![v[1]]),
+            _ => {
+                let k = self.rng.range(1, v.len() as u64 - 1) as usize;
+                (v[..k].to_vec(), v[k..].to_vec())
+            }
+        };
+        self.push(
+            Duration::ZERO,
+            Fault::SizeLimit {
+                from: sorted(from),
+                to: sorted(to),
+                max: Some(max),
+            },
+        );
     }
 
     /// One to three pairs of processors cut from each other both ways, each still reaching

@@ -621,6 +621,7 @@ impl<'p> Sim<'p> {
                         Fate::Lost => Some(format!("lost→n{to}")),
                         Fate::Cut => Some(format!("cut→n{to}")),
                         Fate::Dropped => Some(format!("dropped→n{to}")),
+                        Fate::Oversize => Some(format!("too-big→n{to}")),
                         Fate::Duplicated(..) => Some(format!("dup→n{to}")),
                         Fate::Queued(_) => None,
                     })
@@ -998,6 +999,7 @@ impl<'p> Sim<'p> {
                     }
                     Fault::Partition(groups) => self.net.partition(&groups),
                     Fault::OneWay { from, to } => self.net.cut_one_way(&from, &to),
+                    Fault::SizeLimit { from, to, max } => self.net.limit_size(&from, &to, max),
                     Fault::Heal => self.net.heal(),
                     Fault::Clog {
                         from,
@@ -1087,7 +1089,10 @@ impl<'p> Sim<'p> {
                     .map(|(r, _)| (s.id, *r))
             })
             .collect();
-        let two_way = |a: NodeId, b: NodeId| !self.net.is_cut(a, b) && !self.net.is_cut(b, a);
+        // (A link that loses full-size datagrams cannot carry the ring's traffic.)
+        let full = self.plan.config.max_packet_size;
+        let two_way =
+            |a: NodeId, b: NodeId| self.net.carries(a, b, full) && self.net.carries(b, a, full);
         for (ring, members) in &rings {
             if let Some(m) = members.iter().find(|m| ring_of.get(m) != Some(ring)) {
                 return Err(

@@ -166,6 +166,79 @@ fn two_hosts_cut_from_each_other() {
     }
 }
 
+/// An MTU black hole: links that carry tokens and joins but lose full-size multicasts. The
+/// starved processor fails to receive (its aru is stuck for `fail_recv_const` rotations, the
+/// default 2500) and is split off; padded probes keep it out until the path carries full-size
+/// datagrams again. Detection takes 2500 rotations, so these settle later than cuts.
+fn check_black_hole(name: &'static str, nodes: usize, faults: Vec<Fault>) {
+    for accelerated in [false, true] {
+        let heal = CUT_AT_MS + BLACK_HOLE_HOLD_MS;
+        let mut s = Scenario::new(name, nodes)
+            .config(|c| c.accelerated_window = if accelerated { 17 } else { 0 })
+            .workload(WorkloadParams {
+                mean_interval: Some(Duration::from_millis(50)),
+                ..WorkloadParams::default()
+            })
+            .heal_at_ms(heal)
+            .steady_ms(
+                CUT_AT_MS + BLACK_HOLE_SETTLE_MS,
+                heal,
+                SELF_DELIVERY_BOUND_MS,
+            );
+        for f in &faults {
+            s = s.at_ms(CUT_AT_MS, f.clone());
+        }
+        let r = s.run();
+        r.assert_passed();
+        assert_eq!(
+            r.converged.map(|_| r.live.len()),
+            Some(nodes),
+            "{name} at {nodes} ({accelerated}): did not merge into one ring after the heal",
+        );
+    }
+}
+
+const BLACK_HOLE_HOLD_MS: u64 = 30_000;
+const BLACK_HOLE_SETTLE_MS: u64 = 12_000;
+const MTU: usize = 600;
+
+fn black_hole(from: &[NodeId], to: &[NodeId]) -> Fault {
+    Fault::SizeLimit {
+        from: from.to_vec(),
+        to: to.to_vec(),
+        max: Some(MTU),
+    }
+}
+
+#[test]
+fn black_hole_into_one_host() {
+    for n in [3, 5, 9] {
+        check_black_hole(
+            "{2..N}->1 black hole",
+            n,
+            vec![black_hole(&all(n)[1..], &[1])],
+        );
+    }
+}
+
+#[test]
+fn black_hole_out_of_one_host() {
+    for n in [3, 5, 9] {
+        check_black_hole(
+            "1->{2..N} black hole",
+            n,
+            vec![black_hole(&[1], &all(n)[1..])],
+        );
+    }
+}
+
+#[test]
+fn black_hole_on_one_link() {
+    for n in [3, 5, 9] {
+        check_black_hole("1->2 black hole", n, vec![black_hole(&[1], &[2])]);
+    }
+}
+
 /// The steady-window checks fail where they must: each run below breaks one on purpose.
 #[test]
 fn steady_window_checks_catch_what_they_claim() {

@@ -305,7 +305,11 @@ pub struct Processor {
     proc_set: BTreeSet<NodeId>,
     fail_set: BTreeSet<NodeId>,
     consensus: BTreeSet<NodeId>,
-    failed_to_recv: bool,
+    /// Processors whose full-size datagrams do not reach us: set when we failed to receive
+    /// (our aru stuck for `fail_recv_const` rotations while their small packets still came),
+    /// cleared by a full-size packet from each. Left out of every `heard` list we report, so
+    /// that the membership treats them as a cut one-way link.
+    deaf_from: BTreeSet<NodeId>,
 
     /// Members of the ring being formed (from the commit token).
     new_memb: Vec<NodeId>,
@@ -350,8 +354,9 @@ pub struct Processor {
     /// When the current membership round began: this processor left OPERATIONAL (or a failed
     /// COMMIT or RECOVERY), or started.
     round_start: Instant,
-    /// When a membership or token packet last came directly from each processor. (Multicasts
-    /// do not count: a retransmitted one names its originator, not the member that sent it.)
+    /// When a full-size membership or token packet (a padded join or probe, typically) last
+    /// came directly from each processor. (Multicasts do not count: a retransmitted one names
+    /// its originator, not the member that sent it.)
     last_heard: BTreeMap<NodeId, Instant>,
     /// When a join (not a probe, not a leave) last came from each processor: taking part in
     /// our membership round is what proves it hears us.
@@ -504,7 +509,7 @@ impl Processor {
             proc_set: BTreeSet::new(),
             fail_set: BTreeSet::new(),
             consensus: BTreeSet::new(),
-            failed_to_recv: false,
+            deaf_from: BTreeSet::new(),
             new_memb: Vec::new(),
             trans_memb: Vec::new(),
             old_state: None,
@@ -675,6 +680,7 @@ impl Processor {
             proc_list,
             fail_list: sorted(&fail),
             heard: Vec::new(),
+            padding: 0,
         };
         // Twice: a lost leave only costs the others a token timeout, but it is cheap to avoid.
         for _ in 0..2 {
@@ -708,8 +714,19 @@ impl Processor {
             if !mcast || self.state != State::Operational {
                 self.last_seen.insert(sender, now);
             }
-            if !mcast {
-                self.note_heard(now, sender);
+            // A full-size datagram, or a join padded to its sender's packet size: the path from
+            // the sender carries the ring's traffic. Only these count as hearing it directly:
+            // over a path that loses big datagrams (an MTU black hole), tokens, merge detects
+            // and hold cancels still arrive.
+            let full = data.len() >= self.cfg.max_packet_size
+                || matches!(&decoded.packet, Packet::Join(j) if j.padding > 0);
+            if full {
+                if !mcast {
+                    self.note_heard(now, sender);
+                }
+                if !self.deaf_from.is_empty() {
+                    self.deaf_from.remove(&sender);
+                }
             }
             // A probe proves the link from its sender to us as well as a join does.
             if matches!(&decoded.packet, Packet::Join(j) if !j.leave) {
@@ -1357,8 +1374,17 @@ impl Processor {
             self.aru_count = 0;
         }
         if self.aru_count > self.cfg.fail_recv_const && tok.aru_addr == self.me {
-            self.failed_to_recv = true;
-            self.fail_set.insert(self.me);
+            // Tokens reach us but the messages they order do not, retransmissions included:
+            // typically a path that loses big datagrams (an MTU black hole). Corosync forms a
+            // ring alone here, and its small joins show two-way contact, so it is merged back
+            // and starves the ring again. We report not hearing the ring's members instead,
+            // until a full-size packet of each reaches us: the membership splits us off like a
+            // host with a dead receive path, and quarantine keeps us off until padded probes
+            // show the path carries full-size datagrams again.
+            self.stats.failed_to_receive += 1;
+            self.deaf_from
+                .extend(self.memb.iter().copied().filter(|&n| n != self.me));
+            self.aru_count = 0;
             self.gather_enter(now);
             return;
         }
@@ -1633,8 +1659,9 @@ impl Processor {
             proc_list: sorted(&self.proc_set),
             fail_list: sorted(&self.fail_set),
             heard: sorted(&self.round_heard()),
+            padding: 0,
         };
-        self.send(Destination::Multicast, &Packet::Join(join));
+        self.send_padded(join);
     }
 
     /// Sends our join now, or as soon as the coalescing interval allows, without restarting
@@ -1777,7 +1804,9 @@ impl Processor {
     /// Processors whose joins reached us since the current round began: the `heard` list of
     /// our joins.
     fn round_heard(&self) -> BTreeSet<NodeId> {
-        since(&self.last_joined, self.round_start)
+        let mut heard = since(&self.last_joined, self.round_start);
+        heard.retain(|n| !self.deaf_from.contains(n));
+        heard
     }
 
     /// Processors any of whose packets reached us since the current round began.
@@ -1791,7 +1820,9 @@ impl Processor {
         let w = self.recent_window();
         self.last_heard
             .iter()
-            .filter(|(_, &at)| now.saturating_duration_since(at) <= w)
+            .filter(|(n, &at)| {
+                now.saturating_duration_since(at) <= w && !self.deaf_from.contains(n)
+            })
             .map(|(&n, _)| n)
             .collect()
     }
@@ -1840,15 +1871,6 @@ impl Processor {
         if self.state != State::Gather || !self.consensus_agreed() {
             return;
         }
-        if self.failed_to_recv {
-            // We kept the ring back: leave the others and form a ring alone.
-            self.failed_to_recv = false;
-            self.proc_set.clear();
-            self.proc_set.insert(self.me);
-            self.fail_set.clear();
-            self.create_commit_token(now);
-            return;
-        }
         let lowest = self
             .proc_set
             .iter()
@@ -1887,6 +1909,7 @@ impl Processor {
             self.probe_rings.remove(&sender);
             self.rows.remove(&sender);
             self.quarantine.remove(&sender);
+            self.deaf_from.remove(&sender);
         } else if !j.probe {
             // (A probe reports whom its sender heard recently, not in our round.)
             self.rows.insert(
@@ -2146,6 +2169,18 @@ impl Processor {
         self.send_probe(now);
     }
 
+    /// Multicasts a join or probe padded to `max_packet_size`, as big as the biggest multicast:
+    /// whom a join shows its sender heard, it heard over paths that carry the ring's traffic
+    /// (a path that loses big datagrams, an MTU black hole, loses the joins too and shows up
+    /// in the membership as a cut link).
+    fn send_padded(&mut self, mut join: Join) {
+        join.padding = 0;
+        let len = wire::encoded_len(&Packet::Join(join.clone()));
+        join.padding =
+            u16::try_from(self.cfg.max_packet_size.saturating_sub(len)).unwrap_or(u16::MAX);
+        self.send(Destination::Multicast, &Packet::Join(join));
+    }
+
     fn send_probe(&mut self, now: Instant) {
         self.last_probe = Some(now);
         self.stats.probes_sent += 1;
@@ -2159,8 +2194,9 @@ impl Processor {
             proc_list: self.memb.clone(),
             fail_list: Vec::new(),
             heard: sorted(&self.recently_heard(now)),
+            padding: 0,
         };
-        self.send(Destination::Multicast, &Packet::Join(probe));
+        self.send_padded(probe);
     }
 
     // ---------------------------------------------------------------------------------------

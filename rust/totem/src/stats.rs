@@ -116,6 +116,9 @@ pub struct Stats {
     pub presence_sent: u64,
     /// Processors quarantined now.
     pub quarantined: usize,
+    /// Times this processor held the ring's aru down for `fail_recv_const` rotations and
+    /// split itself off (see `docs/protocol-notes.md`, "Size-dependent loss").
+    pub failed_to_receive: u64,
     pub send_queue_messages: usize,
     pub send_queue_bytes: usize,
     pub sort_queue_len: usize,

@@ -23,7 +23,10 @@
 //!   `rtr_count` ≤ [`MAX_RTR_ENTRIES`].
 //! * `MergeDetect` (type 2): `ring_id[12]`.
 //! * `Join` (type 3): `ring_seq u64 high_seq u64 flags u8 proc_count u16 fail_count u16
-//!   heard_count u16 proc[proc_count] u32 fail[fail_count] u32 heard[heard_count] u32` — flags
+//!   heard_count u16 pad_len u16 proc[proc_count] u32 fail[fail_count] u32 heard[heard_count]
+//!   u32 pad[pad_len] u8` — `pad` must be zeros (else `BadField`): a probe is padded
+//!   to the largest packet the ring sends, so that a path that loses big datagrams (an MTU
+//!   black hole) cannot show two-way contact with small ones; flags
 //!   bit 0 = leave, bit 1 = installed (the sender installed the ring numbered `ring_seq`), bit 2
 //!   = settled (the sender's consensus timer expired at least once in its current membership
 //!   round, so its `heard` list is final evidence of whom it cannot hear), bit 3 = probe (sent
@@ -48,7 +51,8 @@ use crate::types::{Guarantee, NodeId, RingId};
 pub const MAGIC: u16 = 0x7E5A;
 /// Wire format version.
 /// Version 2: joins carry the `heard` list and the `settled` flag.
-pub const VERSION: u8 = 2;
+/// Version 3: joins carry padding (`pad_len`).
+pub const VERSION: u8 = 3;
 /// Size of the common header.
 pub const HEADER_LEN: usize = 8;
 /// Size of an encoded ring id.
@@ -121,6 +125,9 @@ pub struct Join {
     /// Processors the sender heard directly (see the module docs): what a receiver needs to
     /// tell a two-way link from a one-way one.
     pub heard: Vec<NodeId>,
+    /// Zero bytes appended to the packet (see the module docs): a padded probe that arrives
+    /// shows that the path from its sender carries full-size datagrams.
+    pub padding: u16,
 }
 
 /// One member's entry in the commit token.
@@ -252,8 +259,8 @@ impl TryFrom<u8> for PacketType {
 
 /// Size of a `MergeDetect` or `TokenHoldCancel` packet (header included).
 pub const RING_ONLY_LEN: usize = HEADER_LEN + RING_ID_LEN;
-/// Size of a `Join` without list entries (header included).
-pub const JOIN_FIXED_LEN: usize = HEADER_LEN + 8 + 8 + 1 + 2 + 2 + 2;
+/// Size of a `Join` without list entries or padding (header included).
+pub const JOIN_FIXED_LEN: usize = HEADER_LEN + 8 + 8 + 1 + 2 + 2 + 2 + 2;
 /// Size of a `CommitToken` without member entries (header included).
 pub const COMMIT_FIXED_LEN: usize = HEADER_LEN + RING_ID_LEN + 8 + 2 + 2;
 /// Size of one member entry of a `CommitToken`.
@@ -275,7 +282,9 @@ pub fn encoded_len(packet: &Packet) -> usize {
         Packet::Mcast(m) => MCAST_OVERHEAD + m.payload.len(),
         Packet::MergeDetect { .. } | Packet::HoldCancel { .. } => RING_ONLY_LEN,
         Packet::Join(j) => {
-            JOIN_FIXED_LEN + 4 * (j.proc_list.len() + j.fail_list.len() + j.heard.len())
+            JOIN_FIXED_LEN
+                + 4 * (j.proc_list.len() + j.fail_list.len() + j.heard.len())
+                + usize::from(j.padding)
         }
         Packet::Commit(c) => COMMIT_FIXED_LEN + COMMIT_MEMBER_LEN * c.members.len(),
     }
@@ -343,9 +352,11 @@ pub fn encode_into(sender: NodeId, packet: &Packet, out: &mut Vec<u8>) {
             out.extend_from_slice(&count_u16(j.proc_list.len()));
             out.extend_from_slice(&count_u16(j.fail_list.len()));
             out.extend_from_slice(&count_u16(j.heard.len()));
+            out.extend_from_slice(&j.padding.to_le_bytes());
             for node in j.proc_list.iter().chain(&j.fail_list).chain(&j.heard) {
                 out.extend_from_slice(&node.to_le_bytes());
             }
+            out.resize(out.len() + usize::from(j.padding), 0);
         }
         Packet::Commit(c) => {
             put_ring_id(out, c.ring_id);
@@ -497,9 +508,14 @@ fn decode_join(r: &mut Reader<'_>) -> Result<Join, DecodeError> {
     let proc_count = r.count(MAX_PROCESSORS)?;
     let fail_count = r.count(MAX_PROCESSORS)?;
     let heard_count = r.count(MAX_PROCESSORS)?;
+    let padding = r.u16()?;
     // Every count is capped, so the sum cannot overflow; `expect_entries` still multiplies
     // in checked 64-bit arithmetic.
-    r.expect_entries(proc_count + fail_count + heard_count, 4)?;
+    r.expect_entries_then(
+        proc_count + fail_count + heard_count,
+        4,
+        usize::from(padding),
+    )?;
     check_flags(
         flags,
         JOIN_FLAG_LEAVE | JOIN_FLAG_INSTALLED | JOIN_FLAG_SETTLED | JOIN_FLAG_PROBE,
@@ -507,6 +523,7 @@ fn decode_join(r: &mut Reader<'_>) -> Result<Join, DecodeError> {
     let proc_list = r.node_list(proc_count)?;
     let fail_list = r.node_list(fail_count)?;
     let heard = r.node_list(heard_count)?;
+    r.zeros(usize::from(padding))?;
     Ok(Join {
         ring_seq,
         high_seq,
@@ -517,6 +534,7 @@ fn decode_join(r: &mut Reader<'_>) -> Result<Join, DecodeError> {
         proc_list,
         fail_list,
         heard,
+        padding,
     })
 }
 
@@ -616,12 +634,25 @@ impl Reader<'_> {
 
     /// Requires the rest of the packet to be exactly `count` entries of `entry_len` bytes.
     fn expect_entries(&self, count: usize, entry_len: usize) -> Result<(), DecodeError> {
+        self.expect_entries_then(count, entry_len, 0)
+    }
+
+    /// Requires the rest of the packet to be exactly `count` entries of `entry_len` bytes
+    /// followed by `tail` more bytes.
+    fn expect_entries_then(
+        &self,
+        count: usize,
+        entry_len: usize,
+        tail: usize,
+    ) -> Result<(), DecodeError> {
         // Both conversions and the product cannot fail for capped counts on any real target;
         // they are checked anyway so that no future cap change can turn into an overflow.
         let need = u64::try_from(count)
             .ok()
             .zip(u64::try_from(entry_len).ok())
             .and_then(|(c, l)| c.checked_mul(l))
+            .zip(u64::try_from(tail).ok())
+            .and_then(|(a, b)| a.checked_add(b))
             .ok_or(DecodeError::TooManyEntries)?;
         let have = u64::try_from(self.0.len()).map_err(|_| DecodeError::TrailingBytes)?;
         match have.cmp(&need) {
@@ -629,6 +660,22 @@ impl Reader<'_> {
             std::cmp::Ordering::Greater => Err(DecodeError::TrailingBytes),
             std::cmp::Ordering::Equal => Ok(()),
         }
+    }
+
+    /// Skips `n` zero bytes (whose presence `expect_entries_then` checked): padding. Anything
+    /// else is `BadField`, so that every accepted packet is the canonical encoding of what it
+    /// decodes to.
+    fn zeros(&mut self, n: usize) -> Result<(), DecodeError> {
+        let Some((pad, rest)) = self.0.split_at_checked(n) else {
+            return Err(DecodeError::Truncated);
+        };
+        // (An OR over the whole slice, not `any`: no early exit, so it vectorizes; every
+        // join of a membership round goes through here.)
+        if pad.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return Err(DecodeError::BadField);
+        }
+        self.0 = rest;
+        Ok(())
     }
 
     fn expect_exhausted(&self) -> Result<(), DecodeError> {
@@ -701,7 +748,34 @@ mod tests {
             proc_list: vec![1, 2],
             fail_list: vec![2],
             heard: vec![2],
+            padding: 0,
         })
+    }
+
+    #[test]
+    fn padded_join_round_trips_and_is_length_checked() {
+        let Packet::Join(mut j) = join() else {
+            unreachable!()
+        };
+        j.probe = true;
+        j.padding = 1_000;
+        let p = Packet::Join(j);
+        let b = encode(7, &p);
+        assert_eq!(b.len(), encoded_len(&p));
+        assert_eq!(b.len(), JOIN_FIXED_LEN + 4 * 4 + 1_000);
+        assert_eq!(
+            dec(b.clone()),
+            Ok(Decoded {
+                sender: 7,
+                packet: p
+            })
+        );
+        let mut short = b.clone();
+        short.pop();
+        assert_eq!(dec(short), Err(DecodeError::Truncated));
+        let mut long = b;
+        long.push(0);
+        assert_eq!(dec(long), Err(DecodeError::TrailingBytes));
     }
 
     fn commit() -> Packet {
@@ -754,7 +828,7 @@ mod tests {
 
     #[test]
     fn layout_token() {
-        let want = hex("5A7E 02 00 04030201
+        let want = hex("5A7E 03 00 04030201
              07000000 0807060504030201
              0900000000000000 0A00000000000000 0B00000000000000
              0C000000 0D000000 0E000000 01 0100
@@ -767,7 +841,7 @@ mod tests {
 
     #[test]
     fn layout_mcast() {
-        let want = hex("5A7E 02 01 02000000
+        let want = hex("5A7E 03 01 02000000
              01000000 0500000000000000 0300000000000000 01 6869");
         assert_eq!(encode(2, &mcast()), want);
         assert_eq!(dec(want).unwrap().packet, mcast());
@@ -783,18 +857,18 @@ mod tests {
     #[test]
     fn layout_ring_only() {
         let ring_id = RingId::new(3, 4);
-        let md = hex("5A7E 02 02 09000000 03000000 0400000000000000");
+        let md = hex("5A7E 03 02 09000000 03000000 0400000000000000");
         assert_eq!(encode(9, &Packet::MergeDetect { ring_id }), md);
         assert_eq!(dec(md).unwrap().packet, Packet::MergeDetect { ring_id });
-        let hc = hex("5A7E 02 05 09000000 03000000 0400000000000000");
+        let hc = hex("5A7E 03 05 09000000 03000000 0400000000000000");
         assert_eq!(encode(9, &Packet::HoldCancel { ring_id }), hc);
         assert_eq!(dec(hc).unwrap().packet, Packet::HoldCancel { ring_id });
     }
 
     #[test]
     fn layout_join() {
-        let want = hex("5A7E 02 03 03000000
-             0400000000000000 0900000000000000 05 0200 0100 0100
+        let want = hex("5A7E 03 03 03000000
+             0400000000000000 0900000000000000 05 0200 0100 0100 0000
              01000000 02000000 02000000 02000000");
         assert_eq!(encode(3, &join()), want);
         assert_eq!(dec(want).unwrap().packet, join());
@@ -802,7 +876,7 @@ mod tests {
 
     #[test]
     fn layout_commit() {
-        let want = hex("5A7E 02 04 01000000
+        let want = hex("5A7E 03 04 01000000
              01000000 0800000000000000 0200000000000000 0100 0100
              01000000 01000000 0400000000000000 0500000000000000 0600000000000000 01");
         assert_eq!(encode(1, &commit()), want);

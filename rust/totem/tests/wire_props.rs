@@ -70,7 +70,7 @@ fn mcast() -> impl Strategy<Value = Packet> {
 
 fn join() -> impl Strategy<Value = Packet> {
     (
-        (any::<u64>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), 0u16..2_000),
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         prop::collection::vec(node(), 0..=MAX_PROCESSORS),
         prop::collection::vec(node(), 0..=MAX_PROCESSORS),
@@ -78,7 +78,7 @@ fn join() -> impl Strategy<Value = Packet> {
     )
         .prop_map(
             |(
-                (ring_seq, high_seq),
+                (ring_seq, high_seq, padding),
                 (leave, installed, settled, probe),
                 proc_list,
                 fail_list,
@@ -94,6 +94,7 @@ fn join() -> impl Strategy<Value = Packet> {
                     proc_list,
                     fail_list,
                     heard,
+                    padding,
                 })
             },
         )
@@ -359,10 +360,11 @@ mod wire {
         // Node-id entries are zero-filled, so reading any of them would give BadField.
         let join = |proc_count: u16, fail_count: u16, entries: usize| {
             let mut b = header(PacketType::Join);
-            b.resize(JOIN_FIXED_LEN - 4, 0);
+            b.resize(JOIN_FIXED_LEN - 8, 0);
             b.extend_from_slice(&proc_count.to_le_bytes());
             b.extend_from_slice(&fail_count.to_le_bytes());
-            b.resize(b.len() + 4 * entries, 0);
+            // heard_count and pad_len 0.
+            b.resize(b.len() + 4 + 4 * entries, 0);
             Bytes::from(b)
         };
         for (p, f) in [(over_procs, 0), (0, over_procs), (u16::MAX, u16::MAX)] {
