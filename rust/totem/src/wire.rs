@@ -773,9 +773,14 @@ mod tests {
         let mut short = b.clone();
         short.pop();
         assert_eq!(dec(short), Err(DecodeError::Truncated));
-        let mut long = b;
+        let mut long = b.clone();
         long.push(0);
         assert_eq!(dec(long), Err(DecodeError::TrailingBytes));
+        // Padding is zeros: anything else would decode to the same join from different bytes.
+        let mut dirty = b;
+        let last = dirty.len() - 1;
+        dirty[last] = 1;
+        assert_eq!(dec(dirty), Err(DecodeError::BadField));
     }
 
     fn commit() -> Packet {
