@@ -429,7 +429,7 @@ impl Plan {
             .unwrap_or_else(|| rng.range(2, 9) as usize)
             .max(1);
         let nodes = seeded_nodes(&mut rng, n);
-        let config = seeded_config(&mut rng, seed, opts);
+        let mut config = seeded_config(&mut rng, seed, opts);
         let kinds = opts.faults;
 
         // Network.
@@ -474,6 +474,7 @@ impl Plan {
             burst_chance: *rng.pick(&[0.0, 0.01, 0.03]),
             ..WorkloadParams::default()
         };
+        scale_timers(&mut config, &net, n);
         let capacity = cap_workload(&mut workload, &config, &net, n);
 
         // Phases.
@@ -592,7 +593,7 @@ impl Plan {
             .unwrap_or_else(|| rng.range(3, 9) as usize)
             .max(2);
         let nodes = seeded_nodes(&mut rng, n);
-        let config = seeded_config(&mut rng, seed, opts);
+        let mut config = seeded_config(&mut rng, seed, opts);
         // Little or no loss: the steady windows assert that nothing reconfigures.
         let loss = opts.loss.unwrap_or_else(|| {
             if rng.chance(0.5) {
@@ -627,6 +628,7 @@ impl Plan {
             burst_chance: 0.0,
             ..WorkloadParams::default()
         };
+        scale_timers(&mut config, &net, n);
         let capacity = cap_workload(&mut workload, &config, &net, n);
 
         // A fault is noticed within a token timeout, and the rounds that exclude the processors
@@ -751,6 +753,43 @@ fn seeded_config(rng: &mut Rng, seed: u64, opts: &Options) -> Config {
     };
     config.faults = opts.inject;
     config
+}
+
+/// Rotations of the slowest token path the effective token timeout covers.
+pub const TOKEN_ROTATIONS: u32 = 3;
+
+/// The longest a token rotation of `n` processors may take without loss: every hop at its
+/// link's worst latency plus all of its jitter.
+pub fn worst_rotation(net: &NetParams, n: usize) -> Duration {
+    let hop = net
+        .links
+        .values()
+        .map(|l| l.latency + l.jitter)
+        .max()
+        .unwrap_or_default();
+    hop * n as u32
+}
+
+/// Scales the token timeout with the ring size the way an operator would: through
+/// `token_coefficient` (Corosync's token timeout is token + (nodes - 2) × token_coefficient),
+/// raised until the effective timeout covers [`TOKEN_ROTATIONS`] of the slowest rotation.
+/// Without it a large ring's token timeout can be shorter than one rotation (96 processors:
+/// 122 ms against about 170 ms), and every rotation looks like a token loss to someone: the
+/// harness's fault, not the protocol's. Small rings already have room (9 × 3.5 ms × 3 is below
+/// the smallest token of 100 ms), so their plans are unchanged; no random draw is made.
+fn scale_timers(config: &mut Config, net: &NetParams, n: usize) {
+    if n < 3 {
+        return;
+    }
+    let need = worst_rotation(net, n) * TOKEN_ROTATIONS;
+    let have = config.effective_token(n);
+    if have >= need {
+        return;
+    }
+    let per_node = (need - config.token).as_micros().div_ceil((n - 2) as u128);
+    let per_node_ms = per_node.div_ceil(1_000) as u64;
+    config.token_coefficient = config.token_coefficient.max(ms(per_node_ms));
+    debug_assert!(config.effective_token(n) >= need);
 }
 
 /// Caps the load at a third of what the ring can carry, so that a backlog left by the faults
@@ -1208,6 +1247,29 @@ mod tests {
         }
         // Most seeds keep their random rate; only slow rings are throttled.
         assert!(throttled < 300, "{throttled} of 1000 seeds throttled");
+    }
+
+    #[test]
+    fn token_timeout_covers_rotations_at_every_ring_size() {
+        for long in [false, true] {
+            for n in [3, 9, 32, 96, 128] {
+                let o = Options {
+                    nodes: Some(n),
+                    long,
+                    ..Options::default()
+                };
+                for seed in 0..100 {
+                    let p = Plan::from_seed(seed, &o);
+                    let t = p.config.effective_token(n);
+                    let rotation = worst_rotation(&p.net, n);
+                    assert!(
+                        t >= rotation * TOKEN_ROTATIONS,
+                        "seed {seed} at {n} nodes: token timeout {t:?}, worst rotation {rotation:?}"
+                    );
+                    p.config.validate().unwrap();
+                }
+            }
+        }
     }
 
     #[test]
