@@ -36,7 +36,7 @@ flags that shape a seed's run (part of every replay command):
                        settles, a steady window checks S1-S3 (membership settled in rings
                        connected both ways, no reconfiguration, own messages delivered)
   --no-loss --no-dup --no-crash --no-leave --no-partition --no-one-way --no-clog
-  --no-pause --no-token-drop --no-late-start
+  --no-pause --no-token-drop --no-late-start --no-burst
                        never use that fault kind
   --inject BUG         run with a deliberate protocol bug, to test the oracle (repeatable):
                        safe-as-agreed | safe-one-visit | no-install-holdback

@@ -233,6 +233,8 @@ pub struct InFlight {
     pub from: NodeId,
     pub to: NodeId,
     pub data: Bytes,
+    /// Already through its receiver's bandwidth limit.
+    shaped: bool,
 }
 
 impl PartialEq for InFlight {
@@ -266,6 +268,55 @@ pub struct NetStats {
     pub delivered: u64,
     /// Copies longer than their link's size limit (an MTU black hole).
     pub oversize: u64,
+    /// Copies lost in the bad state of a burst-loss link (also counted in `lost`).
+    pub burst_lost: u64,
+    /// Copies given a long extra delay by a slow link.
+    pub delayed: u64,
+    /// Copies that waited for a bandwidth-limited receiving interface.
+    pub shaped: u64,
+    /// Copies dropped because a receive buffer was full (an interface's or a busy processor's).
+    pub rx_overflow: u64,
+}
+
+/// Correlated loss on one directed link (Gilbert-Elliott): a two-state chain stepped once per
+/// packet; in the bad state a packet is lost with probability `loss`, in the good state the
+/// link's own loss applies.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Burst {
+    /// Probability, per packet, of going from the good state to the bad one.
+    pub enter: f64,
+    /// Probability, per packet, of going from the bad state back to the good one.
+    pub exit: f64,
+    /// Loss probability in the bad state.
+    pub loss: f64,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct BurstState {
+    burst: Burst,
+    bad: bool,
+    until: Instant,
+}
+
+/// A long, variable extra delay on one link until a time: each packet draws its own, so
+/// packets overtake each other.
+#[derive(Copy, Clone, Debug)]
+struct Slow {
+    min: Duration,
+    max: Duration,
+    until: Instant,
+}
+
+/// A receiving interface of limited bandwidth with a bounded queue (the socket buffer): a
+/// packet is handed over once the interface has taken in everything before it; one that finds
+/// the queue full is dropped.
+#[derive(Copy, Clone, Debug)]
+struct RxLimit {
+    bytes_per_sec: u64,
+    capacity: usize,
+    until: Instant,
+    /// When the interface has taken in everything queued so far.
+    busy_until: Instant,
 }
 
 /// Extra delay on one directed link until a time.
@@ -286,6 +337,12 @@ pub struct Network {
     size_limits: BTreeMap<(NodeId, NodeId), usize>,
     clogs: BTreeMap<(NodeId, NodeId), Clog>,
     rules: Vec<DropRule>,
+    bursts: BTreeMap<(NodeId, NodeId), BurstState>,
+    slow: BTreeMap<(NodeId, NodeId), Slow>,
+    rx_limits: BTreeMap<NodeId, RxLimit>,
+    /// Draws of the burst-loss chains and slow links: a stream of their own, so that runs
+    /// without these faults draw exactly what they did before they existed.
+    fault_rng: Rng,
     queue: BinaryHeap<InFlight>,
     order: u64,
     pub stats: NetStats,
@@ -293,6 +350,7 @@ pub struct Network {
 
 impl Network {
     pub fn new(params: NetParams, rng: Rng) -> Self {
+        let fault_rng = Rng::new(rng.clone().next_u64() ^ 0x6275_7273_7473_6c77);
         Network {
             params,
             rng,
@@ -300,6 +358,10 @@ impl Network {
             size_limits: BTreeMap::new(),
             clogs: BTreeMap::new(),
             rules: Vec::new(),
+            bursts: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            rx_limits: BTreeMap::new(),
+            fault_rng,
             queue: BinaryHeap::new(),
             order: 0,
             stats: NetStats::default(),
@@ -383,6 +445,19 @@ impl Network {
         }
         // Draw loss and duplication even when their probability is zero would shift the stream
         // between otherwise identical runs; `chance` draws nothing for p <= 0.
+        if let Some(b) = self.bursts.get_mut(&(from, to)) {
+            if now < b.until {
+                let step = if b.bad { b.burst.exit } else { b.burst.enter };
+                if self.fault_rng.chance(step) {
+                    b.bad = !b.bad;
+                }
+                if b.bad && self.fault_rng.chance(b.burst.loss) {
+                    self.stats.lost += 1;
+                    self.stats.burst_lost += 1;
+                    return Fate::Lost;
+                }
+            }
+        }
         if self.rng.chance(link.loss) {
             self.stats.lost += 1;
             return Fate::Lost;
@@ -411,6 +486,14 @@ impl Network {
                 at = at + c.extra;
             }
         }
+        if let Some(s) = self.slow.get(&(from, to)) {
+            if now < s.until {
+                let span = (s.max - s.min).as_micros() as u64;
+                let extra = s.min + Duration::from_micros(self.fault_rng.range(0, span));
+                at = at + extra;
+                self.stats.delayed += 1;
+            }
+        }
         at
     }
 
@@ -422,6 +505,7 @@ impl Network {
             from,
             to,
             data,
+            shaped: false,
         });
     }
 
@@ -430,14 +514,97 @@ impl Network {
         self.queue.peek().map(|p| p.at)
     }
 
-    /// Removes the next packet if it arrives at or before `now`.
+    /// Removes the next packet if it arrives at or before `now`. A packet reaching a
+    /// bandwidth-limited interface first waits for it (it is put back with a later arrival
+    /// time) or, if the interface's queue is full, is dropped.
     pub fn pop_due(&mut self, now: Instant) -> Option<InFlight> {
-        if self.queue.peek()?.at <= now {
+        loop {
+            if self.queue.peek()?.at > now {
+                return None;
+            }
+            let mut p = self.queue.pop().expect("peeked");
+            if !p.shaped && p.from != p.to {
+                if let Some(rx) = self.rx_limits.get_mut(&p.to) {
+                    if p.at < rx.until {
+                        let start = rx.busy_until.max(p.at);
+                        let backlog_us = (start - p.at).as_micros() as u64;
+                        let backlog = backlog_us.saturating_mul(rx.bytes_per_sec) / 1_000_000;
+                        if backlog as usize + p.data.len() > rx.capacity {
+                            self.stats.rx_overflow += 1;
+                            continue;
+                        }
+                        let take_us =
+                            (p.data.len() as u64 * 1_000_000).div_ceil(rx.bytes_per_sec.max(1));
+                        rx.busy_until = start + Duration::from_micros(take_us);
+                        self.stats.shaped += 1;
+                        p.shaped = true;
+                        p.at = rx.busy_until;
+                        self.order += 1;
+                        p.order = self.order;
+                        self.queue.push(p);
+                        continue;
+                    }
+                }
+            }
             self.stats.delivered += 1;
-            self.queue.pop()
-        } else {
-            None
+            return Some(p);
         }
+    }
+
+    /// Correlated loss on the links from every node of `from` to every node of `to` until
+    /// `until`; each link starts in the good state.
+    pub fn burst_loss(&mut self, from: &[NodeId], to: &[NodeId], burst: Burst, until: Instant) {
+        for &a in from {
+            for &b in to {
+                if a != b {
+                    self.bursts.insert(
+                        (a, b),
+                        BurstState {
+                            burst,
+                            bad: false,
+                            until,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every packet on the links from `from` to `to` takes an extra delay drawn from
+    /// `min..max`, until `until`.
+    pub fn slow_links(
+        &mut self,
+        from: &[NodeId],
+        to: &[NodeId],
+        min: Duration,
+        max: Duration,
+        until: Instant,
+    ) {
+        for &a in from {
+            for &b in to {
+                if a != b {
+                    self.slow.insert((a, b), Slow { min, max, until });
+                }
+            }
+        }
+    }
+
+    /// `node`'s interface takes in `bytes_per_sec` and queues at most `capacity` bytes, until
+    /// `until`.
+    pub fn limit_rx(&mut self, node: NodeId, bytes_per_sec: u64, capacity: usize, until: Instant) {
+        let busy_until = self
+            .rx_limits
+            .get(&node)
+            .map_or(Instant::ZERO, |r| r.busy_until);
+        self.rx_limits.insert(
+            node,
+            RxLimit {
+                bytes_per_sec: bytes_per_sec.max(1),
+                capacity,
+                until,
+                busy_until,
+            },
+        );
     }
 
     pub fn in_flight(&self) -> usize {
@@ -530,6 +697,9 @@ impl Network {
         self.size_limits.clear();
         self.clogs.clear();
         self.rules.clear();
+        self.bursts.clear();
+        self.slow.clear();
+        self.rx_limits.clear();
         self.params.set_loss(0.0);
     }
 }
@@ -635,6 +805,51 @@ mod tests {
         assert!((5_600..6_400).contains(&s.lost), "{s:?}");
         assert!((1_200..1_600).contains(&s.duplicated), "{s:?}");
         assert_eq!(net.in_flight() as u64, 20_000 - s.lost + s.duplicated);
+    }
+
+    #[test]
+    fn burst_loss_comes_in_runs_and_ends() {
+        let nodes = [1, 2, 3];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(10, 0, 0.0, 0.0)),
+            Rng::new(3),
+        );
+        let burst = Burst {
+            enter: 0.05,
+            exit: 0.2,
+            loss: 1.0,
+        };
+        net.burst_loss(&[1], &[2], burst, Instant::from_millis(10));
+        let mut f = Vec::new();
+        let (mut runs, mut lost, mut prev_lost) = (0u64, 0u64, false);
+        for _ in 0..20_000 {
+            net.send(Instant::ZERO, 1, Destination::Node(2), pkt(1), &mut f);
+            let l = f[0].1 == Fate::Lost;
+            lost += u64::from(l);
+            runs += u64::from(l && !prev_lost);
+            prev_lost = l;
+            // The other links are untouched.
+            net.send(Instant::ZERO, 1, Destination::Node(3), pkt(1), &mut f);
+            assert!(matches!(f[0].1, Fate::Queued(_)));
+        }
+        // Stationary bad-state share enter / (enter + exit) = 20 %; runs average 1 / exit = 5
+        // packets, where independent loss at the same rate would give 1.25.
+        assert!((3_000..5_000).contains(&lost), "{lost}");
+        assert!(
+            lost as f64 / runs as f64 > 3.5,
+            "{lost} lost in {runs} runs"
+        );
+        assert_eq!(net.stats.burst_lost, lost);
+        for _ in 0..1_000 {
+            net.send(
+                Instant::from_millis(10),
+                1,
+                Destination::Node(2),
+                pkt(1),
+                &mut f,
+            );
+            assert!(matches!(f[0].1, Fate::Queued(_)));
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use totem::wire::PacketType;
 use totem::{Config, FaultInjection, Guarantee, Instant, NodeId, State};
 
-use crate::net::{fmt_nodes, DropRule, LinkParams, NetParams};
+use crate::net::{fmt_nodes, Burst, DropRule, LinkParams, NetParams};
 use crate::rng::Rng;
 use crate::workload::WorkloadParams;
 
@@ -72,6 +72,14 @@ pub enum Fault {
         to: Vec<NodeId>,
         loss: f64,
     },
+    /// Correlated (Gilbert-Elliott) loss on the links from every node of `from` to every node
+    /// of `to`, for `duration`.
+    BurstLoss {
+        from: Vec<NodeId>,
+        to: Vec<NodeId>,
+        burst: Burst,
+        duration: Duration,
+    },
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -122,6 +130,20 @@ impl fmt::Display for Fault {
                 fmt_nodes(from),
                 fmt_nodes(to)
             ),
+            Fault::BurstLoss {
+                from,
+                to,
+                burst,
+                duration,
+            } => write!(
+                f,
+                "burst loss {}→{} for {duration:?}: bad state entered w.p. {:.3}, left w.p. {:.3}, loses {:.0}%",
+                fmt_nodes(from),
+                fmt_nodes(to),
+                burst.enter,
+                burst.exit,
+                burst.loss * 100.0
+            ),
             Fault::Submit {
                 node,
                 size,
@@ -151,6 +173,7 @@ pub struct FaultKinds {
     pub pause: bool,
     pub token_drop: bool,
     pub late_start: bool,
+    pub burst: bool,
 }
 
 impl FaultKinds {
@@ -165,6 +188,7 @@ impl FaultKinds {
         pause: true,
         token_drop: true,
         late_start: true,
+        burst: true,
     };
     pub const NONE: FaultKinds = FaultKinds {
         loss: false,
@@ -177,10 +201,11 @@ impl FaultKinds {
         pause: false,
         token_drop: false,
         late_start: false,
+        burst: false,
     };
 
     /// `(flag name, field)` pairs, for the CLI and for replay commands.
-    pub fn flags(&mut self) -> [(&'static str, &mut bool); 10] {
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 11] {
         [
             ("loss", &mut self.loss),
             ("dup", &mut self.dup),
@@ -192,6 +217,7 @@ impl FaultKinds {
             ("pause", &mut self.pause),
             ("token-drop", &mut self.token_drop),
             ("late-start", &mut self.late_start),
+            ("burst", &mut self.burst),
         ]
     }
 }
@@ -560,6 +586,7 @@ impl Plan {
                 }
             }
         }
+        more_faults(seed, kinds, &nodes, heal_at, &mut schedule);
         schedule.sort_by_key(|s| s.at);
 
         let plan = Plan {
@@ -874,6 +901,54 @@ fn random_config(rng: &mut Rng) -> Config {
     config
 }
 
+/// The fault kinds added after the first ones, drawn from a stream of their own ("more-faults")
+/// so that the faults of the earlier kinds, and everything else of a seed's plan, stay what
+/// they were: each kind is enabled or not per seed (swarm testing), then its episodes are
+/// drawn at random times of the fault phase.
+fn more_faults(
+    seed: u64,
+    kinds: FaultKinds,
+    nodes: &[NodeId],
+    heal_at: Instant,
+    schedule: &mut Vec<Scheduled>,
+) {
+    let mut rng = Rng::fork(seed, "more-faults", 0);
+    let n = nodes.len();
+    let mut events: Vec<MoreKind> = Vec::new();
+    let mut swarm = |on: bool, kind: MoreKind| {
+        if rng.chance(0.5) && on {
+            events.push(kind);
+        }
+    };
+    swarm(kinds.burst && n >= 2, MoreKind::Burst);
+    if events.is_empty() {
+        return;
+    }
+    let mut g = Gen {
+        rng: &mut rng,
+        nodes,
+        heal_at,
+        t_eff: Duration::ZERO,
+        at: Instant::ZERO,
+        out: schedule,
+    };
+    let mean_gap = g.rng.range(400, 1_500) as f64;
+    loop {
+        g.at = g.at + ms(g.rng.exp(mean_gap) as u64 + 1);
+        if g.at + ms(50) >= heal_at {
+            break;
+        }
+        match *g.rng.pick(&events) {
+            MoreKind::Burst => g.burst(),
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug)]
+enum MoreKind {
+    Burst,
+}
+
 /// Fault episodes a seed may draw from.
 #[derive(Copy, Clone, Debug)]
 enum EventKind {
@@ -1071,6 +1146,40 @@ impl Gen<'_> {
                     },
                 );
             }
+        }
+    }
+
+    /// Correlated loss for 0.2-3 s, on one link (sometimes both ways), out of one processor,
+    /// or on every link.
+    fn burst(&mut self) {
+        let burst = Burst {
+            enter: 0.005 + self.rng.unit() * 0.1,
+            exit: 0.05 + self.rng.unit() * 0.45,
+            loss: 0.5 + self.rng.unit() * 0.5,
+        };
+        let duration = ms(self.rng.range(200, 3_000));
+        let a = self.node();
+        let mut b = self.node();
+        while b == a {
+            b = self.node();
+        }
+        let all = self.nodes.to_vec();
+        let paths: Vec<(Vec<NodeId>, Vec<NodeId>)> = match self.rng.below(4) {
+            0 => vec![(vec![a], vec![b])],
+            1 => vec![(vec![a], vec![b]), (vec![b], vec![a])],
+            2 => vec![(vec![a], all)],
+            _ => vec![(all.clone(), all)],
+        };
+        for (from, to) in paths {
+            self.push(
+                Duration::ZERO,
+                Fault::BurstLoss {
+                    from,
+                    to,
+                    burst,
+                    duration,
+                },
+            );
         }
     }
 
@@ -1280,6 +1389,7 @@ mod tests {
                 crash: false,
                 leave: false,
                 partition: false,
+                burst: false,
                 ..FaultKinds::ALL
             },
             loss: Some(0.05),
@@ -1295,6 +1405,7 @@ mod tests {
                         | Fault::CrashOnState { .. }
                         | Fault::Leave(_)
                         | Fault::Partition(_)
+                        | Fault::BurstLoss { .. }
                 ));
             }
             assert!(p.net.links.values().all(|l| l.loss == 0.05));
@@ -1304,7 +1415,7 @@ mod tests {
     #[test]
     fn every_kind_shows_up_across_seeds() {
         let o = Options::default();
-        let mut seen = [false; 9];
+        let mut seen = [false; 10];
         for seed in 0..300 {
             for s in Plan::from_seed(seed, &o).schedule {
                 let i = match s.fault {
@@ -1317,6 +1428,7 @@ mod tests {
                     Fault::Drop(_) => 6,
                     Fault::CrashOnState { .. } => 7,
                     Fault::Start(_) if s.at > Instant::ZERO => 8,
+                    Fault::BurstLoss { .. } => 9,
                     _ => continue,
                 };
                 seen[i] = true;

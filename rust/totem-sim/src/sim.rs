@@ -1009,6 +1009,12 @@ impl<'p> Sim<'p> {
                     } => self.net.clog(from, to, extra, now + duration),
                     Fault::Drop(rule) => self.net.add_rule(rule),
                     Fault::SetLoss(p) => self.net.set_loss(p),
+                    Fault::BurstLoss {
+                        from,
+                        to,
+                        burst,
+                        duration,
+                    } => self.net.burst_loss(&from, &to, burst, now + duration),
                     Fault::LinkLoss { from, to, loss } => self.net.set_link_loss(&from, &to, loss),
                     Fault::Pause { node, duration } => {
                         let i = self.index[&node];
