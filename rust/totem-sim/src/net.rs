@@ -853,6 +853,54 @@ mod tests {
     }
 
     #[test]
+    fn slow_links_delay_by_hundreds_of_ms_and_reorder() {
+        let nodes = [1, 2, 3];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(100, 0, 0.0, 0.0)),
+            Rng::new(4),
+        );
+        let (min, max) = (Duration::from_millis(100), Duration::from_millis(800));
+        net.slow_links(&[1], &[2], min, max, Instant::from_millis(50));
+        let mut f = Vec::new();
+        for i in 0..100u8 {
+            let mut d = pkt(1).to_vec();
+            d.push(i);
+            net.send(
+                Instant::ZERO,
+                1,
+                Destination::Multicast,
+                Bytes::from(d),
+                &mut f,
+            );
+            match f[0] {
+                (2, Fate::Queued(at)) => assert!(
+                    at >= Instant::from_micros(100_100) && at < Instant::from_micros(800_100),
+                    "{at}"
+                ),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(f[1], (3, Fate::Queued(Instant::from_micros(100))));
+        }
+        assert_eq!(net.stats.delayed, 100);
+        let order: Vec<u8> = drain(&mut net)
+            .iter()
+            .filter(|p| p.to == 2)
+            .map(|p| p.data[8])
+            .collect();
+        let overtaken = order.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(overtaken > 20, "{order:?}");
+        // After `until` the link is fast again.
+        net.send(
+            Instant::from_millis(50),
+            1,
+            Destination::Node(2),
+            pkt(1),
+            &mut f,
+        );
+        assert_eq!(f[0], (2, Fate::Queued(Instant::from_micros(50_100))));
+    }
+
+    #[test]
     fn partitions_cut_across_groups_and_heal() {
         let nodes = [1, 2, 3, 4, 5];
         let mut net = Network::new(

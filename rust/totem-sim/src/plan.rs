@@ -80,6 +80,15 @@ pub enum Fault {
         burst: Burst,
         duration: Duration,
     },
+    /// Every packet on the links from every node of `from` to every node of `to` takes an extra
+    /// delay drawn from `min..max` (each its own, so they overtake each other), for `duration`.
+    SlowLink {
+        from: Vec<NodeId>,
+        to: Vec<NodeId>,
+        min: Duration,
+        max: Duration,
+        duration: Duration,
+    },
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -144,6 +153,20 @@ impl fmt::Display for Fault {
                 burst.exit,
                 burst.loss * 100.0
             ),
+            Fault::SlowLink {
+                from,
+                to,
+                min,
+                max,
+                duration,
+            } => write!(
+                f,
+                "slow {}→{}: +{}..{} per packet for {duration:?}",
+                fmt_nodes(from),
+                fmt_nodes(to),
+                fmt_ms(*min),
+                fmt_ms(*max)
+            ),
             Fault::Submit {
                 node,
                 size,
@@ -174,6 +197,7 @@ pub struct FaultKinds {
     pub token_drop: bool,
     pub late_start: bool,
     pub burst: bool,
+    pub slow_link: bool,
 }
 
 impl FaultKinds {
@@ -189,6 +213,7 @@ impl FaultKinds {
         token_drop: true,
         late_start: true,
         burst: true,
+        slow_link: true,
     };
     pub const NONE: FaultKinds = FaultKinds {
         loss: false,
@@ -202,10 +227,11 @@ impl FaultKinds {
         token_drop: false,
         late_start: false,
         burst: false,
+        slow_link: false,
     };
 
     /// `(flag name, field)` pairs, for the CLI and for replay commands.
-    pub fn flags(&mut self) -> [(&'static str, &mut bool); 11] {
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 12] {
         [
             ("loss", &mut self.loss),
             ("dup", &mut self.dup),
@@ -218,6 +244,7 @@ impl FaultKinds {
             ("token-drop", &mut self.token_drop),
             ("late-start", &mut self.late_start),
             ("burst", &mut self.burst),
+            ("slow-link", &mut self.slow_link),
         ]
     }
 }
@@ -921,6 +948,7 @@ fn more_faults(
         }
     };
     swarm(kinds.burst && n >= 2, MoreKind::Burst);
+    swarm(kinds.slow_link && n >= 2, MoreKind::SlowLink);
     if events.is_empty() {
         return;
     }
@@ -940,6 +968,7 @@ fn more_faults(
         }
         match *g.rng.pick(&events) {
             MoreKind::Burst => g.burst(),
+            MoreKind::SlowLink => g.slow_link(),
         }
     }
 }
@@ -947,6 +976,7 @@ fn more_faults(
 #[derive(Copy, Clone, Debug)]
 enum MoreKind {
     Burst,
+    SlowLink,
 }
 
 /// Fault episodes a seed may draw from.
@@ -1183,6 +1213,38 @@ impl Gen<'_> {
         }
     }
 
+    /// Delays over 100 ms: for 0.3-3 s every packet on one link, one link both ways, out of
+    /// one processor or into one takes 100-800 ms more, drawn per packet (so they reorder).
+    fn slow_link(&mut self) {
+        let min = ms(self.rng.range(100, 400));
+        let max = (min + ms(self.rng.range(50, 500))).min(ms(800));
+        let duration = ms(self.rng.range(300, 3_000));
+        let a = self.node();
+        let mut b = self.node();
+        while b == a {
+            b = self.node();
+        }
+        let all = self.nodes.to_vec();
+        let paths: Vec<(Vec<NodeId>, Vec<NodeId>)> = match self.rng.below(4) {
+            0 => vec![(vec![a], vec![b])],
+            1 => vec![(vec![a], vec![b]), (vec![b], vec![a])],
+            2 => vec![(vec![a], all)],
+            _ => vec![(all, vec![a])],
+        };
+        for (from, to) in paths {
+            self.push(
+                Duration::ZERO,
+                Fault::SlowLink {
+                    from,
+                    to,
+                    min,
+                    max,
+                    duration,
+                },
+            );
+        }
+    }
+
     fn token_drop(&mut self) {
         let kinds: &[PacketType] = match self.rng.below(3) {
             0 => &[PacketType::OrfToken],
@@ -1390,6 +1452,7 @@ mod tests {
                 leave: false,
                 partition: false,
                 burst: false,
+                slow_link: false,
                 ..FaultKinds::ALL
             },
             loss: Some(0.05),
@@ -1406,6 +1469,7 @@ mod tests {
                         | Fault::Leave(_)
                         | Fault::Partition(_)
                         | Fault::BurstLoss { .. }
+                        | Fault::SlowLink { .. }
                 ));
             }
             assert!(p.net.links.values().all(|l| l.loss == 0.05));
@@ -1415,7 +1479,7 @@ mod tests {
     #[test]
     fn every_kind_shows_up_across_seeds() {
         let o = Options::default();
-        let mut seen = [false; 10];
+        let mut seen = [false; 11];
         for seed in 0..300 {
             for s in Plan::from_seed(seed, &o).schedule {
                 let i = match s.fault {
@@ -1429,6 +1493,7 @@ mod tests {
                     Fault::CrashOnState { .. } => 7,
                     Fault::Start(_) if s.at > Instant::ZERO => 8,
                     Fault::BurstLoss { .. } => 9,
+                    Fault::SlowLink { .. } => 10,
                     _ => continue,
                 };
                 seen[i] = true;

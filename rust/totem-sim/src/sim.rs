@@ -1015,6 +1015,13 @@ impl<'p> Sim<'p> {
                         burst,
                         duration,
                     } => self.net.burst_loss(&from, &to, burst, now + duration),
+                    Fault::SlowLink {
+                        from,
+                        to,
+                        min,
+                        max,
+                        duration,
+                    } => self.net.slow_links(&from, &to, min, max, now + duration),
                     Fault::LinkLoss { from, to, loss } => self.net.set_link_loss(&from, &to, loss),
                     Fault::Pause { node, duration } => {
                         let i = self.index[&node];

@@ -48,3 +48,24 @@ fn burst_loss_on_every_link() {
     assert!(net.burst_lost > 500, "{net:?}");
     assert_eq!(net.lost, net.burst_lost, "only the bursts lose: {net:?}");
 }
+
+#[test]
+fn delays_over_100_ms_into_one_processor() {
+    let all = vec![1, 2, 3, 4];
+    let r = Scenario::new("delays_over_100_ms_into_one_processor", 4)
+        .workload(busy())
+        .at_ms(
+            1_000,
+            Fault::SlowLink {
+                from: all.clone(),
+                to: vec![3],
+                min: Duration::from_millis(100),
+                max: Duration::from_millis(800),
+                duration: Duration::from_millis(2_000),
+            },
+        )
+        .heal_at_ms(4_000)
+        .run();
+    assert_converged_with(&r, &all);
+    assert!(r.summary.net.delayed > 100, "{:?}", r.summary.net);
+}
