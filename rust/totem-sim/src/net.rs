@@ -901,6 +901,34 @@ mod tests {
     }
 
     #[test]
+    fn bandwidth_limit_paces_arrivals_and_overflows_its_buffer() {
+        let nodes = [1, 2, 3];
+        let mut net = Network::new(
+            NetParams::uniform(&nodes, link(100, 0, 0.0, 0.0)),
+            Rng::new(4),
+        );
+        // 1 MB/s, room for 10 packets of 1000 bytes.
+        net.limit_rx(2, 1_000_000, 10_000, Instant::from_millis(100));
+        let mut f = Vec::new();
+        for _ in 0..30 {
+            let d = Bytes::from(vec![0u8; 1_000]);
+            net.send(Instant::ZERO, 1, Destination::Multicast, d, &mut f);
+        }
+        let got = drain(&mut net);
+        let to2: Vec<Instant> = got.iter().filter(|p| p.to == 2).map(|p| p.at).collect();
+        let to3 = got.iter().filter(|p| p.to == 3).count();
+        assert_eq!(to3, 30, "the other receiver is not limited");
+        // All 30 arrive together: the first ten fit the buffer, each taking 1 ms to take in;
+        // the rest overflow.
+        assert_eq!(to2.len(), 10, "{to2:?}");
+        for (k, at) in to2.iter().enumerate() {
+            assert_eq!(*at, Instant::from_micros(100 + 1_000 * (k as u64 + 1)));
+        }
+        assert_eq!(net.stats.rx_overflow, 20);
+        assert_eq!(net.stats.shaped, 10);
+    }
+
+    #[test]
     fn partitions_cut_across_groups_and_heal() {
         let nodes = [1, 2, 3, 4, 5];
         let mut net = Network::new(

@@ -89,6 +89,14 @@ pub enum Fault {
         max: Duration,
         duration: Duration,
     },
+    /// `node`'s receiving interface takes in `bytes_per_sec` and queues at most `buffer` bytes
+    /// (its receive buffer); what arrives at a full buffer is dropped. For `duration`.
+    Bandwidth {
+        node: NodeId,
+        bytes_per_sec: u64,
+        buffer: usize,
+        duration: Duration,
+    },
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -167,6 +175,17 @@ impl fmt::Display for Fault {
                 fmt_ms(*min),
                 fmt_ms(*max)
             ),
+            Fault::Bandwidth {
+                node,
+                bytes_per_sec,
+                buffer,
+                duration,
+            } => write!(
+                f,
+                "n{node} receives at {} KB/s with a {} KiB buffer for {duration:?}",
+                bytes_per_sec / 1_000,
+                buffer >> 10
+            ),
             Fault::Submit {
                 node,
                 size,
@@ -198,6 +217,7 @@ pub struct FaultKinds {
     pub late_start: bool,
     pub burst: bool,
     pub slow_link: bool,
+    pub bandwidth: bool,
 }
 
 impl FaultKinds {
@@ -214,6 +234,7 @@ impl FaultKinds {
         late_start: true,
         burst: true,
         slow_link: true,
+        bandwidth: true,
     };
     pub const NONE: FaultKinds = FaultKinds {
         loss: false,
@@ -228,10 +249,11 @@ impl FaultKinds {
         late_start: false,
         burst: false,
         slow_link: false,
+        bandwidth: false,
     };
 
     /// `(flag name, field)` pairs, for the CLI and for replay commands.
-    pub fn flags(&mut self) -> [(&'static str, &mut bool); 12] {
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 13] {
         [
             ("loss", &mut self.loss),
             ("dup", &mut self.dup),
@@ -245,6 +267,7 @@ impl FaultKinds {
             ("late-start", &mut self.late_start),
             ("burst", &mut self.burst),
             ("slow-link", &mut self.slow_link),
+            ("bandwidth", &mut self.bandwidth),
         ]
     }
 }
@@ -949,6 +972,7 @@ fn more_faults(
     };
     swarm(kinds.burst && n >= 2, MoreKind::Burst);
     swarm(kinds.slow_link && n >= 2, MoreKind::SlowLink);
+    swarm(kinds.bandwidth && n >= 2, MoreKind::Bandwidth);
     if events.is_empty() {
         return;
     }
@@ -969,6 +993,7 @@ fn more_faults(
         match *g.rng.pick(&events) {
             MoreKind::Burst => g.burst(),
             MoreKind::SlowLink => g.slow_link(),
+            MoreKind::Bandwidth => g.bandwidth(),
         }
     }
 }
@@ -977,6 +1002,7 @@ fn more_faults(
 enum MoreKind {
     Burst,
     SlowLink,
+    Bandwidth,
 }
 
 /// Fault episodes a seed may draw from.
@@ -1245,6 +1271,26 @@ impl Gen<'_> {
         }
     }
 
+    /// A receiving interface of 0.2-20 MB/s with a 64-256 KiB buffer, for 0.3-3 s: a node
+    /// falls behind a busy ring, and a burst of full packets overflows its buffer.
+    fn bandwidth(&mut self) {
+        let node = self.node();
+        let bytes_per_sec = *self
+            .rng
+            .pick(&[200_000, 1_000_000, 2_000_000, 5_000_000, 20_000_000]);
+        let buffer = *self.rng.pick(&[64 << 10, 128 << 10, 256 << 10]);
+        let duration = ms(self.rng.range(300, 3_000));
+        self.push(
+            Duration::ZERO,
+            Fault::Bandwidth {
+                node,
+                bytes_per_sec,
+                buffer,
+                duration,
+            },
+        );
+    }
+
     fn token_drop(&mut self) {
         let kinds: &[PacketType] = match self.rng.below(3) {
             0 => &[PacketType::OrfToken],
@@ -1453,6 +1499,7 @@ mod tests {
                 partition: false,
                 burst: false,
                 slow_link: false,
+                bandwidth: false,
                 ..FaultKinds::ALL
             },
             loss: Some(0.05),
@@ -1470,6 +1517,7 @@ mod tests {
                         | Fault::Partition(_)
                         | Fault::BurstLoss { .. }
                         | Fault::SlowLink { .. }
+                        | Fault::Bandwidth { .. }
                 ));
             }
             assert!(p.net.links.values().all(|l| l.loss == 0.05));
@@ -1479,7 +1527,7 @@ mod tests {
     #[test]
     fn every_kind_shows_up_across_seeds() {
         let o = Options::default();
-        let mut seen = [false; 11];
+        let mut seen = [false; 12];
         for seed in 0..300 {
             for s in Plan::from_seed(seed, &o).schedule {
                 let i = match s.fault {
@@ -1494,6 +1542,7 @@ mod tests {
                     Fault::Start(_) if s.at > Instant::ZERO => 8,
                     Fault::BurstLoss { .. } => 9,
                     Fault::SlowLink { .. } => 10,
+                    Fault::Bandwidth { .. } => 11,
                     _ => continue,
                 };
                 seen[i] = true;

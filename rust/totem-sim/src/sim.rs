@@ -500,8 +500,11 @@ impl<'p> Sim<'p> {
                     self.apply(a.what)?;
                 }
                 Step::Packet => {
-                    let p = self.net.pop_due(self.now).expect("peeked");
-                    self.arrive(p)?;
+                    // (None when the packet met a bandwidth limit: put back for later, or
+                    // dropped at a full receive buffer.)
+                    if let Some(p) = self.net.pop_due(self.now) {
+                        self.arrive(p)?;
+                    }
                 }
                 Step::Timer(i) => self.timeout(i)?,
                 Step::Submit(i) => self.workload(i)?,
@@ -1022,6 +1025,14 @@ impl<'p> Sim<'p> {
                         max,
                         duration,
                     } => self.net.slow_links(&from, &to, min, max, now + duration),
+                    Fault::Bandwidth {
+                        node,
+                        bytes_per_sec,
+                        buffer,
+                        duration,
+                    } => self
+                        .net
+                        .limit_rx(node, bytes_per_sec, buffer, now + duration),
                     Fault::LinkLoss { from, to, loss } => self.net.set_link_loss(&from, &to, loss),
                     Fault::Pause { node, duration } => {
                         let i = self.index[&node];

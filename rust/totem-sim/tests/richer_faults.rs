@@ -69,3 +69,29 @@ fn delays_over_100_ms_into_one_processor() {
     assert_converged_with(&r, &all);
     assert!(r.summary.net.delayed > 100, "{:?}", r.summary.net);
 }
+
+#[test]
+fn slow_receiver_with_a_bounded_buffer() {
+    let all = vec![1, 2, 3, 4];
+    let r = Scenario::new("slow_receiver_with_a_bounded_buffer", 4)
+        .workload(WorkloadParams {
+            mean_interval: Some(Duration::from_millis(10)),
+            medium_fraction: 0.5,
+            ..WorkloadParams::default()
+        })
+        .at_ms(
+            1_000,
+            Fault::Bandwidth {
+                node: 2,
+                bytes_per_sec: 200_000,
+                buffer: 16 << 10,
+                duration: Duration::from_millis(2_000),
+            },
+        )
+        .heal_at_ms(4_000)
+        .run();
+    assert_converged_with(&r, &all);
+    let net = r.summary.net;
+    assert!(net.shaped > 100, "{net:?}");
+    assert!(net.rx_overflow > 100, "{net:?}");
+}
