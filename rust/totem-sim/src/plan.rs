@@ -97,6 +97,14 @@ pub enum Fault {
         buffer: usize,
         duration: Duration,
     },
+    /// Processing time: for `duration`, `node` needs `per_packet` for every packet it handles;
+    /// packets arriving meanwhile wait in its receive buffer (256 KiB; beyond it they are
+    /// dropped) and its timers fire late.
+    Processing {
+        node: NodeId,
+        per_packet: Duration,
+        duration: Duration,
+    },
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -186,6 +194,15 @@ impl fmt::Display for Fault {
                 bytes_per_sec / 1_000,
                 buffer >> 10
             ),
+            Fault::Processing {
+                node,
+                per_packet,
+                duration,
+            } => write!(
+                f,
+                "n{node} takes {}us per packet for {duration:?}",
+                per_packet.as_micros()
+            ),
             Fault::Submit {
                 node,
                 size,
@@ -218,6 +235,7 @@ pub struct FaultKinds {
     pub burst: bool,
     pub slow_link: bool,
     pub bandwidth: bool,
+    pub processing: bool,
 }
 
 impl FaultKinds {
@@ -235,6 +253,7 @@ impl FaultKinds {
         burst: true,
         slow_link: true,
         bandwidth: true,
+        processing: true,
     };
     pub const NONE: FaultKinds = FaultKinds {
         loss: false,
@@ -250,10 +269,11 @@ impl FaultKinds {
         burst: false,
         slow_link: false,
         bandwidth: false,
+        processing: false,
     };
 
     /// `(flag name, field)` pairs, for the CLI and for replay commands.
-    pub fn flags(&mut self) -> [(&'static str, &mut bool); 13] {
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 14] {
         [
             ("loss", &mut self.loss),
             ("dup", &mut self.dup),
@@ -268,6 +288,7 @@ impl FaultKinds {
             ("burst", &mut self.burst),
             ("slow-link", &mut self.slow_link),
             ("bandwidth", &mut self.bandwidth),
+            ("processing", &mut self.processing),
         ]
     }
 }
@@ -973,6 +994,7 @@ fn more_faults(
     swarm(kinds.burst && n >= 2, MoreKind::Burst);
     swarm(kinds.slow_link && n >= 2, MoreKind::SlowLink);
     swarm(kinds.bandwidth && n >= 2, MoreKind::Bandwidth);
+    swarm(kinds.processing, MoreKind::Processing);
     if events.is_empty() {
         return;
     }
@@ -994,6 +1016,7 @@ fn more_faults(
             MoreKind::Burst => g.burst(),
             MoreKind::SlowLink => g.slow_link(),
             MoreKind::Bandwidth => g.bandwidth(),
+            MoreKind::Processing => g.processing(),
         }
     }
 }
@@ -1003,6 +1026,7 @@ enum MoreKind {
     Burst,
     SlowLink,
     Bandwidth,
+    Processing,
 }
 
 /// Fault episodes a seed may draw from.
@@ -1291,6 +1315,34 @@ impl Gen<'_> {
         );
     }
 
+    /// A busy processor for 0.5-3 s: 20 us to 2 ms per packet (it falls behind a busy ring
+    /// and its receive buffer fills), sometimes with a stall (a pause of 20-300 ms) in the
+    /// middle.
+    fn processing(&mut self) {
+        let node = self.node();
+        let per_packet = Duration::from_micros(*self.rng.pick(&[20, 100, 300, 1_000, 2_000]));
+        let duration = ms(self.rng.range(500, 3_000));
+        self.push(
+            Duration::ZERO,
+            Fault::Processing {
+                node,
+                per_packet,
+                duration,
+            },
+        );
+        if self.rng.chance(0.3) {
+            let after = ms(self.rng.range(0, duration.as_millis() as u64));
+            let stall = ms(self.rng.range(20, 300));
+            self.push(
+                after,
+                Fault::Pause {
+                    node,
+                    duration: stall,
+                },
+            );
+        }
+    }
+
     fn token_drop(&mut self) {
         let kinds: &[PacketType] = match self.rng.below(3) {
             0 => &[PacketType::OrfToken],
@@ -1500,6 +1552,7 @@ mod tests {
                 burst: false,
                 slow_link: false,
                 bandwidth: false,
+                processing: false,
                 ..FaultKinds::ALL
             },
             loss: Some(0.05),
@@ -1518,6 +1571,7 @@ mod tests {
                         | Fault::BurstLoss { .. }
                         | Fault::SlowLink { .. }
                         | Fault::Bandwidth { .. }
+                        | Fault::Processing { .. }
                 ));
             }
             assert!(p.net.links.values().all(|l| l.loss == 0.05));
@@ -1527,7 +1581,7 @@ mod tests {
     #[test]
     fn every_kind_shows_up_across_seeds() {
         let o = Options::default();
-        let mut seen = [false; 12];
+        let mut seen = [false; 13];
         for seed in 0..300 {
             for s in Plan::from_seed(seed, &o).schedule {
                 let i = match s.fault {
@@ -1543,6 +1597,7 @@ mod tests {
                     Fault::BurstLoss { .. } => 9,
                     Fault::SlowLink { .. } => 10,
                     Fault::Bandwidth { .. } => 11,
+                    Fault::Processing { .. } => 12,
                     _ => continue,
                 };
                 seen[i] = true;

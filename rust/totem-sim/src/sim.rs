@@ -34,6 +34,9 @@ use crate::workload::{payload, NodeWorkload};
 
 /// How often, once submissions stopped, the simulator looks whether the system has settled.
 const SETTLE_CHECK_PERIOD: Duration = Duration::from_millis(5);
+/// Receive buffer of a processor's socket: packets that arrive while it is busy wait here; what
+/// does not fit is dropped.
+const RECEIVE_BUFFER: usize = 256 << 10;
 /// A processor asking for its timer again and again at the same instant is stuck.
 const MAX_TIMEOUTS_AT_ONE_INSTANT: u32 = 10_000;
 /// More packets in flight than this is a packet storm, not a protocol at work.
@@ -93,6 +96,10 @@ pub struct Summary {
     /// Starts after the first one of a node.
     pub restarts: u64,
     pub transmits: u64,
+    /// Packets that waited because their processor was busy (processing time), and packets
+    /// dropped because its receive buffer was full then (also in `net.rx_overflow`).
+    pub busy_waited: u64,
+    pub busy_overflow: u64,
     pub net: NetStats,
     pub steps: u64,
     /// Virtual time at which the run ended.
@@ -255,6 +262,13 @@ struct Slot {
     transmit_window: (Instant, u32),
     paused_until: Option<Instant>,
     deferred: VecDeque<InFlight>,
+    /// Processing time: each packet handled costs `cost` of the processor's time until `until`.
+    cost: Option<(Duration, Instant)>,
+    /// The processor is busy handling a packet until then; packets wait in `backlog`.
+    busy_until: Instant,
+    backlog: VecDeque<InFlight>,
+    backlog_bytes: usize,
+    drain_scheduled: bool,
     workload: Option<NodeWorkload>,
     /// Own submissions not yet delivered to self.
     own_pending: BTreeSet<u64>,
@@ -286,6 +300,8 @@ enum ActionKind {
     SteadyUntil(usize),
     Unpause(usize),
     HookCrash(usize),
+    /// A busy processor handles the next packet of its backlog.
+    Drain(usize),
 }
 
 #[derive(Debug)]
@@ -380,6 +396,11 @@ impl<'p> Sim<'p> {
                 transmit_window: (Instant::ZERO, 0),
                 paused_until: None,
                 deferred: VecDeque::new(),
+                cost: None,
+                busy_until: Instant::ZERO,
+                backlog: VecDeque::new(),
+                backlog_bytes: 0,
+                drain_scheduled: false,
                 workload: None,
                 own_pending: BTreeSet::new(),
                 own_steady: BTreeMap::new(),
@@ -536,7 +557,8 @@ impl<'p> Sim<'p> {
                 continue;
             }
             if let Some(t) = s.timer {
-                consider(t.max(self.now), Step::Timer(i));
+                // A busy processor's timers fire once it is done with the packet at hand.
+                consider(t.max(self.now).max(s.busy_until), Step::Timer(i));
             }
             if let Some(w) = &s.workload {
                 if w.next_at < self.plan.stop_submit_at {
@@ -821,6 +843,9 @@ impl<'p> Sim<'p> {
         slot.timer = None;
         slot.paused_until = None;
         slot.deferred.clear();
+        slot.cost = None;
+        slot.backlog.clear();
+        slot.backlog_bytes = 0;
         slot.workload = None;
         slot.own_pending.clear();
         slot.regular = None;
@@ -837,7 +862,6 @@ impl<'p> Sim<'p> {
         let now = self.now;
         let i = self.index[&p.to];
         let slot = &mut self.slots[i];
-        let pid = slot.pid();
         if slot.proc.is_none() {
             if self.tracing() {
                 let line = format!("{now} n{} ← n{} (down) {}", p.to, p.from, describe(&p.data));
@@ -848,6 +872,40 @@ impl<'p> Sim<'p> {
         if slot.paused_until.is_some() {
             slot.deferred.push_back(p);
             return Ok(());
+        }
+        if slot.busy_until > now || !slot.backlog.is_empty() {
+            // Busy with earlier packets: this one waits in the socket's receive buffer, or is
+            // dropped if that is full.
+            if slot.backlog_bytes + p.data.len() > RECEIVE_BUFFER {
+                self.net.stats.rx_overflow += 1;
+                self.summary.busy_overflow += 1;
+                return Ok(());
+            }
+            slot.backlog_bytes += p.data.len();
+            slot.backlog.push_back(p);
+            self.summary.busy_waited += 1;
+            if !slot.drain_scheduled {
+                slot.drain_scheduled = true;
+                let at = slot.busy_until.max(now);
+                self.push_action(at, ActionKind::Drain(i));
+            }
+            return Ok(());
+        }
+        self.handle(i, p)
+    }
+
+    /// Hands one packet to the processor; with a processing cost in force, the processor is
+    /// busy for that long afterwards.
+    fn handle(&mut self, i: usize, p: InFlight) -> Result<(), Failure> {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        if let Some((cost, until)) = slot.cost {
+            if now < until {
+                slot.busy_until = now + cost;
+            } else {
+                slot.cost = None;
+            }
         }
         if self.tracing() {
             let line = format!("{now} {pid} ← n{} {}", p.from, describe(&p.data));
@@ -945,6 +1003,41 @@ impl<'p> Sim<'p> {
         self.after_call(i)
     }
 
+    fn drain(&mut self, i: usize) -> Result<(), Failure> {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        slot.drain_scheduled = false;
+        if slot.proc.is_none() {
+            return Ok(());
+        }
+        if slot.paused_until.is_some() {
+            // The backlog is handled after the pause, packet by packet again.
+            slot.drain_scheduled = true;
+            let at = slot.paused_until.unwrap_or(now).max(now);
+            self.push_action(at, ActionKind::Drain(i));
+            return Ok(());
+        }
+        if slot.busy_until > now {
+            slot.drain_scheduled = true;
+            let at = slot.busy_until;
+            self.push_action(at, ActionKind::Drain(i));
+            return Ok(());
+        }
+        let Some(p) = slot.backlog.pop_front() else {
+            return Ok(());
+        };
+        slot.backlog_bytes -= p.data.len();
+        if !slot.backlog.is_empty() {
+            slot.drain_scheduled = true;
+            let at = slot
+                .cost
+                .filter(|&(_, until)| now < until)
+                .map_or(now, |(cost, _)| now + cost);
+            self.push_action(at, ActionKind::Drain(i));
+        }
+        self.handle(i, p)
+    }
+
     fn unpause(&mut self, i: usize) -> Result<(), Failure> {
         let slot = &mut self.slots[i];
         match slot.paused_until {
@@ -973,6 +1066,7 @@ impl<'p> Sim<'p> {
             ActionKind::SteadyFrom(k) => return self.steady_from(k),
             ActionKind::SteadyUntil(k) => return self.steady_until(k),
             ActionKind::Unpause(i) => return self.unpause(i),
+            ActionKind::Drain(i) => return self.drain(i),
             ActionKind::HookCrash(i) => {
                 self.crash(i, "after the state its trigger waited for");
                 return Ok(());
@@ -1034,6 +1128,16 @@ impl<'p> Sim<'p> {
                         .net
                         .limit_rx(node, bytes_per_sec, buffer, now + duration),
                     Fault::LinkLoss { from, to, loss } => self.net.set_link_loss(&from, &to, loss),
+                    Fault::Processing {
+                        node,
+                        per_packet,
+                        duration,
+                    } => {
+                        let slot = &mut self.slots[self.index[&node]];
+                        if slot.proc.is_some() {
+                            slot.cost = Some((per_packet, now + duration));
+                        }
+                    }
                     Fault::Pause { node, duration } => {
                         let i = self.index[&node];
                         let slot = &mut self.slots[i];
@@ -1191,6 +1295,9 @@ impl<'p> Sim<'p> {
             self.trace_line(format!(
                 "{now} HEAL: partitions healed, loss stopped, links unclogged, triggers disarmed"
             ));
+        }
+        for s in &mut self.slots {
+            s.cost = None;
         }
         for i in 0..self.slots.len() {
             if self.slots[i].paused_until.is_some() {

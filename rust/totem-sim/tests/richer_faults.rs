@@ -95,3 +95,30 @@ fn slow_receiver_with_a_bounded_buffer() {
     assert!(net.shaped > 100, "{net:?}");
     assert!(net.rx_overflow > 100, "{net:?}");
 }
+
+#[test]
+fn busy_processor_falls_behind_and_catches_up() {
+    let all = vec![1, 2, 3, 4];
+    let r = Scenario::new("busy_processor_falls_behind_and_catches_up", 4)
+        .workload(busy())
+        .at_ms(
+            1_000,
+            Fault::Processing {
+                node: 3,
+                per_packet: Duration::from_millis(2),
+                duration: Duration::from_millis(2_000),
+            },
+        )
+        .at_ms(
+            2_000,
+            Fault::Pause {
+                node: 3,
+                duration: Duration::from_millis(150),
+            },
+        )
+        .heal_at_ms(4_000)
+        .run();
+    assert_converged_with(&r, &all);
+    let s = &r.summary;
+    assert!(s.busy_waited > 200, "{s:?}");
+}
