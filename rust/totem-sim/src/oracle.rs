@@ -470,6 +470,14 @@ impl Oracle {
         self.first.as_ref().or(self.pending.as_ref())
     }
 
+    /// The node's persisted ring sequence number is lost (its "disk" was wiped): its next
+    /// incarnation starts from scratch, so it is not held to numbering its rings above those
+    /// of its earlier incarnations (C3 across restarts needs the persisted value). It must
+    /// still never install a ring id an earlier configuration had (C2, "ring id reused").
+    pub fn lost_disk(&mut self, node: NodeId) {
+        self.node_max_seq.remove(&node);
+    }
+
     /// A process started (first incarnation or restart).
     ///
     /// # Panics
@@ -1063,6 +1071,21 @@ impl Oracle {
                     format!(
                         "{p} installed regular {c} with members {:?} but {} installed it with {:?}",
                         cc.members, ring.first_installer, ring.members
+                    ),
+                );
+            }
+            // One configuration has one process per member node: an installer that is another
+            // incarnation of p's node was in an earlier configuration with this id.
+            if let Some(q) = ring
+                .installers
+                .iter()
+                .find(|q| q.node == p.node && **q != p)
+            {
+                return err(
+                    Property::C2UniqueIds,
+                    format!(
+                        "ring id reused: {p} installed regular {c} {:?}, which {q}, an earlier incarnation of n{}, installed at {}: two configurations share one ring id",
+                        cc.members, p.node, ring.first_install
                     ),
                 );
             }

@@ -362,6 +362,51 @@ fn c3_restart_reusing_an_old_ring_id_is_caught() {
 }
 
 #[test]
+fn c2_ring_id_reused_after_a_lost_disk_is_caught() {
+    let mut run = Run::new(&[1]);
+    run.form(A, &[1]);
+    run.crash(p(1));
+    run.oracle.lost_disk(1);
+    let again = ProcId {
+        node: 1,
+        incarnation: 1,
+    };
+    run.start(again);
+    // The same members, the same id, a different configuration: not C3 (the node's earlier
+    // rings are unknown to it), but a reused ring id.
+    caught(run.reg(again, A, &[1], &[1]), Property::C2UniqueIds);
+}
+
+#[test]
+fn c2_ring_id_reused_with_a_survivor_is_caught() {
+    let mut run = Run::new(&[1, 2]);
+    run.form(B, &[1, 2]);
+    run.crash(p(1));
+    run.oracle.lost_disk(1);
+    let again = ProcId {
+        node: 1,
+        incarnation: 1,
+    };
+    run.start(again);
+    caught(run.reg(again, B, &[1, 2], &[1, 2]), Property::C2UniqueIds);
+}
+
+#[test]
+fn restart_after_a_lost_disk_with_a_fresh_lower_ring_passes() {
+    let mut run = Run::new(&[1]);
+    run.form(B, &[1]);
+    run.crash(p(1));
+    run.oracle.lost_disk(1);
+    let again = ProcId {
+        node: 1,
+        incarnation: 1,
+    };
+    run.start(again);
+    run.reg(again, A, &[1], &[1]).unwrap();
+    assert_eq!(run.converged(&[again]), Ok(A));
+}
+
+#[test]
 fn c3_restart_with_higher_ring_passes() {
     let mut run = Run::new(&[1]);
     run.form(A, &[1]);
