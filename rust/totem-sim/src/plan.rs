@@ -105,6 +105,9 @@ pub enum Fault {
         per_packet: Duration,
         duration: Duration,
     },
+    /// The node crashes and loses its persisted ring sequence number: its next start gets
+    /// `Start::ring_seq` 0 (or the plan's `base_ring_seq`), as after a wiped disk.
+    CrashLosingDisk(NodeId),
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -203,6 +206,7 @@ impl fmt::Display for Fault {
                 "n{node} takes {}us per packet for {duration:?}",
                 per_packet.as_micros()
             ),
+            Fault::CrashLosingDisk(n) => write!(f, "crash n{n}, losing its persisted ring_seq"),
             Fault::Submit {
                 node,
                 size,
@@ -236,6 +240,7 @@ pub struct FaultKinds {
     pub slow_link: bool,
     pub bandwidth: bool,
     pub processing: bool,
+    pub lost_disk: bool,
 }
 
 impl FaultKinds {
@@ -254,6 +259,7 @@ impl FaultKinds {
         slow_link: true,
         bandwidth: true,
         processing: true,
+        lost_disk: true,
     };
     pub const NONE: FaultKinds = FaultKinds {
         loss: false,
@@ -270,10 +276,11 @@ impl FaultKinds {
         slow_link: false,
         bandwidth: false,
         processing: false,
+        lost_disk: false,
     };
 
     /// `(flag name, field)` pairs, for the CLI and for replay commands.
-    pub fn flags(&mut self) -> [(&'static str, &mut bool); 14] {
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 15] {
         [
             ("loss", &mut self.loss),
             ("dup", &mut self.dup),
@@ -289,6 +296,7 @@ impl FaultKinds {
             ("slow-link", &mut self.slow_link),
             ("bandwidth", &mut self.bandwidth),
             ("processing", &mut self.processing),
+            ("lost-disk", &mut self.lost_disk),
         ]
     }
 }
@@ -995,6 +1003,7 @@ fn more_faults(
     swarm(kinds.slow_link && n >= 2, MoreKind::SlowLink);
     swarm(kinds.bandwidth && n >= 2, MoreKind::Bandwidth);
     swarm(kinds.processing, MoreKind::Processing);
+    swarm(kinds.lost_disk, MoreKind::LostDisk);
     if events.is_empty() {
         return;
     }
@@ -1017,6 +1026,7 @@ fn more_faults(
             MoreKind::SlowLink => g.slow_link(),
             MoreKind::Bandwidth => g.bandwidth(),
             MoreKind::Processing => g.processing(),
+            MoreKind::LostDisk => g.lost_disk(),
         }
     }
 }
@@ -1027,6 +1037,7 @@ enum MoreKind {
     SlowLink,
     Bandwidth,
     Processing,
+    LostDisk,
 }
 
 /// Fault episodes a seed may draw from.
@@ -1343,6 +1354,17 @@ impl Gen<'_> {
         }
     }
 
+    /// A crash that loses the persisted ring sequence number, mostly followed by a restart
+    /// 0.1-2 s later (otherwise the heal restarts it).
+    fn lost_disk(&mut self) {
+        let n = self.node();
+        self.push(Duration::ZERO, Fault::CrashLosingDisk(n));
+        if self.rng.chance(0.7) {
+            let back = ms(self.rng.range(100, 2_000));
+            self.push(back, Fault::Start(n));
+        }
+    }
+
     fn token_drop(&mut self) {
         let kinds: &[PacketType] = match self.rng.below(3) {
             0 => &[PacketType::OrfToken],
@@ -1553,6 +1575,7 @@ mod tests {
                 slow_link: false,
                 bandwidth: false,
                 processing: false,
+                lost_disk: false,
                 ..FaultKinds::ALL
             },
             loss: Some(0.05),
@@ -1572,6 +1595,7 @@ mod tests {
                         | Fault::SlowLink { .. }
                         | Fault::Bandwidth { .. }
                         | Fault::Processing { .. }
+                        | Fault::CrashLosingDisk(_)
                 ));
             }
             assert!(p.net.links.values().all(|l| l.loss == 0.05));
@@ -1581,7 +1605,7 @@ mod tests {
     #[test]
     fn every_kind_shows_up_across_seeds() {
         let o = Options::default();
-        let mut seen = [false; 13];
+        let mut seen = [false; 14];
         for seed in 0..300 {
             for s in Plan::from_seed(seed, &o).schedule {
                 let i = match s.fault {
@@ -1598,6 +1622,7 @@ mod tests {
                     Fault::SlowLink { .. } => 10,
                     Fault::Bandwidth { .. } => 11,
                     Fault::Processing { .. } => 12,
+                    Fault::CrashLosingDisk(_) => 13,
                     _ => continue,
                 };
                 seen[i] = true;

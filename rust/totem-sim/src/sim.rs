@@ -256,6 +256,8 @@ struct Slot {
     incarnation: u32,
     /// The persisted ring sequence number (`ring_seq_high_water`), kept across crashes.
     disk_ring_seq: u64,
+    /// The persisted value was lost since the last start (the oracle is told at the next).
+    disk_lost: bool,
     timer: Option<Instant>,
     timeouts_at_now: (Instant, u32),
     /// Packets sent since the start of the current storm-detection window.
@@ -391,6 +393,7 @@ impl<'p> Sim<'p> {
                 started: false,
                 incarnation: 0,
                 disk_ring_seq: plan.base_ring_seq,
+                disk_lost: false,
                 timer: None,
                 timeouts_at_now: (Instant::ZERO, 0),
                 transmit_window: (Instant::ZERO, 0),
@@ -822,6 +825,9 @@ impl<'p> Sim<'p> {
             .filter(|_| plan.workload.sends(slot.id))
             .map(|mean| NodeWorkload::new(plan.seed, slot.id, inc, mean, now));
         self.context = format!("oracle.started({pid})");
+        if std::mem::take(&mut slot.disk_lost) {
+            self.oracle.lost_disk(slot.id);
+        }
         self.oracle.started(pid, now);
         if self.tracing() {
             self.trace_line(format!(
@@ -1083,6 +1089,13 @@ impl<'p> Sim<'p> {
                     Fault::Crash(n) => {
                         let i = self.index[&n];
                         self.crash(i, "scheduled");
+                    }
+                    Fault::CrashLosingDisk(n) => {
+                        let i = self.index[&n];
+                        self.crash(i, "scheduled, losing its disk");
+                        let slot = &mut self.slots[i];
+                        slot.disk_ring_seq = 0;
+                        slot.disk_lost = true;
                     }
                     Fault::Leave(n) => {
                         let i = self.index[&n];

@@ -122,3 +122,32 @@ fn busy_processor_falls_behind_and_catches_up() {
     let s = &r.summary;
     assert!(s.busy_waited > 200, "{s:?}");
 }
+
+#[test]
+fn restart_alone_after_losing_the_persisted_ring_seq() {
+    let all = vec![1, 2, 3, 4];
+    let r = Scenario::new("restart_alone_after_losing_the_persisted_ring_seq", 4)
+        .workload(busy())
+        .at_ms(1_000, Fault::Partition(vec![vec![3], vec![1, 2, 4]]))
+        .at_ms(1_200, Fault::CrashLosingDisk(3))
+        .at_ms(1_500, Fault::Start(3))
+        .at_ms(2_500, Fault::Heal)
+        .at_ms(3_000, Fault::CrashLosingDisk(3))
+        .at_ms(3_300, Fault::Start(3))
+        .heal_at_ms(4_000)
+        .run();
+    assert_converged_with(&r, &all);
+    assert_eq!(r.summary.restarts, 2);
+    // Every incarnation of n3 installed rings of its own, and none repeats an earlier one's.
+    let mut seen = std::collections::BTreeMap::new();
+    for o in r.events_of(3) {
+        if let totem::Event::ConfigChange(c) = &o.event {
+            if c.kind == totem::ConfigKind::Regular {
+                let first = seen.entry(c.ring_id).or_insert(o.proc.incarnation);
+                assert_eq!(*first, o.proc.incarnation, "ring {} reused", c.ring_id);
+            }
+        }
+    }
+    let incarnations: std::collections::BTreeSet<u32> = seen.values().copied().collect();
+    assert_eq!(incarnations.len(), 3, "{seen:?}");
+}

@@ -298,6 +298,9 @@ pub struct Processor {
     regular_ring: RingId,
     /// Highest ring sequence number adopted or seen (Corosync's `token_ring_id_seq`).
     ring_seq_high: u64,
+    /// Set when the driver knew no ring sequence number (`Start::ring_seq` 0): the rings this
+    /// processor creates are numbered with a random step (see `create_commit_token`).
+    ring_salt: Option<u64>,
     /// Members of the last installed regular configuration (initially just this processor).
     memb: Vec<NodeId>,
     installed_any: bool,
@@ -468,6 +471,13 @@ fn greedy_cover(among: &BTreeSet<NodeId>, broken: &BTreeSet<(NodeId, NodeId)>) -
     out
 }
 
+/// splitmix64's output function.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Processor {
     /// Creates a processor that immediately starts a membership round: it forms a ring alone, or
     /// with the processors it hears.
@@ -504,6 +514,7 @@ impl Processor {
             ring_id: pseudo,
             regular_ring: pseudo,
             ring_seq_high: start.ring_seq,
+            ring_salt: (start.ring_seq == 0).then(|| mix64(start.seed ^ 0xD1B5_4A32_D192_ED03)),
             memb: vec![id],
             installed_any: false,
             proc_set: BTreeSet::new(),
@@ -2209,7 +2220,18 @@ impl Processor {
             .filter(|n| !self.fail_set.contains(n))
             .copied()
             .collect();
-        let seq = self.ring_seq_high.max(self.ring_id.seq).saturating_add(4);
+        let high = self.ring_seq_high.max(self.ring_id.seq);
+        // A processor that knows nothing of its past (`Start::ring_seq` 0) cannot tell which
+        // ids its earlier incarnations created: from the same high-water mark of the others,
+        // or of nobody when alone, it would create the same `(me, high + 4)` again, and packets
+        // of that old configuration would pass for the new one's. It steps by a random
+        // multiple of 4 instead (below 2^34, from its start seed and `high`), so two
+        // incarnations collide with odds of about 2^-32.
+        let step = match self.ring_salt {
+            None => 4,
+            Some(salt) => 4 + ((mix64(salt ^ high) & 0xFFFF_FFFF) << 2),
+        };
+        let seq = high.saturating_add(step);
         let ct = CommitToken {
             ring_id: RingId::new(self.me, seq),
             token_seq: 0,
