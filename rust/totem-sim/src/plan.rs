@@ -108,6 +108,15 @@ pub enum Fault {
     /// The node crashes and loses its persisted ring sequence number: its next start gets
     /// `Start::ring_seq` 0 (or the plan's `base_ring_seq`), as after a wiped disk.
     CrashLosingDisk(NodeId),
+    /// Arms a one-shot trigger: the next call into `node` that passes the token crashes it in
+    /// the middle of sending what that call produced. With `after_token` the token leaves and
+    /// then `fraction` of what follows it (the Accelerated Ring's post-token multicasts);
+    /// without, `fraction` of the multicasts before the token leave and the token does not.
+    CrashMidSend {
+        node: NodeId,
+        after_token: bool,
+        fraction: f64,
+    },
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -207,6 +216,20 @@ impl fmt::Display for Fault {
                 per_packet.as_micros()
             ),
             Fault::CrashLosingDisk(n) => write!(f, "crash n{n}, losing its persisted ring_seq"),
+            Fault::CrashMidSend {
+                node,
+                after_token,
+                fraction,
+            } => write!(
+                f,
+                "crash n{node} in its next send of the token, {} ({:.0}% of them sent)",
+                if *after_token {
+                    "after the token, among the packets that follow it"
+                } else {
+                    "among the multicasts before the token"
+                },
+                fraction * 100.0
+            ),
             Fault::Submit {
                 node,
                 size,
@@ -241,6 +264,7 @@ pub struct FaultKinds {
     pub bandwidth: bool,
     pub processing: bool,
     pub lost_disk: bool,
+    pub crash_mid_send: bool,
 }
 
 impl FaultKinds {
@@ -260,6 +284,7 @@ impl FaultKinds {
         bandwidth: true,
         processing: true,
         lost_disk: true,
+        crash_mid_send: true,
     };
     pub const NONE: FaultKinds = FaultKinds {
         loss: false,
@@ -277,10 +302,11 @@ impl FaultKinds {
         bandwidth: false,
         processing: false,
         lost_disk: false,
+        crash_mid_send: false,
     };
 
     /// `(flag name, field)` pairs, for the CLI and for replay commands.
-    pub fn flags(&mut self) -> [(&'static str, &mut bool); 15] {
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 16] {
         [
             ("loss", &mut self.loss),
             ("dup", &mut self.dup),
@@ -297,6 +323,7 @@ impl FaultKinds {
             ("bandwidth", &mut self.bandwidth),
             ("processing", &mut self.processing),
             ("lost-disk", &mut self.lost_disk),
+            ("crash-mid-send", &mut self.crash_mid_send),
         ]
     }
 }
@@ -1004,6 +1031,7 @@ fn more_faults(
     swarm(kinds.bandwidth && n >= 2, MoreKind::Bandwidth);
     swarm(kinds.processing, MoreKind::Processing);
     swarm(kinds.lost_disk, MoreKind::LostDisk);
+    swarm(kinds.crash_mid_send && n >= 2, MoreKind::CrashMidSend);
     if events.is_empty() {
         return;
     }
@@ -1027,6 +1055,7 @@ fn more_faults(
             MoreKind::Bandwidth => g.bandwidth(),
             MoreKind::Processing => g.processing(),
             MoreKind::LostDisk => g.lost_disk(),
+            MoreKind::CrashMidSend => g.crash_mid_send(),
         }
     }
 }
@@ -1038,6 +1067,7 @@ enum MoreKind {
     Bandwidth,
     Processing,
     LostDisk,
+    CrashMidSend,
 }
 
 /// Fault episodes a seed may draw from.
@@ -1365,6 +1395,26 @@ impl Gen<'_> {
         }
     }
 
+    /// A crash in the middle of a send of the token, mostly followed by a restart 0.1-2 s
+    /// later.
+    fn crash_mid_send(&mut self) {
+        let node = self.node();
+        let after_token = self.rng.chance(0.6);
+        let fraction = self.rng.unit();
+        self.push(
+            Duration::ZERO,
+            Fault::CrashMidSend {
+                node,
+                after_token,
+                fraction,
+            },
+        );
+        if self.rng.chance(0.6) {
+            let back = ms(self.rng.range(100, 2_000));
+            self.push(back, Fault::Start(node));
+        }
+    }
+
     fn token_drop(&mut self) {
         let kinds: &[PacketType] = match self.rng.below(3) {
             0 => &[PacketType::OrfToken],
@@ -1576,6 +1626,7 @@ mod tests {
                 bandwidth: false,
                 processing: false,
                 lost_disk: false,
+                crash_mid_send: false,
                 ..FaultKinds::ALL
             },
             loss: Some(0.05),
@@ -1596,6 +1647,7 @@ mod tests {
                         | Fault::Bandwidth { .. }
                         | Fault::Processing { .. }
                         | Fault::CrashLosingDisk(_)
+                        | Fault::CrashMidSend { .. }
                 ));
             }
             assert!(p.net.links.values().all(|l| l.loss == 0.05));
@@ -1605,7 +1657,7 @@ mod tests {
     #[test]
     fn every_kind_shows_up_across_seeds() {
         let o = Options::default();
-        let mut seen = [false; 14];
+        let mut seen = [false; 15];
         for seed in 0..300 {
             for s in Plan::from_seed(seed, &o).schedule {
                 let i = match s.fault {
@@ -1623,6 +1675,7 @@ mod tests {
                     Fault::Bandwidth { .. } => 11,
                     Fault::Processing { .. } => 12,
                     Fault::CrashLosingDisk(_) => 13,
+                    Fault::CrashMidSend { .. } => 14,
                     _ => continue,
                 };
                 seen[i] = true;

@@ -132,6 +132,25 @@ pub struct HookFired {
     pub at: Instant,
 }
 
+/// A crash in the middle of a send that fired: of the packets one call produced (the token at
+/// index `token`), the first `sent` left, `withheld` did not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MidSendCrash {
+    pub proc: ProcId,
+    pub at: Instant,
+    pub token: usize,
+    pub sent: usize,
+    pub withheld: usize,
+}
+
+/// An armed crash-in-the-middle-of-a-send trigger.
+#[derive(Debug)]
+struct MidSend {
+    slot: usize,
+    after_token: bool,
+    fraction: f64,
+}
+
 /// Everything a run produced.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -148,6 +167,7 @@ pub struct RunResult {
     pub events: Vec<Observed>,
     pub submissions: Vec<Submission>,
     pub hooks_fired: Vec<HookFired>,
+    pub mid_send_crashes: Vec<MidSendCrash>,
 }
 
 impl RunResult {
@@ -244,6 +264,7 @@ pub fn run_plan(plan: &Plan, opts: &Options) -> RunResult {
         events: sim.events,
         submissions: sim.submissions,
         hooks_fired: sim.hooks_fired,
+        mid_send_crashes: sim.mid_send_crashes,
     }
 }
 
@@ -371,6 +392,9 @@ struct Sim<'p> {
     events: Vec<Observed>,
     submissions: Vec<Submission>,
     hooks_fired: Vec<HookFired>,
+    mid_send: Vec<MidSend>,
+    mid_send_crashes: Vec<MidSendCrash>,
+    tx_buf: Vec<totem::Transmit>,
     /// (ring, seq) of every regular multicast seen, so only the first transmission is reported
     /// to the oracle ([`Oracle::multicast`]).
     multicasts: HashSet<(RingId, u64)>,
@@ -442,6 +466,9 @@ impl<'p> Sim<'p> {
             events: Vec::new(),
             submissions: Vec::new(),
             hooks_fired: Vec::new(),
+            mid_send: Vec::new(),
+            mid_send_crashes: Vec::new(),
+            tx_buf: Vec::new(),
             multicasts: HashSet::new(),
             reassembly: HashMap::new(),
             unpacked: Vec::new(),
@@ -589,7 +616,51 @@ impl<'p> Sim<'p> {
             return Ok(());
         };
         self.context = format!("{pid} poll_transmit");
+        let mut txs = std::mem::take(&mut self.tx_buf);
         while let Some(t) = p.poll_transmit() {
+            txs.push(t);
+        }
+        // A crash in the middle of a send: the trigger fires on a call that passes the token,
+        // and only the first `cut` of its packets leave.
+        let mut cut = txs.len();
+        let mut mid_send = None;
+        if let Some(k) = self.mid_send.iter().position(|m| m.slot == i) {
+            let token = txs
+                .iter()
+                .position(|t| wire::peek_type(&t.data) == Ok(PacketType::OrfToken));
+            // Only a send with packets on the chosen side of the token will do.
+            let token = token.filter(|&t| {
+                if self.mid_send[k].after_token {
+                    t + 1 < txs.len()
+                } else {
+                    t > 0
+                }
+            });
+            if let Some(token) = token {
+                let m = self.mid_send.remove(k);
+                cut = if m.after_token {
+                    // The token and part of what follows it (the Accelerated Ring's
+                    // post-token multicasts, or nothing in classic mode).
+                    let after = txs.len() - token - 1;
+                    token + 1 + (m.fraction * after as f64) as usize
+                } else {
+                    // Part of the multicasts before the token, never the token.
+                    (m.fraction * token as f64) as usize
+                }
+                .min(txs.len());
+                if !m.after_token {
+                    cut = cut.min(token);
+                }
+                mid_send = Some(MidSendCrash {
+                    proc: pid,
+                    at: now,
+                    token,
+                    sent: cut,
+                    withheld: txs.len() - cut,
+                });
+            }
+        }
+        for t in txs.drain(..).take(cut) {
             self.summary.transmits += 1;
             if now - slot.transmit_window.0 >= STORM_WINDOW {
                 slot.transmit_window = (now, 0);
@@ -663,6 +734,8 @@ impl<'p> Sim<'p> {
                 }
             }
         }
+        txs.clear();
+        self.tx_buf = txs;
         self.context = format!("{pid} poll_event");
         let steady = self.steady.map(|k| &self.plan.steady[k]);
         let mut steady_violation = None;
@@ -769,6 +842,18 @@ impl<'p> Sim<'p> {
         }
         if crash_now {
             self.crash(i, "in the state its trigger waited for");
+        }
+        if let Some(m) = mid_send {
+            if tracing {
+                self.trace_line(format!(
+                    "{now} {pid} crashes in the middle of a send: {} of {} packets left (token at {})",
+                    m.sent,
+                    m.sent + m.withheld,
+                    m.token
+                ));
+            }
+            self.mid_send_crashes.push(m);
+            self.crash(i, "in the middle of a send");
         }
         Ok(())
     }
@@ -1090,6 +1175,18 @@ impl<'p> Sim<'p> {
                         let i = self.index[&n];
                         self.crash(i, "scheduled");
                     }
+                    Fault::CrashMidSend {
+                        node,
+                        after_token,
+                        fraction,
+                    } => {
+                        let slot = self.index[&node];
+                        self.mid_send.push(MidSend {
+                            slot,
+                            after_token,
+                            fraction,
+                        });
+                    }
                     Fault::CrashLosingDisk(n) => {
                         let i = self.index[&n];
                         self.crash(i, "scheduled, losing its disk");
@@ -1304,6 +1401,7 @@ impl<'p> Sim<'p> {
         self.healed = true;
         self.net.clear_faults();
         self.hooks.clear();
+        self.mid_send.clear();
         if self.tracing() {
             self.trace_line(format!(
                 "{now} HEAL: partitions healed, loss stopped, links unclogged, triggers disarmed"

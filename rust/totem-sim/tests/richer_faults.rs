@@ -151,3 +151,47 @@ fn restart_alone_after_losing_the_persisted_ring_seq() {
     let incarnations: std::collections::BTreeSet<u32> = seen.values().copied().collect();
     assert_eq!(incarnations.len(), 3, "{seen:?}");
 }
+
+fn crash_mid_send(accelerated_window: u32, after_token: bool) -> RunResult {
+    Scenario::new("crash_mid_send", 4)
+        .config(|c| c.accelerated_window = accelerated_window)
+        .workload(WorkloadParams {
+            mean_interval: Some(Duration::from_millis(5)),
+            burst_chance: 0.1,
+            ..WorkloadParams::default()
+        })
+        .at_ms(
+            1_500,
+            Fault::CrashMidSend {
+                node: 2,
+                after_token,
+                fraction: 0.5,
+            },
+        )
+        .at_ms(2_500, Fault::Start(2))
+        .heal_at_ms(3_500)
+        .run()
+}
+
+#[test]
+fn crash_between_the_token_and_the_post_token_multicasts() {
+    let r = crash_mid_send(17, true);
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    let [m] = &r.mid_send_crashes[..] else {
+        panic!("{:?}", r.mid_send_crashes);
+    };
+    assert_eq!(m.proc.node, 2);
+    // The token left, and some of the multicasts after it did not.
+    assert!(m.sent > m.token && m.withheld > 0, "{m:?}");
+}
+
+#[test]
+fn crash_part_way_through_the_multicasts_before_the_token() {
+    let r = crash_mid_send(0, false);
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    let [m] = &r.mid_send_crashes[..] else {
+        panic!("{:?}", r.mid_send_crashes);
+    };
+    // The token did not leave, nor everything before it.
+    assert!(m.sent < m.token && m.withheld > 1, "{m:?}");
+}
