@@ -38,7 +38,7 @@ flags that shape a seed's run (part of every replay command):
   --no-loss --no-dup --no-crash --no-leave --no-partition --no-one-way --no-clog
   --no-pause --no-token-drop --no-late-start --no-burst
   --no-slow-link --no-bandwidth --no-processing --no-lost-disk
-  --no-crash-mid-send
+  --no-crash-mid-send --no-clock
                        never use that fault kind
   --inject BUG         run with a deliberate protocol bug, to test the oracle (repeatable):
                        safe-as-agreed | safe-one-visit | no-install-holdback

@@ -117,6 +117,15 @@ pub enum Fault {
         after_token: bool,
         fraction: f64,
     },
+    /// From now on the node's clock runs `ppm` parts per million fast (negative: slow); the
+    /// processor's timers follow it. Lasts past the heal (clocks drift for good).
+    ClockDrift { node: NodeId, ppm: i32 },
+    /// The node's clock jumps `by` forward or back (it is no longer monotonic then).
+    ClockJump {
+        node: NodeId,
+        forward: bool,
+        by: Duration,
+    },
     /// A scripted submission of `size` pseudo-random bytes.
     Submit {
         node: NodeId,
@@ -216,6 +225,18 @@ impl fmt::Display for Fault {
                 per_packet.as_micros()
             ),
             Fault::CrashLosingDisk(n) => write!(f, "crash n{n}, losing its persisted ring_seq"),
+            Fault::ClockDrift { node, ppm } => write!(
+                f,
+                "n{node}'s clock runs {:.2}% {}",
+                f64::from(ppm.unsigned_abs()) / 1e4,
+                if *ppm >= 0 { "fast" } else { "slow" }
+            ),
+            Fault::ClockJump { node, forward, by } => write!(
+                f,
+                "n{node}'s clock jumps {} {}",
+                if *forward { "forward" } else { "back" },
+                fmt_ms(*by)
+            ),
             Fault::CrashMidSend {
                 node,
                 after_token,
@@ -265,6 +286,7 @@ pub struct FaultKinds {
     pub processing: bool,
     pub lost_disk: bool,
     pub crash_mid_send: bool,
+    pub clock: bool,
 }
 
 impl FaultKinds {
@@ -285,6 +307,7 @@ impl FaultKinds {
         processing: true,
         lost_disk: true,
         crash_mid_send: true,
+        clock: true,
     };
     pub const NONE: FaultKinds = FaultKinds {
         loss: false,
@@ -303,10 +326,11 @@ impl FaultKinds {
         processing: false,
         lost_disk: false,
         crash_mid_send: false,
+        clock: false,
     };
 
     /// `(flag name, field)` pairs, for the CLI and for replay commands.
-    pub fn flags(&mut self) -> [(&'static str, &mut bool); 16] {
+    pub fn flags(&mut self) -> [(&'static str, &mut bool); 17] {
         [
             ("loss", &mut self.loss),
             ("dup", &mut self.dup),
@@ -324,6 +348,7 @@ impl FaultKinds {
             ("processing", &mut self.processing),
             ("lost-disk", &mut self.lost_disk),
             ("crash-mid-send", &mut self.crash_mid_send),
+            ("clock", &mut self.clock),
         ]
     }
 }
@@ -1032,6 +1057,7 @@ fn more_faults(
     swarm(kinds.processing, MoreKind::Processing);
     swarm(kinds.lost_disk, MoreKind::LostDisk);
     swarm(kinds.crash_mid_send && n >= 2, MoreKind::CrashMidSend);
+    swarm(kinds.clock, MoreKind::Clock);
     if events.is_empty() {
         return;
     }
@@ -1056,6 +1082,7 @@ fn more_faults(
             MoreKind::Processing => g.processing(),
             MoreKind::LostDisk => g.lost_disk(),
             MoreKind::CrashMidSend => g.crash_mid_send(),
+            MoreKind::Clock => g.clock(),
         }
     }
 }
@@ -1068,6 +1095,7 @@ enum MoreKind {
     Processing,
     LostDisk,
     CrashMidSend,
+    Clock,
 }
 
 /// Fault episodes a seed may draw from.
@@ -1415,6 +1443,21 @@ impl Gen<'_> {
         }
     }
 
+    /// A clock fault: a drift of 0.5-2 % fast or slow (from then on), or a jump forward or
+    /// back by 10 ms to 3 s.
+    fn clock(&mut self) {
+        let node = self.node();
+        if self.rng.chance(0.5) {
+            let ppm = self.rng.range(5_000, 20_000) as i32;
+            let ppm = if self.rng.chance(0.5) { ppm } else { -ppm };
+            self.push(Duration::ZERO, Fault::ClockDrift { node, ppm });
+        } else {
+            let forward = self.rng.chance(0.5);
+            let by = ms(*self.rng.pick(&[10, 100, 500, 1_000, 3_000]));
+            self.push(Duration::ZERO, Fault::ClockJump { node, forward, by });
+        }
+    }
+
     fn token_drop(&mut self) {
         let kinds: &[PacketType] = match self.rng.below(3) {
             0 => &[PacketType::OrfToken],
@@ -1627,6 +1670,7 @@ mod tests {
                 processing: false,
                 lost_disk: false,
                 crash_mid_send: false,
+                clock: false,
                 ..FaultKinds::ALL
             },
             loss: Some(0.05),
@@ -1648,6 +1692,8 @@ mod tests {
                         | Fault::Processing { .. }
                         | Fault::CrashLosingDisk(_)
                         | Fault::CrashMidSend { .. }
+                        | Fault::ClockDrift { .. }
+                        | Fault::ClockJump { .. }
                 ));
             }
             assert!(p.net.links.values().all(|l| l.loss == 0.05));
@@ -1657,7 +1703,7 @@ mod tests {
     #[test]
     fn every_kind_shows_up_across_seeds() {
         let o = Options::default();
-        let mut seen = [false; 15];
+        let mut seen = [false; 17];
         for seed in 0..300 {
             for s in Plan::from_seed(seed, &o).schedule {
                 let i = match s.fault {
@@ -1676,6 +1722,8 @@ mod tests {
                     Fault::Processing { .. } => 12,
                     Fault::CrashLosingDisk(_) => 13,
                     Fault::CrashMidSend { .. } => 14,
+                    Fault::ClockDrift { .. } => 15,
+                    Fault::ClockJump { .. } => 16,
                     _ => continue,
                 };
                 seen[i] = true;

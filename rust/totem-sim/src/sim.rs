@@ -168,6 +168,9 @@ pub struct RunResult {
     pub submissions: Vec<Submission>,
     pub hooks_fired: Vec<HookFired>,
     pub mid_send_crashes: Vec<MidSendCrash>,
+    /// Per node, what its clock read at the end minus the virtual time (drift and jumps), in
+    /// microseconds.
+    pub clock_offsets: Vec<(NodeId, i64)>,
 }
 
 impl RunResult {
@@ -252,6 +255,14 @@ pub fn run_plan(plan: &Plan, opts: &Options) -> RunResult {
     sim.summary.end = sim.now;
     sim.summary.configurations = sim.configurations.len() as u64;
     let live = sim.live();
+    let clock_offsets = sim
+        .slots
+        .iter()
+        .map(|s| {
+            let local = s.clock.local(sim.now).as_micros() as i64;
+            (s.id, local - sim.now.as_micros() as i64)
+        })
+        .collect();
     RunResult {
         name: plan.name.clone(),
         seed: plan.seed,
@@ -265,6 +276,61 @@ pub fn run_plan(plan: &Plan, opts: &Options) -> RunResult {
         submissions: sim.submissions,
         hooks_fired: sim.hooks_fired,
         mid_send_crashes: sim.mid_send_crashes,
+        clock_offsets,
+    }
+}
+
+/// A node's clock: `local(t) = base_local + (t - base) × rate`. It survives restarts (it is
+/// the machine's, not the process's). Drift changes `rate`, a jump moves `base_local`; both
+/// re-base at the moment they happen, so the clock is continuous except at jumps.
+#[derive(Copy, Clone, Debug)]
+struct Clock {
+    base: Instant,
+    base_local: Instant,
+    rate: f64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            base: Instant::ZERO,
+            base_local: Instant::ZERO,
+            rate: 1.0,
+        }
+    }
+}
+
+impl Clock {
+    fn exact(&self) -> bool {
+        self.rate == 1.0 && self.base == self.base_local
+    }
+
+    /// What the clock reads at virtual time `t` (not before `base`).
+    fn local(&self, t: Instant) -> Instant {
+        if self.exact() {
+            return t;
+        }
+        let elapsed = (t - self.base).as_micros() as f64 * self.rate;
+        self.base_local + Duration::from_micros(elapsed.floor() as u64)
+    }
+
+    /// The first virtual time at which the clock reads at least `l` (now, if it already does).
+    fn global(&self, l: Instant) -> Instant {
+        if self.exact() {
+            return l;
+        }
+        let ahead = (l - self.base_local).as_micros() as f64 / self.rate;
+        let mut t = self.base + Duration::from_micros(ahead.ceil() as u64);
+        // Rounding: step forward until the clock reads l.
+        while self.local(t) < l {
+            t = t + Duration::from_micros(1);
+        }
+        t
+    }
+
+    fn rebase(&mut self, now: Instant) {
+        self.base_local = self.local(now);
+        self.base = now;
     }
 }
 
@@ -279,7 +345,10 @@ struct Slot {
     disk_ring_seq: u64,
     /// The persisted value was lost since the last start (the oracle is told at the next).
     disk_lost: bool,
+    /// The processor's timer, on its own clock.
     timer: Option<Instant>,
+    /// The node's clock: what it reads at each virtual instant (drift and jumps).
+    clock: Clock,
     timeouts_at_now: (Instant, u32),
     /// Packets sent since the start of the current storm-detection window.
     transmit_window: (Instant, u32),
@@ -419,6 +488,7 @@ impl<'p> Sim<'p> {
                 disk_ring_seq: plan.base_ring_seq,
                 disk_lost: false,
                 timer: None,
+                clock: Clock::default(),
                 timeouts_at_now: (Instant::ZERO, 0),
                 transmit_window: (Instant::ZERO, 0),
                 paused_until: None,
@@ -586,7 +656,7 @@ impl<'p> Sim<'p> {
             if s.proc.is_none() || s.paused_until.is_some() {
                 continue;
             }
-            if let Some(t) = s.timer {
+            if let Some(t) = s.timer.map(|l| s.clock.global(l)) {
                 // A busy processor's timers fire once it is done with the packet at hand.
                 consider(t.max(self.now).max(s.busy_until), Step::Timer(i));
             }
@@ -811,6 +881,7 @@ impl<'p> Sim<'p> {
             return Err(self.violation(v));
         }
         self.context = format!("{pid} poll_timeout");
+        // (Kept on the processor's clock: a clock jump moves it in virtual time.)
         slot.timer = p.poll_timeout();
         slot.disk_ring_seq = slot.disk_ring_seq.max(p.ring_seq_high_water());
         let state = p.state();
@@ -887,8 +958,8 @@ impl<'p> Sim<'p> {
             incarnation: inc,
         };
         self.context = format!("{pid} Processor::new");
-        let proc =
-            Processor::new(plan.config.clone(), slot.id, start, now).map_err(|e| Failure {
+        let proc = Processor::new(plan.config.clone(), slot.id, start, slot.clock.local(now))
+            .map_err(|e| Failure {
                 at: now,
                 kind: FailureKind::Setup(format!("Processor::new({pid}): {e}")),
             })?;
@@ -1003,11 +1074,12 @@ impl<'p> Sim<'p> {
             self.trace_line(line);
         }
         self.context = format!("{pid} handle_packet");
+        let local = self.slots[i].clock.local(now);
         self.slots[i]
             .proc
             .as_mut()
             .expect("up")
-            .handle_packet(now, p.data);
+            .handle_packet(local, p.data);
         self.after_call(i)
     }
 
@@ -1026,7 +1098,8 @@ impl<'p> Sim<'p> {
             slot.timeouts_at_now = (now, 1);
         }
         self.context = format!("{pid} handle_timeout");
-        slot.proc.as_mut().expect("up").handle_timeout(now);
+        let local = slot.clock.local(now);
+        slot.proc.as_mut().expect("up").handle_timeout(local);
         self.after_call(i)
     }
 
@@ -1052,7 +1125,12 @@ impl<'p> Sim<'p> {
         let pid = slot.pid();
         let len = data.len();
         self.context = format!("{pid} submit");
-        let r = slot.proc.as_mut().expect("up").submit(now, data.clone(), g);
+        let local = slot.clock.local(now);
+        let r = slot
+            .proc
+            .as_mut()
+            .expect("up")
+            .submit(local, data.clone(), g);
         match r {
             Ok(msg_no) => {
                 slot.own_pending.insert(msg_no);
@@ -1187,6 +1265,25 @@ impl<'p> Sim<'p> {
                             fraction,
                         });
                     }
+                    Fault::ClockDrift { node, ppm } => {
+                        let clock = &mut self.slots[self.index[&node]].clock;
+                        clock.rebase(now);
+                        clock.rate = 1.0 + f64::from(ppm) / 1e6;
+                    }
+                    Fault::ClockJump { node, forward, by } => {
+                        let clock = &mut self.slots[self.index[&node]].clock;
+                        clock.rebase(now);
+                        clock.base_local = if forward {
+                            clock.base_local + by
+                        } else {
+                            Instant::from_micros(
+                                clock
+                                    .base_local
+                                    .as_micros()
+                                    .saturating_sub(by.as_micros() as u64),
+                            )
+                        };
+                    }
                     Fault::CrashLosingDisk(n) => {
                         let i = self.index[&n];
                         self.crash(i, "scheduled, losing its disk");
@@ -1197,9 +1294,10 @@ impl<'p> Sim<'p> {
                     Fault::Leave(n) => {
                         let i = self.index[&n];
                         let pid = self.slots[i].pid();
+                        let local = self.slots[i].clock.local(now);
                         if let Some(p) = self.slots[i].proc.as_mut() {
                             self.context = format!("{pid} leave");
-                            p.leave(now);
+                            p.leave(local);
                             self.after_call(i)?;
                             self.crash(i, "left");
                         }

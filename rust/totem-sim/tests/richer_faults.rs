@@ -195,3 +195,80 @@ fn crash_part_way_through_the_multicasts_before_the_token() {
     // The token did not leave, nor everything before it.
     assert!(m.sent < m.token && m.withheld > 1, "{m:?}");
 }
+
+#[test]
+fn clocks_that_drift_fast_and_slow() {
+    let all = vec![1, 2, 3, 4];
+    let r = Scenario::new("clocks_that_drift_fast_and_slow", 4)
+        .workload(busy())
+        .at_ms(
+            0,
+            Fault::ClockDrift {
+                node: 2,
+                ppm: 20_000,
+            },
+        )
+        .at_ms(
+            0,
+            Fault::ClockDrift {
+                node: 3,
+                ppm: -20_000,
+            },
+        )
+        .at_ms(1_000, Fault::Crash(4))
+        .at_ms(2_000, Fault::Start(4))
+        .heal_at_ms(3_000)
+        .run();
+    assert_converged_with(&r, &all);
+    let end = r.summary.end.as_micros() as f64;
+    let off: std::collections::BTreeMap<NodeId, i64> = r.clock_offsets.iter().copied().collect();
+    assert!(
+        (off[&2] as f64 - end * 0.02).abs() < 10.0,
+        "{off:?} at {end}"
+    );
+    assert!(
+        (off[&3] as f64 + end * 0.02).abs() < 10.0,
+        "{off:?} at {end}"
+    );
+    assert_eq!((off[&1], off[&4]), (0, 0));
+}
+
+fn clock_jump(forward: bool) -> RunResult {
+    Scenario::new("clock_jump", 4)
+        .workload(busy())
+        .at_ms(
+            3_200,
+            Fault::ClockJump {
+                node: 3,
+                forward,
+                by: Duration::from_millis(3_000),
+            },
+        )
+        .at_ms(
+            3_500,
+            Fault::ClockJump {
+                node: 1,
+                forward,
+                by: Duration::from_millis(500),
+            },
+        )
+        .at_ms(3_600, Fault::Crash(2))
+        .heal_at_ms(5_000)
+        .run()
+}
+
+#[test]
+fn clocks_that_jump_forward() {
+    let r = clock_jump(true);
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    let off: std::collections::BTreeMap<NodeId, i64> = r.clock_offsets.iter().copied().collect();
+    assert_eq!((off[&3], off[&1]), (3_000_000, 500_000));
+}
+
+#[test]
+fn clocks_that_jump_back() {
+    let r = clock_jump(false);
+    assert_converged_with(&r, &[1, 2, 3, 4]);
+    let off: std::collections::BTreeMap<NodeId, i64> = r.clock_offsets.iter().copied().collect();
+    assert_eq!((off[&3], off[&1]), (-3_000_000, -500_000));
+}
