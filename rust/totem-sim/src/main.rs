@@ -35,6 +35,8 @@ flags that shape a seed's run (part of every replay command):
                        partition, a crash) each held for tens of seconds; after each fault
                        settles, a steady window checks S1-S3 (membership settled in rings
                        connected both ways, no reconfiguration, own messages delivered)
+  --minutes M          with --long: episodes follow each other for M simulated minutes
+                       of faults per seed (default: 3-6 episodes)
   --no-loss --no-dup --no-crash --no-leave --no-partition --no-one-way --no-clog
   --no-pause --no-token-drop --no-late-start --no-burst
   --no-slow-link --no-bandwidth --no-processing --no-lost-disk
@@ -118,6 +120,13 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--no-faults" => opts.faults = FaultKinds::NONE,
             "--accelerated" => opts.accelerated = true,
             "--long" => opts.long = true,
+            "--minutes" => {
+                let m = parse_u64(a, &value(a)?)?;
+                if m == 0 {
+                    return Err("--minutes: needs at least 1".into());
+                }
+                opts.minutes = Some(m);
+            }
             "--inject" => {
                 let v = value(a)?;
                 if !inject_by_name(&mut opts.inject, &v) {
@@ -148,6 +157,9 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         mode = Some(Mode::Range(from, from.saturating_add(n)));
     }
     let mode = mode.ok_or("one of --seed, --seeds or --soak is required")?;
+    if opts.minutes.is_some() && !opts.long {
+        return Err("--minutes needs --long".into());
+    }
     if opts.trace != TraceMode::Off && !matches!(mode, Mode::One(_)) {
         return Err("--trace needs a single --seed".into());
     }
@@ -348,6 +360,8 @@ mod tests {
             "--bogus",
             "--seed 1 --inject",
             "--seed 1 --inject off-by-one",
+            "--seed 1 --minutes 3",
+            "--seed 1 --long --minutes 0",
         ] {
             assert!(args(bad).is_err(), "{bad}");
         }
@@ -355,7 +369,7 @@ mod tests {
 
     #[test]
     fn replay_command_parses_back_to_the_same_options() {
-        let a = args("--seed 9 --nodes 4 --no-clog --no-pause --loss 0.1 --dup 0.02 --inject no-install-holdback --inject safe-as-agreed").unwrap();
+        let a = args("--seed 9 --nodes 4 --no-clog --no-pause --no-clock --no-burst --loss 0.1 --dup 0.02 --long --minutes 7 --inject no-install-holdback --inject safe-as-agreed").unwrap();
         let cmd = a.opts.replay_command(9);
         let tail = cmd.split(" -- ").nth(1).unwrap().replace(" --trace", "");
         let b = args(&tail).unwrap();

@@ -392,6 +392,9 @@ pub struct Options {
     /// tens of seconds, with little or no loss; after each fault's settling time a steady
     /// window in which the simulator checks S1-S3 (see [`Plan::steady`]).
     pub long: bool,
+    /// With `long`: episodes follow each other until this many simulated minutes of faults
+    /// have passed (instead of 3-6 episodes).
+    pub minutes: Option<u64>,
     /// Deliberate protocol bugs to run with (`--inject`), to test the oracle: copied into
     /// every processor's configuration; nothing else of the seed's plan changes.
     pub inject: FaultInjection,
@@ -445,6 +448,9 @@ impl Options {
         }
         if self.long {
             out += " --long";
+        }
+        if let Some(m) = self.minutes {
+            out += &format!(" --minutes {m}");
         }
         for name in injected_names(&self.inject) {
             out += &format!(" --inject {name}");
@@ -817,6 +823,9 @@ impl Plan {
         let mut at = Instant::from_millis(rng.range(500, 2_000));
         let mut down: Option<NodeId> = None;
         let episodes = rng.range(3, 6);
+        let fault_end = opts
+            .minutes
+            .map(|m| at + Duration::from_secs(m.saturating_mul(60)));
         let mut g = Gen {
             rng: &mut rng,
             nodes: &nodes,
@@ -825,7 +834,9 @@ impl Plan {
             at,
             out: &mut schedule,
         };
-        for _ in 0..episodes {
+        let mut episode = 0;
+        while fault_end.map_or(episode < episodes, |end| at < end) {
+            episode += 1;
             g.at = at;
             g.push(Duration::ZERO, Fault::Heal);
             if let Some(node) = down.take() {
@@ -1653,6 +1664,38 @@ mod tests {
                     p.config.validate().unwrap();
                 }
             }
+        }
+    }
+
+    #[test]
+    fn long_minutes_hold_faults_for_that_long() {
+        let plain = Options {
+            long: true,
+            ..Options::default()
+        };
+        let minutes = Options {
+            minutes: Some(5),
+            ..plain.clone()
+        };
+        for seed in 0..20 {
+            let p = Plan::from_seed(seed, &minutes);
+            assert!(
+                p.heal_at >= Instant::from_millis(5 * 60_000),
+                "{}",
+                p.heal_at
+            );
+            // Back to back: each episode's steady window ends where the next begins.
+            assert!(p.steady.len() >= 5 * 60 / 40, "{} episodes", p.steady.len());
+            let faults = p
+                .schedule
+                .iter()
+                .filter(|s| !matches!(s.fault, Fault::Start(_) | Fault::Heal))
+                .count();
+            assert!(faults >= p.steady.len() / 2, "{faults} faults");
+            // The same seed without --minutes is what it always was: its first episodes.
+            let q = Plan::from_seed(seed, &plain);
+            assert_eq!(p.steady[..q.steady.len()], q.steady[..]);
+            assert!(q.heal_at < Instant::from_millis(5 * 60_000));
         }
     }
 
