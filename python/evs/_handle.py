@@ -149,8 +149,9 @@ class Handle(_evs.Handle):
 
     @property
     def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._closed
+        """True after :meth:`close`, once the node closed the handle for an overflow (events
+        queued before it can still be received), or once its node stopped."""
+        return self._closed or self._ended()
 
     def _check_open(self) -> None:
         # The native handle refuses sends and receives once closed; this covers the calls
@@ -371,6 +372,6 @@ class Handle(_evs.Handle):
         self.close()
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
+        state = " closed" if self.closed else ""
         groups = ", ".join(repr(g) for g in self.joined)
         return f"<evs.Handle {self.id} of node {self.node_id} groups=[{groups}]{state}>"

@@ -257,6 +257,7 @@ def test_closed_handle_raises_on_every_call(
     # What stays usable: identity, introspection, iteration ends, and the eventfd is
     # readable so that a selector wakes up and its recv raises.
     assert h.closed
+    assert h.joined == ()  # its groups were left for it
     assert h.queue_len() == 0
     assert list(h.events(timeout=1)) == []
     assert select.select([h], [], [], 0)[0] == [h]
@@ -582,6 +583,27 @@ def test_default_node_handle_without_node(monkeypatch: pytest.MonkeyPatch) -> No
         assert fresh is not node and fresh.is_running
     finally:
         fresh.shutdown()
+
+
+def test_an_overflowed_handle_is_closed_and_joins_nothing() -> None:
+    # The node closes an overflowed handle and leaves its groups: the handle says so at once,
+    # while the events queued before the overflow are still read.
+    with LocalCluster(1) as c:
+        h = c.handle(0, groups="ovf", queue_capacity=4)
+        for i in range(10):  # more than 4 events for a consumer that does not read
+            try:
+                h.mcast_joined(b"%d" % i)
+            except evs.OverflowedError:
+                break
+        wait_until(lambda: c[0].stats()["handles_overflowed"] == 1, "the overflow")
+        assert h.closed
+        assert h.joined == ()
+        assert repr(h).endswith(" closed>")
+        got: list[evs.Event] = []
+        with pytest.raises(evs.OverflowedError):
+            while True:
+                got.append(h.recv(timeout=WAIT))
+        assert len(got) == 4
 
 
 def test_node_handle_factory_passes_everything_through(node: evs.Node) -> None:

@@ -478,9 +478,20 @@ impl Handle {
         Ok(())
     }
 
-    /// The groups this handle has asked to join (including joins not yet delivered).
+    /// The groups this handle has asked to join (including joins not yet delivered); none
+    /// once the handle is closed (its groups were left for it, see [`Handle::is_closed`]).
     pub fn joined(&self) -> Vec<Bytes> {
+        if self.is_closed() {
+            return Vec::new();
+        }
         lock(&self.joined).list.clone()
+    }
+
+    /// Whether the handle's stream has ended: closed by [`Handle::close`], closed by the node
+    /// after an overflow (events queued before it may still be read), or its node stopped.
+    /// Every call but a receive of what is still queued then fails.
+    pub fn is_closed(&self) -> bool {
+        self.queue.ended().is_some()
     }
 
     fn mcast(

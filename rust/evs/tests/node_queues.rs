@@ -65,6 +65,10 @@ fn a_consumer_that_stops_reading_is_closed_with_overflowed() {
     };
     assert!(matches!(err, EvsError::Overflowed), "{err}");
     assert!(queued <= 50, "{queued}");
+    // Closed by the node, with its groups left for it.
+    assert!(slow.is_closed());
+    assert!(slow.joined().is_empty());
+    assert!(!fast.is_closed());
     assert!(matches!(slow.recv(None), Err(EvsError::Overflowed)));
     assert!(matches!(
         slow.mcast_groups(["g"], b"x", Guarantee::Agreed),
