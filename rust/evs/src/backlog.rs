@@ -95,8 +95,9 @@ impl Backlog {
         true
     }
 
-    /// Moves events, oldest first, into `queue` while it has room. Returns how many moved;
-    /// if the queue has ended, the buffer is emptied.
+    /// Moves events, oldest first, into `queue` while it has room, and asks the consumer to
+    /// wake the driver if some are left. Returns how many moved; if the queue has ended, the
+    /// buffer is emptied.
     pub(crate) fn refill(&mut self, queue: &EventQueue, scratch: &mut Vec<Event>) -> usize {
         let room = queue.room();
         if room == 0 {
@@ -117,6 +118,10 @@ impl Backlog {
             self.events.push_front(ev);
         }
         self.bytes -= moved - back;
+        if !self.events.is_empty() {
+            // The queue is full again with more to come: the consumer must call us back.
+            queue.want_refill();
+        }
         queued
     }
 
@@ -183,6 +188,28 @@ mod tests {
             got.push(e);
         }
         assert_eq!(got, (0..3).map(|i| msg(i, 10)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn events_left_after_a_refill_make_the_consumer_wake_the_driver() {
+        let per = event_bytes(&msg(0, 10));
+        let mut b = Backlog::default();
+        let mut evs: Vec<Event> = (0..5).map(|i| msg(i, 10)).collect();
+        assert!(b.append(&mut evs, 10 * per));
+        let refill = Arc::new(Notify::new());
+        let q = EventQueue::new(2, refill.clone()).unwrap();
+        let mut scratch = Vec::new();
+        assert_eq!(b.refill(&q, &mut scratch), 2, "exactly the room");
+        q.try_take().unwrap();
+        let woken = {
+            let fut = refill.notified();
+            let mut fut = std::pin::pin!(fut);
+            fut.as_mut().enable()
+        };
+        assert!(
+            woken,
+            "3 events still buffered: the reader must wake the driver"
+        );
     }
 
     #[test]

@@ -203,6 +203,19 @@ impl EventQueue {
         (res, n)
     }
 
+    /// Driver side: the driver holds more events for this queue; the consumer wakes it once
+    /// half the queue is read (at once, if it already is: it may have been read meanwhile).
+    pub(crate) fn want_refill(&self) {
+        let mut st = lock(&self.state);
+        if st.events.len() <= self.capacity / 2 {
+            st.refill_wanted = false;
+            drop(st);
+            self.refill.notify_one();
+        } else {
+            st.refill_wanted = true;
+        }
+    }
+
     /// Driver side: ends the stream as overflowed after what is queued and then `rest` (the
     /// driver's buffered events, appended whatever the capacity: they are held in memory
     /// already). `own` tells the handle's own messages; if they are more than half of what
