@@ -85,8 +85,11 @@ class Handle(_evs.Handle):
     (:func:`evs.default_node`). Callbacks, used by :meth:`dispatch`, take the handle and the
     event. ``context`` is free for the application (Corosync's ``evs_context_set``).
     ``groups`` joins those groups at once. ``queue_capacity`` bounds the event queue (default
-    16384 events); a consumer that lets it fill is closed with :class:`evs.OverflowedError`
-    after reading everything queued before, never silently dropped.
+    16384 events); what does not fit waits in the node's delivery buffer
+    (``delivery_buffer_bytes``), and a consumer that lets that fill too is closed with
+    :class:`evs.OverflowedError` after reading everything queued before, never silently
+    dropped. A handle receives its own messages to the groups it joined: one that only
+    multicasts to them, never reading, is closed this way (``own_messages`` is True).
 
     Thread-safe: one thread may send while another receives. Use as a (async) context manager
     to close it on exit.
