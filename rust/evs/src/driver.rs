@@ -4,8 +4,9 @@
 //! [`totem::Processor`], the [`Transport`], the [`Sealer`] and [`Opener`], the registry of
 //! handle queues with their delivery buffers, and the driver's copy of every handle's intended
 //! groups. It never blocks: socket calls are non-blocking, handle queues are pushed without
-//! waiting (what a full one cannot take waits in its delivery buffer, see [`crate::handle`]), and the locks it takes are held by others only for a few
-//! instructions. So the token keeps moving however slow the applications are.
+//! waiting (what a full one cannot take waits in its delivery buffer, see [`crate::handle`]),
+//! and the locks it takes are held by others only for a few instructions. So the token keeps
+//! moving however slow the applications are.
 //!
 //! # The loop
 //!
@@ -283,7 +284,9 @@ impl Driver {
                 }
                 _ = self.cmd_rx.woken() => {}
                 // A consumer made room for buffered events (refilled by the next hand-over).
-                _ = self.shared.refill.notified() => {}
+                // Only listened to while something is buffered: a wait costs no lock on the
+                // `Notify` otherwise, and a wake-up sent meanwhile is kept as its permit.
+                _ = self.shared.refill.notified(), if self.backlogged > 0 => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             if self.shutdown_ack.is_some() {
