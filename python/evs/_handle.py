@@ -85,8 +85,11 @@ class Handle(_evs.Handle):
     (:func:`evs.default_node`). Callbacks, used by :meth:`dispatch`, take the handle and the
     event. ``context`` is free for the application (Corosync's ``evs_context_set``).
     ``groups`` joins those groups at once. ``queue_capacity`` bounds the event queue (default
-    16384 events); a consumer that lets it fill is closed with :class:`evs.OverflowedError`
-    after reading everything queued before, never silently dropped.
+    16384 events); what does not fit waits in the node's delivery buffer
+    (``delivery_buffer_bytes``), and a consumer that lets that fill too is closed with
+    :class:`evs.OverflowedError` after reading everything queued before, never silently
+    dropped. A handle receives its own messages to the groups it joined: one that only
+    multicasts to them, never reading, is closed this way (``own_messages`` is True).
 
     Thread-safe: one thread may send while another receives. Use as a (async) context manager
     to close it on exit.
@@ -149,8 +152,9 @@ class Handle(_evs.Handle):
 
     @property
     def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._closed
+        """True after :meth:`close`, once the node closed the handle for an overflow (events
+        queued before it can still be received), or once its node stopped."""
+        return self._closed or self._ended()
 
     def _check_open(self) -> None:
         # The native handle refuses sends and receives once closed; this covers the calls
@@ -371,6 +375,6 @@ class Handle(_evs.Handle):
         self.close()
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
+        state = " closed" if self.closed else ""
         groups = ", ".join(repr(g) for g in self.joined)
         return f"<evs.Handle {self.id} of node {self.node_id} groups=[{groups}]{state}>"

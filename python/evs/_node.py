@@ -81,7 +81,9 @@ class Node:
 
     def stats(self) -> dict[str, object]:
         """Counters and state (ring, members, packets, retransmits, token rotation, rejected
-        packets by reason, queue depths)."""
+        packets by reason, queue depths, and the delivery buffer: ``delivery_buffered`` bytes
+        held now for handles whose queue is full, ``delivery_buffered_peak`` the most at once,
+        ``delivery_buffer_limit`` each handle's bound)."""
         return self._native.stats()
 
     def handle(

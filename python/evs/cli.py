@@ -229,6 +229,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"queues: {stats['queue_depths']} send budget {stats['send_budget_used']}/"
         f"{stats['send_budget_cap']} bytes"
     )
+    print(
+        f"delivery buffer: {stats['delivery_buffered']} bytes now, "
+        f"{stats['delivery_buffered_peak']} at most, limit {stats['delivery_buffer_limit']} "
+        "per handle"
+    )
     return 0
 
 

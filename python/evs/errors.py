@@ -33,8 +33,15 @@ class HandleClosedError(EvsError):
 
 
 class OverflowedError(HandleClosedError):
-    """The node closed the handle because its event queue overflowed: the consumer did not
-    keep up. Everything queued before the overflow was delivered first."""
+    """The node closed the handle because its event queue and its delivery buffer
+    (``delivery_buffer_bytes``) were full: the consumer did not keep up. Everything queued
+    before the overflow was delivered first.
+
+    ``own_messages`` is True when the handle's own undelivered messages filled them: a
+    handle that multicasts to a group it joined receives its own messages too, and one that
+    keeps sending without reading its events closes itself this way."""
+
+    own_messages: bool = False
 
 
 class NotJoinedError(EvsError):

@@ -123,6 +123,9 @@ def test_node_status_send_listen_and_clean_shutdown(
     p = run("status", env=env)
     assert p.returncode == 0, p.stderr
     assert "node 7 of cluster 'clitest'" in p.stdout and "members [7]" in p.stdout
+    # the delivery buffer: "auto" on a ring of one is 2 send budgets and a window of packets
+    limit = 2 * (1 << 20) + 50 * 1400
+    assert f"delivery buffer: 0 bytes now, 0 at most, limit {limit} per handle" in p.stdout
     st = json.loads(run("status", "--json", env=env).stdout)
     assert st["node_id"] == 7 and st["members"] == [7] and st["stats"]["state"] == "operational"
     # and by configuration file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -257,6 +257,7 @@ def test_closed_handle_raises_on_every_call(
     # What stays usable: identity, introspection, iteration ends, and the eventfd is
     # readable so that a selector wakes up and its recv raises.
     assert h.closed
+    assert h.joined == ()  # its groups were left for it
     assert h.queue_len() == 0
     assert list(h.events(timeout=1)) == []
     assert select.select([h], [], [], 0)[0] == [h]
@@ -285,7 +286,15 @@ def test_node_shutdown_closes_handles_after_queued_events(
             call(h)
 
 
-def test_overflow_closes_only_the_slow_handle(cluster: LocalCluster) -> None:
+@pytest.fixture
+def unbuffered_cluster() -> Iterator[LocalCluster]:
+    """Three nodes without delivery buffers: a full queue closes its handle at once."""
+    with LocalCluster(3, delivery_buffer_bytes=0) as c:
+        yield c
+
+
+def test_overflow_closes_only_the_slow_handle(unbuffered_cluster: LocalCluster) -> None:
+    cluster = unbuffered_cluster
     sender = cluster.handle(0, groups="flood")
     slow = cluster.handle(1, groups="flood", queue_capacity=8)
     fast = cluster.handle(1, groups="flood")
@@ -584,6 +593,27 @@ def test_default_node_handle_without_node(monkeypatch: pytest.MonkeyPatch) -> No
         fresh.shutdown()
 
 
+def test_an_overflowed_handle_is_closed_and_joins_nothing() -> None:
+    # The node closes an overflowed handle and leaves its groups: the handle says so at once,
+    # while the events queued before the overflow are still read.
+    with LocalCluster(1, delivery_buffer_bytes=0) as c:
+        h = c.handle(0, groups="ovf", queue_capacity=4)
+        for i in range(10):  # more than 4 events for a consumer that does not read
+            try:
+                h.mcast_joined(b"%d" % i)
+            except evs.OverflowedError:
+                break
+        wait_until(lambda: c[0].stats()["handles_overflowed"] == 1, "the overflow")
+        assert h.closed
+        assert h.joined == ()
+        assert repr(h).endswith(" closed>")
+        got: list[evs.Event] = []
+        with pytest.raises(evs.OverflowedError):
+            while True:
+                got.append(h.recv(timeout=WAIT))
+        assert len(got) == 4
+
+
 def test_node_handle_factory_passes_everything_through(node: evs.Node) -> None:
     got: list[evs.Event] = []
     h = node.handle(
@@ -595,8 +625,8 @@ def test_node_handle_factory_passes_everything_through(node: evs.Node) -> None:
     assert h.dispatch(evs.DISPATCH_ONE, timeout=WAIT) == 1
     assert isinstance(got[0], evs.ConfigChange)
     h.join("cap")
-    with pytest.raises(evs.OverflowedError):
-        for i in range(10):  # more than 4 events for a consumer that does not read
-            h.mcast_joined(b"%d" % i)  # (raises once the overflow closed the handle)
-        while True:
-            h.recv(timeout=WAIT)
+    for i in range(10):  # more than 4 events: the rest wait in the node's delivery buffer
+        h.mcast_joined(b"%d" % i)
+    wait_until(lambda: node.stats()["delivery_buffered"] > 0, "events buffered")
+    assert h.queue_len() == 4
+    assert [m.data for m in messages(h, 10)] == [b"%d" % i for i in range(10)]

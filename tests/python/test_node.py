@@ -148,6 +148,9 @@ def test_stats_ring_id_membership_group_view(cluster: LocalCluster) -> None:
     assert stats["packets_in"]["orf_token"] > 0
     assert isinstance(stats["rejected"], dict)
     assert stats["handles_overflowed"] == 0
+    # Nothing buffered; "auto" for a ring of three: 4 send budgets and a window of packets.
+    assert stats["delivery_buffered"] == stats["delivery_buffered_peak"] == 0
+    assert stats["delivery_buffer_limit"] == 4 * (1 << 20) + 50 * 1400
 
     assert node.group_view() == {}
     h = cluster.handle(1, groups=["alpha", b"beta"])

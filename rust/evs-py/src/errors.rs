@@ -47,7 +47,12 @@ pub fn os_error(py: Python<'_>, message: String, errno: Option<i32>) -> PyErr {
 pub fn evs_error(py: Python<'_>, e: EvsError) -> PyErr {
     let (class, msg) = match &e {
         EvsError::Closed => ("HandleClosedError", e.to_string()),
-        EvsError::Overflowed => ("OverflowedError", e.to_string()),
+        EvsError::Overflowed(why) => {
+            let err = new_error(py, "OverflowedError", e.to_string());
+            let own = *why == evs::Overflow::OwnMessages;
+            let _ = err.value(py).setattr("own_messages", own);
+            return err;
+        }
         EvsError::NotJoined => ("NotJoinedError", e.to_string()),
         EvsError::TryAgain => ("TryAgainError", e.to_string()),
         EvsError::Timeout => ("TimeoutError", e.to_string()),

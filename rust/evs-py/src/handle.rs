@@ -273,7 +273,8 @@ impl PyHandle {
         self.h.leave(&groups).map_err(|e| evs_error(py, e))
     }
 
-    /// The groups this handle asked to join (joins in flight included), sorted.
+    /// The groups this handle asked to join (joins in flight included), sorted; `()` once the
+    /// handle is closed (by `close()`, an overflow or its node stopping).
     #[getter]
     fn joined<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(py, self.h.joined().iter().map(|g| PyBytes::new(py, g)))
@@ -410,6 +411,12 @@ impl PyHandle {
     /// select/poll/selectors and event loops.
     fn fileno(&self) -> i32 {
         self.h.fileno()
+    }
+
+    /// Whether the stream ended: closed, closed by the node after an overflow, or the node
+    /// stopped.
+    fn _ended(&self) -> bool {
+        self.h.is_closed()
     }
 
     /// Closes the native handle (idempotent): its groups are left, queued events dropped.

@@ -266,6 +266,9 @@ fn stats_dict<'py>(py: Python<'py>, s: &NodeStats) -> PyResult<Bound<'py, PyDict
     d.set_item("send_budget_used", s.send_budget_used)?;
     d.set_item("send_budget_cap", s.send_budget_cap)?;
     d.set_item("pending_submits", s.pending_submits)?;
+    d.set_item("delivery_buffered", s.delivery_buffered)?;
+    d.set_item("delivery_buffered_peak", s.delivery_buffered_peak)?;
+    d.set_item("delivery_buffer_limit", s.delivery_buffer_limit)?;
     d.set_item("send_queue_messages", t.send_queue_messages)?;
     d.set_item("sort_queue_len", t.sort_queue_len)?;
     Ok(d)

@@ -24,6 +24,7 @@
 //! | `authkey` | path of the shared key file | required unless `crypto = "none"` |
 //! | `max_message_size` | bytes, 1..=64 MiB | 1 MiB |
 //! | `send_queue_bytes` | bytes, ≥ `max_message_size` | 1 MiB, or `max_message_size` if larger |
+//! | `delivery_buffer_bytes` | `"auto"` or bytes (`0`: no buffer) | `"auto"`, see below |
 //! | `totem.*` | every field of [`totem::Config`] except the two sizes above | Corosync 3.x |
 //!
 //! The `[totem]` table holds `token`, `token_coefficient`,
@@ -78,6 +79,12 @@
 //!   bytes for both AEADs, 30 for `none`) + 8 (UDP) + 20 (IPv4) or 40 (IPv6). The default
 //!   gives 1474 / 1494 bytes, which fits an Ethernet MTU of 1500 without IP fragmentation. For
 //!   a 9000-byte jumbo MTU use at most 9000 − 94 = 8906. See [`NodeConfig::max_ip_packet`].
+//! * **Delivery buffer.** `delivery_buffer_bytes` bounds, per handle, the events a node holds
+//!   for a handle whose queue is full (see [`crate::handle`]) before it closes the handle as
+//!   overflowed. `"auto"` is what the cluster can have in flight when partitions merge:
+//!   (largest ring this node has been in + 1) × `send_queue_bytes` + `window_size` ×
+//!   `max_packet_size`, recomputed as rings grow; messages count their ring payload. `0`
+//!   closes a handle as soon as an event finds its queue full.
 //! * **Flat aliases.** [`NodeConfigBuilder::set_value`] accepts `token` as well as
 //!   `totem.token` (no totem key shares a name with a top-level key), because Python keyword
 //!   arguments cannot contain a dot. A TOML file must use the `[totem]` table; a totem key at
@@ -135,6 +142,7 @@ pub const KEYS: &[&str] = &[
     "authkey",
     "max_message_size",
     "send_queue_bytes",
+    "delivery_buffer_bytes",
     "totem.token",
     "totem.token_coefficient",
     "totem.token_retransmits_before_loss_const",
@@ -488,7 +496,27 @@ pub struct NodeConfig {
     members: Vec<Member>,
     crypto: Cipher,
     authkey: Option<PathBuf>,
+    delivery_buffer: DeliveryBuffer,
     totem: totem::Config,
+}
+
+/// `delivery_buffer_bytes`: the bound of each handle's delivery buffer (see the module docs).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum DeliveryBuffer {
+    /// What the cluster can have in flight at a merge, from the largest ring seen.
+    #[default]
+    Auto,
+    /// A fixed number of bytes; 0: no buffer (a full queue closes its handle at once).
+    Bytes(usize),
+}
+
+impl fmt::Display for DeliveryBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliveryBuffer::Auto => f.write_str("auto"),
+            DeliveryBuffer::Bytes(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -532,6 +560,7 @@ impl NodeConfig {
         }
         b.crypto = Some(self.crypto);
         b.authkey = self.authkey.clone();
+        b.delivery_buffer = Some(self.delivery_buffer);
         b.totem = self.totem.clone();
         b
     }
@@ -590,6 +619,13 @@ impl NodeConfig {
         put(
             "send_queue_bytes",
             uint_value(self.totem.send_queue_bytes as u64),
+        );
+        put(
+            "delivery_buffer_bytes",
+            match self.delivery_buffer {
+                DeliveryBuffer::Auto => Value::String("auto".into()),
+                DeliveryBuffer::Bytes(n) => uint_value(n as u64),
+            },
         );
         let c = &self.totem;
         let mut z = toml::Table::new();
@@ -725,6 +761,11 @@ impl NodeConfig {
         self.totem.send_queue_bytes
     }
 
+    /// The bound of each handle's delivery buffer (`delivery_buffer_bytes`).
+    pub fn delivery_buffer(&self) -> DeliveryBuffer {
+        self.delivery_buffer
+    }
+
     /// The protocol configuration (already validated).
     pub fn totem(&self) -> totem::Config {
         self.totem.clone()
@@ -836,6 +877,7 @@ pub struct NodeConfigBuilder {
     members: Option<Vec<MemberSpec>>,
     crypto: Option<Cipher>,
     authkey: Option<PathBuf>,
+    delivery_buffer: Option<DeliveryBuffer>,
     /// Holds the totem keys and the two top-level sizes, which live in `totem::Config`.
     totem: totem::Config,
     /// `send_queue_bytes` was given; otherwise it grows to `max_message_size` if that is
@@ -1000,6 +1042,7 @@ impl NodeConfigBuilder {
             "authkey" => self.authkey = Some(PathBuf::from(text(v).map_err(e)?)),
             "max_message_size" => c.max_message_size = size(v).map_err(e)?,
             "send_queue_bytes" => c.send_queue_bytes = size(v).map_err(e)?,
+            "delivery_buffer_bytes" => self.delivery_buffer = Some(delivery_buffer(v).map_err(e)?),
             "totem.token" => c.token = millis(v).map_err(e)?,
             "totem.token_coefficient" => c.token_coefficient = millis(v).map_err(e)?,
             "totem.token_retransmits_before_loss_const" => {
@@ -1066,6 +1109,8 @@ impl NodeConfigBuilder {
             b.totem.send_queue_bytes = v;
             b.send_queue_explicit = true
         };
+        /// `delivery_buffer_bytes`.
+        delivery_buffer_bytes: DeliveryBuffer => |b, v| b.delivery_buffer = Some(v);
         /// `totem.token`.
         token: Duration => |b, v| b.totem.token = v;
         /// `totem.token_coefficient`.
@@ -1372,6 +1417,7 @@ impl NodeConfigBuilder {
             members,
             crypto,
             authkey,
+            delivery_buffer: self.delivery_buffer.unwrap_or_default(),
             totem,
         })
     }
@@ -1567,6 +1613,30 @@ fn uint(v: &Value, max: u64) -> Result<u64, String> {
         return Err(format!("must be at most {max}, got {n}"));
     }
     Ok(n)
+}
+
+fn delivery_buffer(v: &Value) -> Result<DeliveryBuffer, String> {
+    if let Value::String(s) = v {
+        if s.trim() == "auto" {
+            return Ok(DeliveryBuffer::Auto);
+        }
+    }
+    let bad = || {
+        format!(
+            "expected \"auto\" or a number of bytes (0: no buffer), got {}",
+            describe(v)
+        )
+    };
+    match v {
+        Value::Integer(_) | Value::String(_) => size(v).map(DeliveryBuffer::Bytes).map_err(|e| {
+            if e.starts_with("expected") {
+                bad()
+            } else {
+                e
+            }
+        }),
+        _ => Err(bad()),
+    }
 }
 
 fn u32v(v: &Value) -> Result<u32, String> {

@@ -2,10 +2,11 @@
 //!
 //! One task per node, on the node's [`Runtime`](crate::Runtime). It owns the
 //! [`totem::Processor`], the [`Transport`], the [`Sealer`] and [`Opener`], the registry of
-//! handle queues and the driver's copy of every handle's intended groups. It never blocks:
-//! socket calls are non-blocking, handle queues are pushed without waiting (a full one is
-//! closed, see [`crate::handle`]), and the locks it takes are held by others only for a few
-//! instructions. So the token keeps moving however slow the applications are.
+//! handle queues with their delivery buffers, and the driver's copy of every handle's intended
+//! groups. It never blocks: socket calls are non-blocking, handle queues are pushed without
+//! waiting (what a full one cannot take waits in its delivery buffer, see [`crate::handle`]),
+//! and the locks it takes are held by others only for a few instructions. So the token keeps
+//! moving however slow the applications are.
 //!
 //! # The loop
 //!
@@ -19,9 +20,10 @@
 //! may share it) and loops. Before it waits (or after [`HANDOVER_TURNS`] busy turns) the driver
 //! *hands over*: each handle gets its outbox in one push, and the send budget is refunded for
 //! what the processor sent; so the application threads are woken once the token has moved on,
-//! not while the driver is still on its path. Then it waits for the sockets, a command that
-//! must wake it (see [`crate::command`]: plain multicasts only when the processor has nothing
-//! left to send) or the processor's next deadline.
+//! not while the driver is still on its path; handles with buffered events get those first,
+//! as far as their queues have room. Then it waits for the sockets, a command that must wake
+//! it (see [`crate::command`]: plain multicasts only when the processor has nothing left to
+//! send), a consumer that made room for buffered events, or the processor's next deadline.
 //!
 //! # Inbound order of checks
 //!
@@ -53,7 +55,9 @@ use tokio::time::Instant as TokioInstant;
 use totem::wire::PacketType;
 use totem::{ConfigKind, Destination, Processor, SubmitError};
 
+use crate::backlog::{auto_limit, Backlog};
 use crate::command::{CommandReceiver, Taken};
+use crate::config::DeliveryBuffer;
 use crate::crypto::{Opener, Sealer};
 use crate::event::{Event, Guarantee, HandleId, NodeId};
 use crate::groups::{self, GroupDelta, GroupView, RingMsg};
@@ -107,6 +111,13 @@ struct Pending {
     cost: usize,
 }
 
+/// One open handle: its queue, and the delivery buffer behind it (empty unless the queue
+/// filled up).
+struct Slot {
+    queue: Arc<EventQueue>,
+    backlog: Backlog,
+}
+
 /// The driver of one node. See the module docs.
 pub(crate) struct Driver {
     me: NodeId,
@@ -120,7 +131,17 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     epoch: TokioInstant,
 
-    handles: BTreeMap<HandleId, Arc<EventQueue>>,
+    handles: BTreeMap<HandleId, Slot>,
+    /// Handles whose delivery buffer holds events.
+    backlogged: usize,
+    /// Bytes in every delivery buffer, and the most at once.
+    buffered: usize,
+    buffered_peak: usize,
+    /// Each delivery buffer's bound now, and the largest ring seen (what "auto" grows with).
+    buffer_limit: usize,
+    largest_ring: usize,
+    /// Reused for refills.
+    scratch: Vec<Event>,
     /// Every open handle's intended groups, in submission order of its joins and leaves: the
     /// content of this node's membership syncs.
     intended: BTreeMap<HandleId, BTreeSet<Bytes>>,
@@ -166,7 +187,7 @@ impl Driver {
         if multicast {
             transport.set_unknown_destination(UnknownDestination::Drop);
         }
-        Driver {
+        let mut driver = Driver {
             me: shared.node_id,
             processor,
             transport,
@@ -177,6 +198,12 @@ impl Driver {
             shared,
             epoch,
             handles: BTreeMap::new(),
+            backlogged: 0,
+            buffered: 0,
+            buffered_peak: 0,
+            buffer_limit: 0,
+            largest_ring: 1,
+            scratch: Vec::new(),
             intended: BTreeMap::new(),
             local: VecDeque::new(),
             pending: VecDeque::new(),
@@ -193,7 +220,22 @@ impl Driver {
             loss_percent: 0,
             loss_rng: 0,
             shutdown_ack: None,
-        }
+        };
+        driver.update_buffer_limit();
+        driver
+    }
+
+    /// Recomputes each delivery buffer's bound (after the largest ring seen grew).
+    fn update_buffer_limit(&mut self) {
+        self.buffer_limit = match self.shared.delivery_buffer {
+            DeliveryBuffer::Bytes(n) => n,
+            DeliveryBuffer::Auto => auto_limit(
+                self.largest_ring,
+                self.shared.budget.cap(),
+                self.shared.window_size,
+                self.shared.max_packet_size,
+            ),
+        };
     }
 
     fn now(&self) -> totem::Instant {
@@ -241,6 +283,10 @@ impl Driver {
                     }
                 }
                 _ = self.cmd_rx.woken() => {}
+                // A consumer made room for buffered events (refilled by the next hand-over).
+                // Only listened to while something is buffered: a wait costs no lock on the
+                // `Notify` otherwise, and a wake-up sent meanwhile is kept as its permit.
+                _ = self.shared.refill.notified(), if self.backlogged > 0 => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             if self.shutdown_ack.is_some() {
@@ -370,7 +416,13 @@ impl Driver {
                     });
                     self.counters.events_queued += 1;
                 }
-                self.handles.insert(id, queue);
+                self.handles.insert(
+                    id,
+                    Slot {
+                        queue,
+                        backlog: Backlog::default(),
+                    },
+                );
             }
             Command::Submit {
                 data,
@@ -439,19 +491,32 @@ impl Driver {
     /// Removes a handle; its groups are left by a multicast leave (as when a CPG process
     /// dies), so every view drops it at the same point of the stream.
     fn close_handle(&mut self, id: HandleId, overflowed: bool) {
-        let Some(queue) = self.handles.remove(&id) else {
+        let Some(mut slot) = self.handles.remove(&id) else {
             return;
         };
         self.outbox.remove(&id);
+        if !slot.backlog.is_empty() {
+            self.backlogged -= 1;
+            self.buffered -= slot.backlog.bytes();
+        }
         if overflowed {
             self.counters.handles_overflowed += 1;
+            let me = self.me;
+            let own = |ev: &Event| {
+                matches!(ev, Event::Message { sender, sender_handle, .. }
+                    if *sender == me && *sender_handle == id)
+            };
+            // What was buffered before the overflow is still the consumer's to read.
+            let why = slot.queue.end_overflowed(slot.backlog.take_all(), own);
             tracing::warn!(
                 node = self.me,
                 handle = id,
-                "handle queue full: closing the handle (consumer too slow)"
+                reason = ?why,
+                limit = self.buffer_limit,
+                "handle queue and delivery buffer full: closing the handle"
             );
         } else {
-            queue.end(End::Closed, true);
+            slot.queue.end(End::Closed, true);
         }
         if let Some(groups) = self.intended.remove(&id) {
             let groups: Vec<Bytes> = groups.into_iter().collect();
@@ -617,20 +682,56 @@ impl Driver {
         }
     }
 
-    /// Hands every handle its events since the last hand-over, in order.
+    /// Hands every handle its events since the last hand-over, in order: buffered ones first,
+    /// as far as the queue has room, then the new ones (into the buffer, behind what waits
+    /// there, once the queue is full). A handle whose buffer would pass its bound is marked
+    /// overflowed; [`Self::hand_over`] closes it.
     fn flush_events(&mut self) {
+        if self.backlogged > 0 {
+            self.refill();
+        }
+        let limit = self.buffer_limit;
         for (id, evs) in self.outbox.iter_mut() {
             if evs.is_empty() {
                 continue;
             }
-            let Some(q) = self.handles.get(id) else {
+            let Some(slot) = self.handles.get_mut(id) else {
                 evs.clear();
                 continue;
             };
-            let (res, n) = q.push_many(evs);
-            self.counters.events_queued += n as u64;
-            if res == Push::Overflowed {
+            let was_empty = slot.backlog.is_empty();
+            if was_empty {
+                let (res, n) = slot.queue.push_many(evs);
+                self.counters.events_queued += n as u64;
+                if res != Push::Full {
+                    continue;
+                }
+            }
+            let before = slot.backlog.bytes();
+            let fits = slot.backlog.append(evs, limit);
+            self.buffered += slot.backlog.bytes() - before;
+            if was_empty && !slot.backlog.is_empty() {
+                self.backlogged += 1;
+            }
+            if !fits {
                 self.overflowed.push(*id);
+            }
+        }
+        self.buffered_peak = self.buffered_peak.max(self.buffered);
+    }
+
+    /// Moves buffered events into their queues as far as the consumers made room.
+    fn refill(&mut self) {
+        for slot in self.handles.values_mut() {
+            if slot.backlog.is_empty() {
+                continue;
+            }
+            let before = slot.backlog.bytes();
+            let n = slot.backlog.refill(&slot.queue, &mut self.scratch);
+            self.counters.events_queued += n as u64;
+            self.buffered -= before - slot.backlog.bytes();
+            if slot.backlog.is_empty() {
+                self.backlogged -= 1;
             }
         }
     }
@@ -717,6 +818,10 @@ impl Driver {
                     );
                 }
                 if c.kind == ConfigKind::Regular {
+                    if c.members.len() > self.largest_ring {
+                        self.largest_ring = c.members.len();
+                        self.update_buffer_limit();
+                    }
                     *lock(&self.shared.membership) = (c.ring_id, c.members.clone());
                     let deltas = self.view().retain_nodes(&c.members);
                     self.deliver_deltas(deltas);
@@ -791,7 +896,14 @@ impl Driver {
             self_packets: c.self_packets,
             events_queued: c.events_queued,
             handles_overflowed: c.handles_overflowed,
-            queue_depths: self.handles.iter().map(|(id, q)| (*id, q.len())).collect(),
+            queue_depths: self
+                .handles
+                .iter()
+                .map(|(id, s)| (*id, s.queue.len()))
+                .collect(),
+            delivery_buffered: self.buffered,
+            delivery_buffered_peak: self.buffered_peak,
+            delivery_buffer_limit: self.buffer_limit,
             send_budget_used: self.shared.budget.used(),
             send_budget_cap: self.shared.budget.cap(),
             pending_submits: self.pending.len(),
@@ -818,10 +930,17 @@ impl Driver {
     fn close_all(&mut self) {
         self.shared.running.store(false, Ordering::Release);
         self.shared.budget.close();
-        for q in self.handles.values() {
-            q.end(End::Closed, false);
+        for id in std::mem::take(&mut self.overflowed) {
+            self.close_handle(id, true);
+        }
+        for slot in self.handles.values_mut() {
+            // Events dispatched before the stop are still received, buffered ones included.
+            slot.queue.append_unbounded(slot.backlog.take_all());
+            slot.queue.end(End::Closed, false);
         }
         self.handles.clear();
+        self.backlogged = 0;
+        self.buffered = 0;
     }
 }
 

@@ -75,6 +75,17 @@ pub enum Event {
     },
 }
 
+/// What filled a handle's queue when the node closed it ([`EvsError::Overflowed`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Mostly other senders' events: the consumer did not keep up with the cluster.
+    Consumer,
+    /// Mostly this handle's own messages, delivered back to it (self delivery) and never
+    /// read: a joined handle multicast more than its queue and delivery buffer hold without
+    /// receiving. Read the handle's events while multicasting to it, or leave the group.
+    OwnMessages,
+}
+
 /// Errors of the EVS API.
 #[derive(Debug)]
 pub enum EvsError {
@@ -90,9 +101,10 @@ pub enum EvsError {
     TooLarge { size: usize, max: usize },
     /// A group name (or list of names) that breaks the rules; the text says which.
     InvalidGroup(String),
-    /// The driver closed this handle because its event queue was full (the consumer did not
-    /// keep up). Returned once everything queued before the overflow has been read.
-    Overflowed,
+    /// The driver closed this handle because its event queue and delivery buffer were full
+    /// (see [`crate::handle`]); the reason says whose events filled them. Returned once
+    /// everything queued before the overflow has been read.
+    Overflowed(Overflow),
     /// The node could not start with its configuration.
     Config(String),
     /// An operating-system error (eventfd, sockets).
@@ -111,8 +123,13 @@ impl fmt::Display for EvsError {
                 "message of {size} bytes (with group header) exceeds the maximum of {max} bytes"
             ),
             EvsError::InvalidGroup(why) => write!(f, "invalid group: {why}"),
-            EvsError::Overflowed => f.write_str(
+            EvsError::Overflowed(Overflow::Consumer) => f.write_str(
                 "handle closed by the node: its event queue overflowed (consumer too slow)",
+            ),
+            EvsError::Overflowed(Overflow::OwnMessages) => f.write_str(
+                "handle closed by the node: its event queue overflowed with the handle's own \
+                 undelivered messages (it multicast to a group it joined without reading its \
+                 events)",
             ),
             EvsError::Config(why) => write!(f, "configuration: {why}"),
             EvsError::Io(e) => write!(f, "I/O: {e}"),

@@ -10,12 +10,22 @@
 //! # Slow consumers
 //!
 //! A handle's queue holds at most its capacity of events (default [`DEFAULT_QUEUE_CAPACITY`]).
-//! When the driver has an event for a handle whose queue is full, it does not wait and does
-//! not drop the event silently: it **closes that handle** with [`EvsError::Overflowed`]. The
-//! consumer still reads every event queued before the overflow, in order; after them every
-//! receive returns `Overflowed`, and sends on the handle fail the same way. The node
-//! multicasts a leave of the handle's groups (other members see it leave, like a process that
-//! died in Corosync's CPG), and every other handle and the ring carry on unaffected.
+//! When the driver has events for a handle whose queue is full, it does not wait and does not
+//! drop them: it keeps them, in order, in the handle's **delivery buffer** (`crate::backlog`,
+//! held by the driver), and moves them into the queue as the consumer reads (a consumer that
+//! has read the queue down to half its capacity wakes the driver for that). The buffer is
+//! bounded in bytes by `delivery_buffer_bytes` (configuration); its default is what the whole
+//! cluster can have in flight when partitions merge, so a consumer that keeps up with the
+//! cluster's steady rate is never closed by the burst that follows a heal.
+//!
+//! Only when the buffer is full too does the driver **close the handle** with
+//! [`EvsError::Overflowed`], whose [`Overflow`] says whether the handle's own undelivered
+//! messages filled it. The consumer still reads every event queued or buffered before the
+//! overflow, in order; after them every receive returns `Overflowed`, and sends on the handle
+//! fail the same way. The node multicasts a leave of the handle's groups (other members see it
+//! leave, like a process that died in Corosync's CPG), and every other handle and the ring
+//! carry on unaffected. `delivery_buffer_bytes = 0` gives the behaviour without a buffer:
+//! closed as soon as an event finds the queue full.
 //!
 //! # Send backpressure
 //!
@@ -35,13 +45,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use tokio::sync::Notify;
 
 use crate::command::CommandSender;
-use crate::event::{group_list, Event, EvsError, Guarantee, HandleId, NodeId, MAX_GROUPS};
+use crate::event::{
+    group_list, Event, EvsError, Guarantee, HandleId, NodeId, Overflow, MAX_GROUPS,
+};
 use crate::groups;
 use crate::node::{Command, Intent, Shared};
 
-/// Events a handle's queue holds by default before the handle is closed as overflowed.
+/// Events a handle's queue holds by default; more wait in the driver's delivery buffer.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,24 +67,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum End {
     Closed,
-    Overflowed,
+    Overflowed(Overflow),
 }
 
 impl End {
     fn error(self) -> EvsError {
         match self {
             End::Closed => EvsError::Closed,
-            End::Overflowed => EvsError::Overflowed,
+            End::Overflowed(why) => EvsError::Overflowed(why),
         }
     }
 }
 
-/// Result of [`EventQueue::push`].
+/// Result of [`EventQueue::push_many`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Push {
     Queued,
-    /// The queue was full: it is now ended as overflowed and the event was not queued.
-    Overflowed,
+    /// The queue is full: the events that did not fit are left to the caller, and the
+    /// consumer will wake the driver ([`EventQueue::new`]'s `refill`) once it has read the
+    /// queue down to half its capacity.
+    Full,
     /// The queue had already ended.
     Gone,
 }
@@ -83,6 +98,8 @@ struct QueueState {
     signalled: bool,
     /// Consumers blocked in `recv`: notify only then (a condvar notify is a system call).
     waiters: usize,
+    /// The driver holds more events for this queue: wake it when half the queue was read.
+    refill_wanted: bool,
 }
 
 /// One handle's bounded event queue and its eventfd.
@@ -97,10 +114,14 @@ pub(crate) struct EventQueue {
     /// Whether the eventfd was handed out; read under the state lock by [`Self::sync_fd`].
     fd_used: AtomicBool,
     capacity: usize,
+    /// The driver's wake-up for refills from its delivery buffer (shared by a node's queues).
+    refill: Arc<Notify>,
 }
 
 impl EventQueue {
-    pub(crate) fn new(capacity: usize) -> Result<EventQueue, EvsError> {
+    /// A queue of `capacity` events (at least one) whose consumer wakes the driver through
+    /// `refill` when the driver has events waiting for room.
+    pub(crate) fn new(capacity: usize, refill: Arc<Notify>) -> Result<EventQueue, EvsError> {
         let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
             .map_err(|e| EvsError::Io(e.into()))?;
         Ok(EventQueue {
@@ -109,11 +130,13 @@ impl EventQueue {
                 end: None,
                 signalled: false,
                 waiters: 0,
+                refill_wanted: false,
             }),
             cond: Condvar::new(),
             efd,
             fd_used: AtomicBool::new(false),
             capacity: capacity.max(1),
+            refill,
         })
     }
 
@@ -145,16 +168,16 @@ impl EventQueue {
         &self.efd
     }
 
-    /// Driver side: queues `ev` without blocking.
+    /// Driver side: queues `ev` without blocking, if there is room.
     pub(crate) fn push(&self, ev: Event) -> Push {
         let mut one = vec![ev];
         self.push_many(&mut one).0
     }
 
-    /// Driver side: queues all of `events` (emptying it) without blocking, under one lock and
-    /// with at most one wake-up of a blocked consumer. If they do not all fit, those that fit
-    /// are queued, the queue ends as overflowed and the rest are dropped. Returns the outcome
-    /// and how many were queued.
+    /// Driver side: queues `events`, in order, as far as there is room, under one lock and
+    /// with at most one wake-up of a blocked consumer; never blocks. Those queued are removed
+    /// from the front of `events`; on [`Push::Full`] the rest stay there (the caller keeps
+    /// them for later), on [`Push::Gone`] they are dropped. Returns how many were queued.
     pub(crate) fn push_many(&self, events: &mut Vec<Event>) -> (Push, usize) {
         let mut st = lock(&self.state);
         if st.end.is_some() {
@@ -164,19 +187,70 @@ impl EventQueue {
         let room = self.capacity.saturating_sub(st.events.len());
         let (res, n) = if events.len() > room {
             st.events.extend(events.drain(..room));
-            events.clear();
-            st.end = Some(End::Overflowed);
-            (Push::Overflowed, room)
+            st.refill_wanted = true;
+            (Push::Full, room)
         } else {
             let n = events.len();
             st.events.extend(events.drain(..));
             (Push::Queued, n)
         };
-        self.sync_fd(&mut st);
-        if st.waiters > 0 {
-            self.cond.notify_all();
+        if n > 0 {
+            self.sync_fd(&mut st);
+            if st.waiters > 0 {
+                self.cond.notify_all();
+            }
         }
         (res, n)
+    }
+
+    /// Driver side: the driver holds more events for this queue; the consumer wakes it once
+    /// half the queue is read (at once, if it already is: it may have been read meanwhile).
+    pub(crate) fn want_refill(&self) {
+        let mut st = lock(&self.state);
+        if st.events.len() <= self.capacity / 2 {
+            st.refill_wanted = false;
+            drop(st);
+            self.refill.notify_one();
+        } else {
+            st.refill_wanted = true;
+        }
+    }
+
+    /// Driver side: ends the stream as overflowed after what is queued and then `rest` (the
+    /// driver's buffered events, appended whatever the capacity: they are held in memory
+    /// already). `own` tells the handle's own messages; if they are more than half of what
+    /// waits, the overflow is theirs ([`Overflow::OwnMessages`]). Returns the reason.
+    pub(crate) fn end_overflowed(
+        &self,
+        rest: impl IntoIterator<Item = Event>,
+        own: impl Fn(&Event) -> bool,
+    ) -> Overflow {
+        let mut st = lock(&self.state);
+        st.events.extend(rest);
+        let mine = st.events.iter().filter(|e| own(e)).count();
+        let why = if mine * 2 > st.events.len() {
+            Overflow::OwnMessages
+        } else {
+            Overflow::Consumer
+        };
+        if st.end.is_none() {
+            st.end = Some(End::Overflowed(why));
+        }
+        st.refill_wanted = false;
+        self.sync_fd(&mut st);
+        self.cond.notify_all();
+        why
+    }
+
+    /// Driver side: appends `rest` whatever the capacity (what the driver buffered, handed
+    /// over before the node stops and the stream ends).
+    pub(crate) fn append_unbounded(&self, rest: impl IntoIterator<Item = Event>) {
+        let mut st = lock(&self.state);
+        if st.end.is_none() {
+            st.events.extend(rest);
+            self.sync_fd(&mut st);
+            self.cond.notify_all();
+        }
     }
 
     /// Ends the stream (node stopped: `Closed` after the queued events; closed by the
@@ -201,6 +275,16 @@ impl EventQueue {
         lock(&self.state).events.len()
     }
 
+    /// Events that can be pushed before the queue is full.
+    pub(crate) fn room(&self) -> usize {
+        self.capacity.saturating_sub(lock(&self.state).events.len())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn try_take(&self) -> Option<Event> {
+        self.take(1, Some(Duration::ZERO)).ok()?.pop()
+    }
+
     /// Waits until at least one event is queued (then takes up to `max`), the stream ended,
     /// or the deadline passed.
     fn take(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<Event>, EvsError> {
@@ -211,6 +295,11 @@ impl EventQueue {
                 let n = max.max(1).min(st.events.len());
                 let out: Vec<Event> = st.events.drain(..n).collect();
                 self.sync_fd(&mut st);
+                if st.refill_wanted && st.events.len() <= self.capacity / 2 {
+                    // The driver holds more for us: let it refill while we work on these.
+                    st.refill_wanted = false;
+                    self.refill.notify_one();
+                }
                 return Ok(out);
             }
             if let Some(end) = st.end {
@@ -478,9 +567,20 @@ impl Handle {
         Ok(())
     }
 
-    /// The groups this handle has asked to join (including joins not yet delivered).
+    /// The groups this handle has asked to join (including joins not yet delivered); none
+    /// once the handle is closed (its groups were left for it, see [`Handle::is_closed`]).
     pub fn joined(&self) -> Vec<Bytes> {
+        if self.is_closed() {
+            return Vec::new();
+        }
         lock(&self.joined).list.clone()
+    }
+
+    /// Whether the handle's stream has ended: closed by [`Handle::close`], closed by the node
+    /// after an overflow (events queued before it may still be read), or its node stopped.
+    /// Every call but a receive of what is still queued then fails.
+    pub fn is_closed(&self) -> bool {
+        self.queue.ended().is_some()
     }
 
     fn mcast(
@@ -682,28 +782,74 @@ mod tests {
         }
     }
 
+    fn queue(capacity: usize) -> (EventQueue, Arc<Notify>) {
+        let refill = Arc::new(Notify::new());
+        (EventQueue::new(capacity, refill.clone()).unwrap(), refill)
+    }
+
+    /// Whether `n` holds a permit (a wake-up of the driver), consuming it.
+    fn woken(n: &Notify) -> bool {
+        let fut = n.notified();
+        let mut fut = std::pin::pin!(fut);
+        // A stored permit completes `notified` on its first poll.
+        fut.as_mut().enable()
+    }
+
     #[test]
-    fn push_many_queues_what_fits_then_ends_as_overflowed() {
-        let q = EventQueue::new(3).unwrap();
+    fn push_many_queues_what_fits_and_leaves_the_rest() {
+        let (q, _) = queue(3);
         let mut batch = vec![ev(1), ev(2)];
         assert_eq!(q.push_many(&mut batch), (Push::Queued, 2));
         assert!(batch.is_empty());
         let mut batch = vec![ev(3), ev(4)];
-        assert_eq!(q.push_many(&mut batch), (Push::Overflowed, 1));
-        assert!(batch.is_empty());
-        let mut batch = vec![ev(5)];
-        assert_eq!(q.push_many(&mut batch), (Push::Gone, 0));
+        assert_eq!(q.push_many(&mut batch), (Push::Full, 1));
+        assert_eq!(batch, vec![ev(4)]);
+        let got = q.take(10, Some(Duration::ZERO)).unwrap();
+        assert_eq!(got, vec![ev(1), ev(2), ev(3)]);
+        assert_eq!(q.push_many(&mut batch), (Push::Queued, 1));
+    }
+
+    #[test]
+    fn a_consumer_wakes_the_driver_once_half_the_queue_is_read() {
+        let (q, refill) = queue(4);
+        let mut batch: Vec<Event> = (1..=6).map(ev).collect();
+        assert_eq!(q.push_many(&mut batch), (Push::Full, 4));
+        q.take(1, Some(Duration::ZERO)).unwrap();
+        assert!(!woken(&refill), "3 of 4 still queued: too early");
+        q.take(1, Some(Duration::ZERO)).unwrap();
+        assert!(woken(&refill), "half read: the driver is woken");
+        q.take(1, Some(Duration::ZERO)).unwrap();
+        assert!(!woken(&refill), "once per refill");
+    }
+
+    #[test]
+    fn an_overflow_keeps_what_waited_and_names_whose_events_filled_it() {
+        let (q, _) = queue(2);
+        let mut batch = vec![ev(1), ev(2), ev(3)];
+        q.push_many(&mut batch);
+        let why = q.end_overflowed(batch, |e| *e == ev(3));
+        assert_eq!(why, Overflow::Consumer);
         let got = q.take(10, Some(Duration::ZERO)).unwrap();
         assert_eq!(got, vec![ev(1), ev(2), ev(3)]);
         assert!(matches!(
             q.take(1, Some(Duration::ZERO)),
-            Err(EvsError::Overflowed)
+            Err(EvsError::Overflowed(Overflow::Consumer))
         ));
+        let mut batch = vec![ev(5)];
+        assert_eq!(q.push_many(&mut batch), (Push::Gone, 0));
+
+        let (q, _) = queue(2);
+        let mut batch = vec![ev(1), ev(2)];
+        q.push_many(&mut batch);
+        assert_eq!(
+            q.end_overflowed([ev(2)], |e| *e == ev(2)),
+            Overflow::OwnMessages
+        );
     }
 
     #[test]
     fn eventfd_catches_up_when_first_asked_for() {
-        let q = EventQueue::new(8).unwrap();
+        let (q, _) = queue(8);
         q.push(ev(1));
         // Not handed out yet: nothing was written to it.
         assert!(q.efd.read().is_err());

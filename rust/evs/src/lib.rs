@@ -7,10 +7,11 @@
 //!
 //! Modules: [`config`] (TOML and builder), [`crypto`] (packet security), [`transport`] (UDP),
 //! [`groups`] (payload format and the replicated group view), [`event`] (API value types and
-//! errors), [`handle`] (handles, their queues and the send budget), [`node`] (start-up,
-//! shutdown, statistics), `command` (the queue from handles to the driver), `driver` (the
-//! protocol loop) and [`runtime`].
+//! errors), [`handle`] (handles, their queues and the send budget), `backlog` (the delivery
+//! buffer behind a full queue), [`node`] (start-up, shutdown, statistics), `command` (the
+//! queue from handles to the driver), `driver` (the protocol loop) and [`runtime`].
 
+mod backlog;
 mod command;
 pub mod config;
 pub mod crypto;
@@ -22,7 +23,7 @@ pub mod node;
 pub mod runtime;
 pub mod transport;
 
-pub use event::{ConfigKind, Event, EvsError, Guarantee, HandleId, NodeId, RingId};
+pub use event::{ConfigKind, Event, EvsError, Guarantee, HandleId, NodeId, Overflow, RingId};
 pub use handle::Handle;
 pub use node::{Node, NodeError, NodeStats};
 pub use runtime::Runtime;

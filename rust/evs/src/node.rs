@@ -23,11 +23,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::Notify;
 use totem::wire::DecodeError;
 use totem::{Processor, Start};
 
 use crate::command::{command_queue, CommandSender};
-use crate::config::{NodeConfig, Transport as TransportKind};
+use crate::config::{DeliveryBuffer, NodeConfig, Transport as TransportKind};
 use crate::crypto::{self, Cipher, KeyError, Opener, RejectCounters, SealError, Sealer};
 use crate::driver::Driver;
 use crate::event::{EvsError, Guarantee, HandleId, NodeId, RingId};
@@ -103,6 +104,13 @@ pub(crate) struct Shared {
     pub(crate) membership: Mutex<(RingId, Vec<NodeId>)>,
     pub(crate) view: Mutex<GroupView>,
     pub(crate) running: AtomicBool,
+    /// Woken by a consumer that made room in a queue the driver has buffered events for.
+    pub(crate) refill: Arc<Notify>,
+    /// What bounds each handle's delivery buffer: the configured key, and the sizes its
+    /// "auto" value is computed from.
+    pub(crate) delivery_buffer: DeliveryBuffer,
+    pub(crate) window_size: u32,
+    pub(crate) max_packet_size: usize,
 }
 
 impl Shared {
@@ -202,6 +210,12 @@ pub struct NodeStats {
     pub handles_overflowed: u64,
     /// Open handles and the events waiting in each.
     pub queue_depths: Vec<(HandleId, usize)>,
+    /// Bytes of events held in handles' delivery buffers now (queues full), the most held at
+    /// once since the node started, and each handle's bound (`delivery_buffer_bytes`, with
+    /// "auto" computed for the largest ring seen so far).
+    pub delivery_buffered: usize,
+    pub delivery_buffered_peak: usize,
+    pub delivery_buffer_limit: usize,
     /// Bytes charged to the send budget, and its cap.
     pub send_budget_used: usize,
     pub send_budget_cap: usize,
@@ -359,6 +373,10 @@ impl Node {
             membership: Mutex::new((RingId::default(), Vec::new())),
             view: Mutex::new(GroupView::default()),
             running: AtomicBool::new(true),
+            refill: Arc::new(Notify::new()),
+            delivery_buffer: config.delivery_buffer(),
+            window_size: config.totem_ref().window_size,
+            max_packet_size: config.totem_ref().max_packet_size,
         });
         let (cmd_tx, cmd_rx) = command_queue();
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
@@ -441,15 +459,15 @@ impl Node {
         self.handle_with_capacity(DEFAULT_QUEUE_CAPACITY)
     }
 
-    /// A new handle whose queue holds at most `capacity` events (see the overflow policy in
-    /// [`crate::handle`]). Its first event is the current regular configuration, if the node
+    /// A new handle whose queue holds at most `capacity` events; more wait in the node's
+    /// delivery buffer (see the overflow policy in [`crate::handle`]). Its first event is the current regular configuration, if the node
     /// has one.
     pub fn handle_with_capacity(&self, capacity: usize) -> Result<Handle, EvsError> {
         if !self.is_running() {
             return Err(EvsError::Closed);
         }
         let id = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(EventQueue::new(capacity)?);
+        let queue = Arc::new(EventQueue::new(capacity, self.shared.refill.clone())?);
         self.cmd
             .send(Command::Register {
                 id,

@@ -148,6 +148,19 @@ fn bad_values_name_their_key() {
         ("max_message_size = 67108865".into(), "max_message_size"),
         ("max_message_size = \"1MB\"".into(), "max_message_size"),
         ("send_queue_bytes = 10".into(), "send_queue_bytes"),
+        ("delivery_buffer_bytes = -1".into(), "delivery_buffer_bytes"),
+        (
+            "delivery_buffer_bytes = 1.5".into(),
+            "delivery_buffer_bytes",
+        ),
+        (
+            "delivery_buffer_bytes = \"lots\"".into(),
+            "delivery_buffer_bytes",
+        ),
+        (
+            "delivery_buffer_bytes = true".into(),
+            "delivery_buffer_bytes",
+        ),
         // totem
         ("totem = 5".into(), "totem"),
         ("[totem]\ntoken = 5".into(), "totem.token"),
@@ -390,4 +403,24 @@ fn bind_and_interface_conflict_names_both() {
         shown.contains("'bind'") && shown.contains("'interface'"),
         "{shown}"
     );
+}
+
+#[test]
+fn delivery_buffer_errors_say_what_is_expected() {
+    for (value, message) in [
+        (
+            "\"lots\"",
+            "expected \"auto\" or a number of bytes (0: no buffer), got the string \"lots\"",
+        ),
+        (
+            "1.5",
+            "expected \"auto\" or a number of bytes (0: no buffer), got the float 1.5",
+        ),
+        ("-1", "must not be negative, got -1"),
+    ] {
+        let e = NodeConfig::from_toml_str(&doc(&format!("delivery_buffer_bytes = {value}")))
+            .unwrap_err();
+        assert_eq!(e.key, "delivery_buffer_bytes");
+        assert!(e.to_string().contains(message), "{value}: {e}");
+    }
 }

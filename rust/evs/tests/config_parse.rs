@@ -298,3 +298,32 @@ fn send_queue_grows_to_max_message_size_unless_given() {
         .max_message_size(8 << 20);
     assert_eq!(b.build().unwrap().send_queue_bytes(), 8 << 20);
 }
+
+#[test]
+fn delivery_buffer_is_auto_unless_given_in_bytes() {
+    use evs::config::DeliveryBuffer;
+    let base = "bind = \"10.1.2.3\"\ncrypto = \"none\"\n";
+    let c = NodeConfig::from_toml_str(base).unwrap();
+    assert_eq!(c.delivery_buffer(), DeliveryBuffer::Auto);
+    for (text, want) in [
+        ("\"auto\"", DeliveryBuffer::Auto),
+        ("0", DeliveryBuffer::Bytes(0)),
+        ("8388608", DeliveryBuffer::Bytes(8 << 20)),
+        ("\"65536\"", DeliveryBuffer::Bytes(65536)),
+    ] {
+        let c =
+            NodeConfig::from_toml_str(&format!("{base}delivery_buffer_bytes = {text}\n")).unwrap();
+        assert_eq!(c.delivery_buffer(), want, "{text}");
+        // And back through TOML.
+        let again = NodeConfig::from_toml_str(&c.to_toml_string()).unwrap();
+        assert_eq!(again.delivery_buffer(), want, "{text}");
+    }
+    let mut b = NodeConfig::builder();
+    b.bind(ip("10.1.2.3"))
+        .crypto(evs::crypto::Cipher::None)
+        .delivery_buffer_bytes(DeliveryBuffer::Bytes(0));
+    assert_eq!(
+        b.build().unwrap().delivery_buffer(),
+        DeliveryBuffer::Bytes(0)
+    );
+}

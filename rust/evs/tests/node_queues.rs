@@ -1,5 +1,6 @@
 //! Queue policies: a consumer that stops reading is closed with `Overflowed` (after what was
-//! queued) while other handles and the ring carry on; a full send budget is `TryAgain`, and a
+//! queued) once its queue and delivery buffer are full, while other handles and the ring
+//! carry on; a full queue alone only buffers; a full send budget is `TryAgain`, and a
 //! blocking send returns `Ok` or `Timeout`, never hangs. Also the eventfd contract.
 
 mod node_support;
@@ -7,8 +8,8 @@ mod node_support;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use evs::config::NodeConfigBuilder;
-use evs::{Event, EvsError, Guarantee, Handle, Node, Runtime};
+use evs::config::{DeliveryBuffer, NodeConfigBuilder};
+use evs::{Event, EvsError, Guarantee, Handle, Node, Overflow, Runtime};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use node_support::*;
 
@@ -34,7 +35,10 @@ fn readable(h: &Handle, ms: u16) -> bool {
 #[test]
 fn a_consumer_that_stops_reading_is_closed_with_overflowed() {
     let dir = tempfile::tempdir().unwrap();
-    let node = one_node("overflow", dir.path(), |_| {});
+    // No delivery buffer: closed as soon as an event finds the queue full.
+    let node = one_node("overflow", dir.path(), |b| {
+        b.delivery_buffer_bytes(DeliveryBuffer::Bytes(0));
+    });
     let slow = node.handle_with_capacity(50).unwrap();
     let fast = node.handle().unwrap();
     let other = node.handle().unwrap();
@@ -63,12 +67,19 @@ fn a_consumer_that_stops_reading_is_closed_with_overflowed() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(err, EvsError::Overflowed), "{err}");
+    assert!(
+        matches!(err, EvsError::Overflowed(Overflow::Consumer)),
+        "{err}"
+    );
     assert!(queued <= 50, "{queued}");
-    assert!(matches!(slow.recv(None), Err(EvsError::Overflowed)));
+    // Closed by the node, with its groups left for it.
+    assert!(slow.is_closed());
+    assert!(slow.joined().is_empty());
+    assert!(!fast.is_closed());
+    assert!(matches!(slow.recv(None), Err(EvsError::Overflowed(_))));
     assert!(matches!(
         slow.mcast_groups(["g"], b"x", Guarantee::Agreed),
-        Err(EvsError::Overflowed)
+        Err(EvsError::Overflowed(_))
     ));
     // Its groups were left for it; the others carry on.
     wait_until("the overflowed handle to leave", || {
@@ -79,6 +90,86 @@ fn a_consumer_that_stops_reading_is_closed_with_overflowed() {
     let st = node.stats().unwrap();
     assert_eq!(st.handles_overflowed, 1);
     assert_eq!(st.members, vec![1]);
+}
+
+/// Numbered 64-byte messages `from..to` of `h` to "g".
+fn send_numbered(h: &Handle, range: std::ops::Range<u64>) -> Result<(), EvsError> {
+    let mut data = [0u8; 64];
+    for i in range {
+        data[..8].copy_from_slice(&i.to_le_bytes());
+        h.mcast_groups_blocking(["g"], &data, Guarantee::Agreed, EVENT_WAIT)?;
+    }
+    Ok(())
+}
+
+/// The numbers of the messages `h` reads until its stream ends (or `n` came), and the end.
+fn read_numbered(h: &Handle, n: usize) -> (Vec<u64>, Option<EvsError>) {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match h.recv(Some(EVENT_WAIT)) {
+            Ok(Event::Message { data, .. }) => {
+                got.push(u64::from_le_bytes(data[..8].try_into().unwrap()))
+            }
+            Ok(_) => {}
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
+#[test]
+fn a_full_queue_buffers_instead_of_closing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node("buffered", dir.path(), |_| {});
+    let slow = node.handle_with_capacity(50).unwrap();
+    let sender = node.handle().unwrap();
+    slow.join(["g"]).unwrap();
+    wait_until("the join", || node.group_view().contains_key(&b("g")));
+    send_numbered(&sender, 0..2000).unwrap();
+    wait_until("everything buffered", || {
+        node.stats().unwrap().delivery_buffered > 0 && slow.queue_len() == 50
+    });
+    let st = node.stats().unwrap();
+    assert_eq!(st.handles_overflowed, 0);
+    // "auto" on a ring of one: 2 x send_queue_bytes + window_size x max_packet_size.
+    assert_eq!(st.delivery_buffer_limit, 2 * (1 << 20) + 50 * 1400);
+    assert!(!slow.is_closed());
+    let (got, end) = read_numbered(&slow, 2000);
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(got, (0..2000).collect::<Vec<_>>());
+    let st = node.stats().unwrap();
+    assert_eq!(st.delivery_buffered, 0);
+    assert!(st.delivery_buffered_peak >= 1900 * 73, "{st:?}");
+}
+
+#[test]
+fn a_handle_flooding_itself_is_closed_by_its_own_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node("own", dir.path(), |b| {
+        b.delivery_buffer_bytes(DeliveryBuffer::Bytes(4096));
+    });
+    let h = node.handle_with_capacity(20).unwrap();
+    h.join(["g"]).unwrap();
+    // A joined handle multicasting without reading: its own messages come back to it.
+    let sent = send_numbered(&h, 0..1_000_000);
+    assert!(
+        matches!(sent, Err(EvsError::Overflowed(Overflow::OwnMessages))),
+        "{sent:?}"
+    );
+    assert!(h.is_closed());
+    let (got, end) = read_numbered(&h, usize::MAX);
+    let err = end.unwrap();
+    assert!(
+        matches!(err, EvsError::Overflowed(Overflow::OwnMessages)),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("own undelivered messages"),
+        "{err}"
+    );
+    // Everything before the overflow, in order: the queue, then the buffer's 4096 bytes.
+    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+    assert!(got.len() >= 20 + 4096 / 73 - 4, "{}", got.len());
 }
 
 #[test]
