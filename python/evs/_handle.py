@@ -11,7 +11,7 @@ from . import _evs
 from ._evs import ConfigChange, GroupChange, Guarantee, Message
 from ._node import Node, default_node
 from ._types import Event
-from .errors import HandleClosedError, OverflowedError
+from .errors import HandleClosedError, NodeStoppedError, OverflowedError
 from .errors import TimeoutError as EvsTimeoutError
 
 __all__ = [
@@ -194,8 +194,8 @@ class Handle(_evs.Handle):
 
     def membership(self) -> Membership:
         """This node's id and the members of the last regular configuration."""
+        local, members = self._membership()  # NodeStoppedError in a fork child comes first
         self._check_open()
-        local, members = self._membership()
         return Membership(local, tuple(members))
 
     def group_membership(self, group: GroupName) -> list[tuple[int, int]]:
@@ -372,5 +372,9 @@ class Handle(_evs.Handle):
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
-        groups = ", ".join(repr(g) for g in self.joined)
+        try:
+            joined = self.joined
+        except NodeStoppedError:  # inherited across fork()
+            return f"<evs.Handle {self.id} of node {self.node_id} (inherited across fork)>"
+        groups = ", ".join(repr(g) for g in joined)
         return f"<evs.Handle {self.id} of node {self.node_id} groups=[{groups}]{state}>"

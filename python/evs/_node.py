@@ -183,6 +183,23 @@ def default_node() -> Node:
         return _default
 
 
+def _after_fork_in_child() -> None:
+    """In the child of ``os.fork()``: the nodes and handles made so far belong to the parent
+    (their runtime threads were not copied). The native module then refuses every call on them
+    with NodeStoppedError; here the child forgets them, so that exit does not try to stop them,
+    nor remove the parent's default key directory, and a new default node can start."""
+    global _default, _default_keydir, _default_lock
+    _evs.after_fork_in_child()
+    _default_lock = threading.Lock()  # another thread may have held it at the fork
+    _default = None
+    _default_keydir = None
+    _live.clear()
+    _logging.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _shutdown_all() -> None:
     """At interpreter exit: leave every ring and stop the runtime threads, so that exit

@@ -17,6 +17,7 @@ __all__ = [
     "HandleClosedError",
     "InvalidGroupError",
     "MessageTooLargeError",
+    "NodeStoppedError",
     "NotJoinedError",
     "OverflowedError",
     "TimeoutError",
@@ -35,6 +36,12 @@ class HandleClosedError(EvsError):
 class OverflowedError(HandleClosedError):
     """The node closed the handle because its event queue overflowed: the consumer did not
     keep up. Everything queued before the overflow was delivered first."""
+
+
+class NodeStoppedError(HandleClosedError):
+    """The node was shut down (or, in the child of a ``fork()``, belongs to the parent
+    process): it makes no handles and answers no queries. A ``HandleClosedError`` too, since
+    every handle of a stopped node is closed."""
 
 
 class NotJoinedError(EvsError):

@@ -22,6 +22,7 @@ use pyo3::types::{
 
 use crate::errors::evs_error;
 use crate::events::{to_py, PyGuarantee};
+use crate::fork::Owned;
 use crate::node::PyNode;
 
 /// `recv_many`'s default `max_events`.
@@ -215,7 +216,17 @@ fn groups_arg(groups: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
 /// `__new__(cls, node, queue_capacity)` with the native node.
 #[pyclass(frozen, subclass, name = "Handle", module = "evs._evs")]
 pub struct PyHandle {
-    h: Handle,
+    h: Owned<Handle>,
+    /// Copies of the handle's fixed identity, readable in a fork child too.
+    id: u32,
+    node_id: u32,
+}
+
+impl PyHandle {
+    /// The handle, or `NodeStoppedError` in the child of a fork.
+    fn h(&self, py: Python<'_>) -> PyResult<&Handle> {
+        self.h.get(py, "handle")
+    }
 }
 
 #[pymethods]
@@ -243,20 +254,24 @@ impl PyHandle {
                 }
             }
         };
-        let h = node.new_handle(capacity).map_err(|e| evs_error(py, e))?;
-        Ok(PyHandle { h })
+        let h = node.new_handle(py, capacity)?;
+        Ok(PyHandle {
+            id: h.id(),
+            node_id: h.node_id(),
+            h: Owned::new(h),
+        })
     }
 
     /// This handle's id on its node (receivers see it as `Message.sender_handle`).
     #[getter]
     fn id(&self) -> u32 {
-        self.h.id()
+        self.id
     }
 
     /// The node's id.
     #[getter]
     fn node_id(&self) -> u32 {
-        self.h.node_id()
+        self.node_id
     }
 
     /// Joins one group or several (`str` or `bytes` names of 1 to 32 bytes). Takes effect
@@ -264,19 +279,19 @@ impl PyHandle {
     /// InvalidGroupError for a bad name.
     fn join(&self, py: Python<'_>, groups: &Bound<'_, PyAny>) -> PyResult<()> {
         let groups = groups_arg(groups)?;
-        self.h.join(&groups).map_err(|e| evs_error(py, e))
+        self.h(py)?.join(&groups).map_err(|e| evs_error(py, e))
     }
 
     /// Leaves groups; every one must be joined (else NotJoinedError, nothing left).
     fn leave(&self, py: Python<'_>, groups: &Bound<'_, PyAny>) -> PyResult<()> {
         let groups = groups_arg(groups)?;
-        self.h.leave(&groups).map_err(|e| evs_error(py, e))
+        self.h(py)?.leave(&groups).map_err(|e| evs_error(py, e))
     }
 
     /// The groups this handle asked to join (joins in flight included), sorted.
     #[getter]
     fn joined<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.h.joined().iter().map(|g| PyBytes::new(py, g)))
+        PyTuple::new(py, self.h(py)?.joined().iter().map(|g| PyBytes::new(py, g)))
     }
 
     /// Multicasts `data` to every group this handle joined.
@@ -297,12 +312,11 @@ impl PyHandle {
         let data = data.as_slice();
         let timeout = timeout_arg(timeout)?;
         let g = Guarantee::from(guarantee);
+        let h = self.h(py)?;
         if timeout == Some(0.0) {
-            return self.h.mcast_joined(data, g).map_err(|e| evs_error(py, e));
+            return h.mcast_joined(data, g).map_err(|e| evs_error(py, e));
         }
-        wait(py, timeout, |slice| {
-            self.h.mcast_joined_blocking(data, g, slice)
-        })
+        wait(py, timeout, |slice| h.mcast_joined_blocking(data, g, slice))
     }
 
     /// Multicasts `data` to `groups` (one name or several), joined or not; `timeout` as for
@@ -321,26 +335,31 @@ impl PyHandle {
         let data = data.as_slice();
         let timeout = timeout_arg(timeout)?;
         let g = Guarantee::from(guarantee);
+        let h = self.h(py)?;
         if timeout == Some(0.0) {
-            return self
-                .h
+            return h
                 .mcast_groups(&groups, data, g)
                 .map_err(|e| evs_error(py, e));
         }
         wait(py, timeout, |slice| {
-            self.h.mcast_groups_blocking(&groups, data, g, slice)
+            h.mcast_groups_blocking(&groups, data, g, slice)
         })
     }
 
     /// `(node_id, members)` of the node's last regular configuration.
-    fn _membership(&self) -> (u32, Vec<u32>) {
-        self.h.membership()
+    fn _membership(&self, py: Python<'_>) -> PyResult<(u32, Vec<u32>)> {
+        Ok(self.h(py)?.membership())
     }
 
     /// Members of `group` (one name) in the node's replicated view, as sorted
     /// `(node_id, handle_id)`.
-    fn _group_membership(&self, group: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, u32)>> {
-        Ok(self.h.group_membership(one_group(group)?))
+    fn _group_membership(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<(u32, u32)>> {
+        let group = one_group(group)?;
+        Ok(self.h(py)?.group_membership(group))
     }
 
     /// The next event, waiting up to `timeout` seconds (None: as long as it takes). Raises
@@ -349,7 +368,8 @@ impl PyHandle {
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let timeout = timeout_arg(timeout)?;
-        let ev = wait(py, timeout, |slice| self.h.recv(Some(slice)))?;
+        let h = self.h(py)?;
+        let ev = wait(py, timeout, |slice| h.recv(Some(slice)))?;
         to_py(py, ev)
     }
 
@@ -382,9 +402,8 @@ impl PyHandle {
             }
         };
         let timeout = timeout_arg(timeout)?;
-        let evs = wait(py, timeout, |slice| {
-            self.h.recv_many(max_events, Some(slice))
-        })?;
+        let h = self.h(py)?;
+        let evs = wait(py, timeout, |slice| h.recv_many(max_events, Some(slice)))?;
         let list = PyList::empty(py);
         for ev in evs {
             list.append(to_py(py, ev)?)?;
@@ -394,7 +413,7 @@ impl PyHandle {
 
     /// The next event if one is queued, else None (never waits).
     fn try_recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match self.h.try_recv() {
+        match self.h(py)?.try_recv() {
             Ok(Some(ev)) => Ok(Some(to_py(py, ev)?)),
             Ok(None) => Ok(None),
             Err(e) => Err(evs_error(py, e)),
@@ -402,18 +421,21 @@ impl PyHandle {
     }
 
     /// Events waiting to be received.
-    fn queue_len(&self) -> usize {
-        self.h.queue_len()
+    fn queue_len(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.h(py)?.queue_len())
     }
 
     /// An eventfd readable while an event (or the end of the stream) can be received; for
     /// select/poll/selectors and event loops.
-    fn fileno(&self) -> i32 {
-        self.h.fileno()
+    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+        Ok(self.h(py)?.fileno())
     }
 
     /// Closes the native handle (idempotent): its groups are left, queued events dropped.
+    /// Does nothing in the child of a fork (the handle is the parent's).
     fn _close(&self) {
-        self.h.close();
+        if let Some(h) = self.h.get_here() {
+            h.close();
+        }
     }
 }
