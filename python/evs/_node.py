@@ -200,15 +200,31 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@atexit.register
-def _shutdown_all() -> None:
-    """At interpreter exit: leave every ring and stop the runtime threads, so that exit
-    neither hangs nor tears a thread down mid-call."""
-    global _default_keydir
+def _stop_nodes() -> None:
+    """When the main thread ends: leave every ring and stop the runtime threads, so that
+    exit neither hangs nor tears a thread down mid-call. Registered to run before the
+    interpreter joins the non-daemon threads: a thread blocked on a handle then gets
+    HandleClosedError (after its queued events) instead of keeping the process alive."""
     for node in list(_live):
         with contextlib.suppress(Exception):  # best effort at exit
             node.shutdown()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """At interpreter exit: stop the nodes made since the main thread ended, remove the
+    default node's key, and stop the log pump."""
+    global _default_keydir
+    _stop_nodes()
     if _default_keydir is not None:
         shutil.rmtree(_default_keydir, ignore_errors=True)
         _default_keydir = None
     _logging.stop()
+
+
+# threading._register_atexit (3.9+) runs when the main thread ends, before the non-daemon
+# threads are joined; plain atexit runs only after them, too late for a thread blocked in
+# recv(None). Both are private details of CPython's threading module, hence the fallback.
+_register_early = getattr(threading, "_register_atexit", None)
+if _register_early is not None:
+    _register_early(_stop_nodes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,34 @@ def test_fork_child_gets_clear_errors_at_once_and_exits_at_once() -> None:
     assert out["fresh_node"] is True
     assert out["exit_s"] < 2.0, out
     assert out["parent_got"] == ["before", "after"]
+
+
+def test_exit_with_a_non_daemon_thread_blocked_in_recv() -> None:
+    # The main thread ends while a non-daemon thread waits without limit: interpreter
+    # shutdown stops the nodes before it joins such threads, so the wait ends with
+    # HandleClosedError and the process exits.
+    code = """
+    import threading, time
+    import evs
+
+    h = evs.Handle(groups="g")
+
+    def wait():
+        try:
+            h.recv(None)
+            while True:
+                h.recv(None)
+        except evs.HandleClosedError as e:
+            print("closed:", type(e).__name__, flush=True)
+
+    threading.Thread(target=wait).start()
+    time.sleep(0.2)
+    print("main done", flush=True)
+    """
+    t = time.monotonic()
+    proc = run_child(code, timeout=30)
+    elapsed = time.monotonic() - t
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["main done", "closed: HandleClosedError"], proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 15, elapsed
