@@ -64,7 +64,8 @@ class ConfigError(EvsError, ValueError):
 
 
 class MessageTooLargeError(EvsError, ValueError):
-    """The message (with its group header) exceeds ``max_message_size``."""
+    """The message data exceeds ``max_message_size`` (which does not count the group header
+    the library adds)."""
 
 
 class InvalidGroupError(EvsError, ValueError):

@@ -221,8 +221,32 @@ def test_message_too_large() -> None:
         assert "256" in str(info.value)
         with pytest.raises(evs.MessageTooLargeError):
             h.mcast_groups("g", b"x" * 257, timeout=None)
-        h.mcast_joined(b"x" * 200)  # fits with its header
-        assert next_message(h).data == b"x" * 200
+        h.mcast_joined(b"x" * 256)  # the setting is the payload; the header is extra
+        assert next_message(h).data == b"x" * 256
+
+
+def test_max_message_size_is_the_largest_payload_whatever_the_groups() -> None:
+    # The default (1 MiB) carries a 1 MiB payload, and so does any setting, even with the
+    # largest group header (255 names of 32 bytes); one byte more is refused, naming both.
+    with LocalCluster(1) as c:
+        h = c.handle(0, groups="g")
+        h.mcast_joined(b"m" * (1 << 20))
+        assert next_message(h).data == b"m" * (1 << 20)
+    with LocalCluster(1, max_message_size=4096) as c:
+        h = c.handle(0, groups="g")
+        h.mcast_joined(b"x" * 4096)
+        assert next_message(h).data == b"x" * 4096
+        groups = [f"{i:032d}" for i in range(evs.MAX_GROUPS - 1)] + ["g"]
+        h.mcast_groups(groups, b"y" * 4096)
+        m = next_message(h)
+        assert (m.data, len(m.groups)) == (b"y" * 4096, evs.MAX_GROUPS)
+        for send in (
+            lambda: h.mcast_joined(b"x" * 4097),
+            lambda: h.mcast_groups(groups, b"x" * 4097),
+        ):
+            with pytest.raises(evs.MessageTooLargeError) as info:
+                send()
+            assert "4097" in str(info.value) and "4096" in str(info.value), info.value
 
 
 CLOSED_CALLS: list[tuple[str, Callable[[evs.Handle], object]]] = [

@@ -495,12 +495,15 @@ impl Handle {
         self.submit(payload, guarantee, wait)
     }
 
-    /// The ring payload of a message of this handle, if it is not too large.
+    /// The ring payload of a message of this handle, if its data is not too large (the
+    /// group header comes on top: the ring takes `max_message_size` plus the largest header).
     fn encode(&self, groups: &[Bytes], data: &[u8]) -> Result<Bytes, EvsError> {
-        let size = groups::APP_FIXED_OVERHEAD - 1 + groups::group_list_len(groups) + data.len();
-        let max = self.shared.max_message_size;
-        if size > max {
-            return Err(EvsError::TooLarge { size, max });
+        let max = self.shared.max_payload;
+        if data.len() > max {
+            return Err(EvsError::TooLarge {
+                size: data.len(),
+                max,
+            });
         }
         Ok(groups::encode_app(self.id, groups, data))
     }
