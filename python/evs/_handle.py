@@ -138,6 +138,7 @@ class Handle(_evs.Handle):
         self.context = context
         self._closed = False
         self._aio_future: asyncio.Future[None] | None = None
+        self._aio_fd = -1
         if groups is not None:
             try:
                 self.join(groups)
@@ -307,6 +308,7 @@ class Handle(_evs.Handle):
             loop.remove_reader(fd)
             loop.add_reader(fd, ready)
             self._aio_future = fut = new
+            self._aio_fd = fd
         return fut
 
     async def arecv(self, timeout: float | None = None) -> Event:
@@ -360,9 +362,36 @@ class Handle(_evs.Handle):
 
     def close(self) -> None:
         """Closes the handle: its groups are left (other members see it go), queued events
-        are dropped, later calls raise HandleClosedError. Idempotent."""
+        are dropped, later calls raise HandleClosedError, and its file descriptor is released
+        (as ``socket.close()`` does; ``fileno()`` then raises). A coroutine waiting in
+        :meth:`arecv` wakes up and raises. Idempotent."""
         self._closed = True
+        fut, self._aio_future = self._aio_future, None
+        if fut is not None:
+            self._forget_reader(fut, self._aio_fd)
         self._close()
+
+    @staticmethod
+    def _forget_reader(fut: asyncio.Future[None], fd: int) -> None:
+        """Takes the handle's descriptor out of the event loop that waits on it, before the
+        descriptor is released, and wakes the waiting :meth:`arecv`."""
+        loop = fut.get_loop()
+
+        def forget() -> None:
+            loop.remove_reader(fd)
+            if not fut.done():
+                fut.set_result(None)
+
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            forget()
+        elif not loop.is_closed():
+            # Closed from another thread: the loop's own thread forgets it (a selector
+            # tolerates a descriptor closed meanwhile).
+            loop.call_soon_threadsafe(forget)
 
     def __enter__(self) -> Handle:
         return self

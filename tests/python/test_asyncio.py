@@ -138,3 +138,26 @@ def test_arecv_on_closed_handle_raises(node: evs.Node) -> None:
             await h.amcast_groups("g", b"x")
 
     asyncio.run(main())
+
+
+def test_close_wakes_a_pending_arecv_and_leaves_no_stale_reader(node: evs.Node) -> None:
+    # close() releases the descriptor the loop waits on: it must wake the waiter itself, and
+    # a handle made afterwards (which may get the same descriptor number) must work.
+    async def main() -> bytes:
+        h = evs.Handle(node)
+        h.recv(timeout=WAIT)  # the initial configuration change
+        with pytest.raises(evs.TimeoutError):
+            await h.arecv(timeout=0.05)  # leaves a reader registered
+        task = asyncio.ensure_future(h.arecv())
+        await asyncio.sleep(0.05)
+        h.close()
+        with pytest.raises(evs.HandleClosedError):
+            await asyncio.wait_for(task, WAIT)
+        fresh = evs.Handle(node, groups="after-close")
+        wait_members([fresh], "after-close")
+        fresh.mcast_joined(b"fresh")
+        m = await next_message_async(fresh)
+        fresh.close()
+        return m.data
+
+    assert asyncio.run(main()) == b"fresh"

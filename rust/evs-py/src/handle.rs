@@ -11,6 +11,7 @@
 //! Timeouts are seconds as floats; `None` waits without limit.
 
 use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evs::{EvsError, Guarantee, Handle};
@@ -216,16 +217,26 @@ fn groups_arg(groups: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
 /// `__new__(cls, node, queue_capacity)` with the native node.
 #[pyclass(frozen, subclass, name = "Handle", module = "evs._evs")]
 pub struct PyHandle {
-    h: Owned<Handle>,
-    /// Copies of the handle's fixed identity, readable in a fork child too.
+    /// The handle until `_close` (which drops it, so that its eventfd is released as a
+    /// socket's descriptor is by `close()`); calls in flight hold their own reference.
+    h: Owned<Mutex<Option<Arc<Handle>>>>,
+    /// Copies of the handle's fixed identity, readable in a fork child and after close.
     id: u32,
     node_id: u32,
 }
 
 impl PyHandle {
-    /// The handle, or `NodeStoppedError` in the child of a fork.
-    fn h(&self, py: Python<'_>) -> PyResult<&Handle> {
-        self.h.get(py, "handle")
+    /// The handle: `NodeStoppedError` in the child of a fork, `HandleClosedError` after
+    /// `_close`.
+    fn h(&self, py: Python<'_>) -> PyResult<Arc<Handle>> {
+        self.open(py)?
+            .ok_or_else(|| evs_error(py, EvsError::Closed))
+    }
+
+    /// The handle, `None` after `_close`; `NodeStoppedError` in the child of a fork.
+    fn open(&self, py: Python<'_>) -> PyResult<Option<Arc<Handle>>> {
+        let slot = self.h.get(py, "handle")?;
+        Ok(slot.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
@@ -258,7 +269,7 @@ impl PyHandle {
         Ok(PyHandle {
             id: h.id(),
             node_id: h.node_id(),
-            h: Owned::new(h),
+            h: Owned::new(Mutex::new(Some(Arc::new(h)))),
         })
     }
 
@@ -291,7 +302,8 @@ impl PyHandle {
     /// The groups this handle asked to join (joins in flight included), sorted.
     #[getter]
     fn joined<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.h(py)?.joined().iter().map(|g| PyBytes::new(py, g)))
+        let joined = self.open(py)?.map(|h| h.joined()).unwrap_or_default();
+        PyTuple::new(py, joined.iter().map(|g| PyBytes::new(py, g)))
     }
 
     /// Multicasts `data` to every group this handle joined.
@@ -422,7 +434,7 @@ impl PyHandle {
 
     /// Events waiting to be received.
     fn queue_len(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.h(py)?.queue_len())
+        Ok(self.open(py)?.map_or(0, |h| h.queue_len()))
     }
 
     /// An eventfd readable while an event (or the end of the stream) can be received; for
@@ -431,11 +443,16 @@ impl PyHandle {
         Ok(self.h(py)?.fileno())
     }
 
-    /// Closes the native handle (idempotent): its groups are left, queued events dropped.
-    /// Does nothing in the child of a fork (the handle is the parent's).
+    /// Closes the native handle (idempotent): its groups are left, queued events dropped,
+    /// and the handle is let go, which releases its eventfd once the node's thread has let go
+    /// of it too (at once if the node stopped, else when it takes the close). Does nothing in
+    /// the child of a fork (the handle is the parent's).
     fn _close(&self) {
-        if let Some(h) = self.h.get_here() {
-            h.close();
+        if let Some(slot) = self.h.get_here() {
+            let h = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(h) = h {
+                h.close();
+            }
         }
     }
 }
