@@ -69,7 +69,10 @@ def _timeout(timeout: float | None) -> float | None:
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
         )
-    return float(timeout)
+    t = float(timeout)
+    if not t >= 0:  # negative or NaN: refused as the native calls refuse it
+        raise ValueError(f"timeout must be a non-negative number of seconds or None, got {t}")
+    return t
 
 
 def _check_callback(name: str, cb: object) -> None:
@@ -160,7 +163,7 @@ class Handle(_evs.Handle):
         if self._closed:
             raise HandleClosedError("handle closed")
         if not self.node.is_running:
-            raise HandleClosedError("handle closed: its node stopped")
+            raise NodeStoppedError("handle closed: its node stopped")
 
     async def amcast_joined(
         self, data: bytes | bytearray | memoryview, guarantee: Guarantee = Guarantee.AGREED

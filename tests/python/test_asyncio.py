@@ -161,3 +161,19 @@ def test_close_wakes_a_pending_arecv_and_leaves_no_stale_reader(node: evs.Node) 
         return m.data
 
     assert asyncio.run(main()) == b"fresh"
+
+
+def test_arecv_refuses_a_bad_timeout_as_recv_does(node: evs.Node) -> None:
+    h = evs.Handle(node)
+
+    async def main() -> None:
+        for bad in (-1, -0.5, float("nan")):
+            with pytest.raises(ValueError, match="non-negative") as info:
+                await h.arecv(timeout=bad)
+            assert not isinstance(info.value, TimeoutError)
+        async for _ in h.aevents(timeout=-1):
+            pass
+
+    with pytest.raises(ValueError, match="non-negative"):
+        asyncio.run(main())
+    h.close()

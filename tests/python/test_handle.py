@@ -194,6 +194,7 @@ def test_invalid_group_names(node: evs.Node, name: str | bytes) -> None:
         lambda: h.join(["fine", name]),
         lambda: h.leave(name),
         lambda: h.mcast_groups(name, b"x"),
+        lambda: h.group_membership(name),
     ]
     for call in calls:
         with pytest.raises(evs.InvalidGroupError) as info:

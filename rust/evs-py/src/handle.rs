@@ -364,13 +364,14 @@ impl PyHandle {
     }
 
     /// Members of `group` (one name) in the node's replicated view, as sorted
-    /// `(node_id, handle_id)`.
+    /// `(node_id, handle_id)`. InvalidGroupError for a name `join` would refuse.
     fn _group_membership(
         &self,
         py: Python<'_>,
         group: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<(u32, u32)>> {
         let group = one_group(group)?;
+        evs::event::validate_group(&group).map_err(|e| evs_error(py, e))?;
         Ok(self.h(py)?.group_membership(group))
     }
 

@@ -1,7 +1,7 @@
 //! `evs._evs.Node`: one running EVS node (its own runtime thread), and its statistics.
 
 use evs::config::{NodeConfig, NodeConfigBuilder};
-use evs::{Node, NodeStats};
+use evs::{EvsError, Node, NodeStats};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -77,6 +77,15 @@ pub fn build_config(
     b.build().map_err(|e| config_error(py, &e))
 }
 
+/// `NodeStoppedError` for a call that needs a running node.
+fn stopped(py: Python<'_>) -> PyErr {
+    new_error(
+        py,
+        "NodeStoppedError",
+        "node stopped: it was shut down (start a new evs.Node)".into(),
+    )
+}
+
 /// A running node. Shut down by `shutdown()` or when garbage-collected. In the child of a
 /// fork it refuses every call that needs its runtime (see [`crate::fork`]).
 #[pyclass(frozen, name = "Node", module = "evs._evs")]
@@ -101,6 +110,9 @@ impl PyNode {
         capacity: Option<usize>,
     ) -> PyResult<evs::Handle> {
         let node = self.node(py)?;
+        if !node.is_running() {
+            return Err(stopped(py));
+        }
         match capacity {
             None => node.handle(),
             Some(c) => node.handle_with_capacity(c),
@@ -187,7 +199,10 @@ impl PyNode {
     /// Counters and state, as a dict (see `NodeStats` of the Rust crate).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let node = self.node(py)?;
-        let s = py.detach(|| node.stats()).map_err(|e| evs_error(py, e))?;
+        let s = py.detach(|| node.stats()).map_err(|e| match e {
+            EvsError::Closed => stopped(py),
+            e => evs_error(py, e),
+        })?;
         stats_dict(py, &s)
     }
 
