@@ -58,6 +58,11 @@ class Node:
         return self._native.cluster_name
 
     @property
+    def max_message_size(self) -> int:
+        """The largest message data this node sends (``max_message_size``, in bytes)."""
+        return self._native.max_message_size
+
+    @property
     def config_toml(self) -> str:
         """The effective configuration, as TOML text."""
         return self._native.config_toml

@@ -315,3 +315,9 @@ def test_send_options_anywhere_any_bytes_and_a_closed_pipe_is_quiet(
     _, err = status.communicate(timeout=60)
     assert err == "", err
     assert status.returncode == 141  # 128 + SIGPIPE, as a tool killed by the signal
+
+
+def test_bench_size_over_max_message_size_is_one_line() -> None:
+    p = run("bench", "--nodes", "1", "--size", "2000000", "--duration", "1", "--count", "5")
+    assert_one_line_error(p, "--size 2000000", "max_message_size")
+    assert "Exception in thread" not in p.stderr

@@ -165,6 +165,12 @@ impl PyNode {
         self.config.to_toml_string()
     }
 
+    /// The largest application message, in bytes (`max_message_size`).
+    #[getter]
+    fn max_message_size(&self) -> usize {
+        self.config.max_message_size()
+    }
+
     /// The cluster name.
     #[getter]
     fn cluster_name(&self) -> String {
