@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 
+# TimeoutError is left out: `from evs.errors import *` must not rebind the builtin name.
 __all__ = [
     "ConfigError",
     "EvsError",
@@ -20,7 +21,6 @@ __all__ = [
     "NodeStoppedError",
     "NotJoinedError",
     "OverflowedError",
-    "TimeoutError",
     "TryAgainError",
 ]
 
