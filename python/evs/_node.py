@@ -124,8 +124,9 @@ class Node:
         self._native.set_receive_loss(percent)
 
     def shutdown(self) -> None:
-        """Leaves the ring and stops the node; its handles then raise HandleClosedError.
-        Idempotent."""
+        """Leaves the ring and stops the node. Each of its handles still returns the events
+        queued before the stop, then raises HandleClosedError (sends and new handles raise
+        at once). Idempotent; in the child of a fork, does nothing."""
         self._native.shutdown()
 
     close = shutdown

@@ -224,8 +224,9 @@ impl PyNode {
         Ok(())
     }
 
-    /// Leaves the ring and stops the node's thread; its handles end with HandleClosedError.
-    /// Idempotent. In the child of a fork it does nothing (the node is the parent's).
+    /// Leaves the ring and stops the node's thread. Its handles return the events queued
+    /// before the stop, then raise HandleClosedError. Idempotent. In the child of a fork it
+    /// does nothing (the node is the parent's).
     fn shutdown(&self, py: Python<'_>) {
         if let Some(node) = self.node.get_here() {
             py.detach(|| node.shutdown());
