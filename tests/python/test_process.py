@@ -329,3 +329,28 @@ def test_exit_with_a_non_daemon_thread_blocked_in_recv() -> None:
     assert proc.stdout.split("\n")[:2] == ["main done", "closed: HandleClosedError"], proc.stdout
     assert "Traceback" not in proc.stderr
     assert elapsed < 15, elapsed
+
+
+def test_closed_handles_free_their_descriptors_for_new_ones_at_once() -> None:
+    # The issue's case: at the descriptor limit, close every handle and open as many again.
+    code = """
+    import resource
+    import evs
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    node = evs.Handle().node
+    handles = []
+    try:
+        while True:
+            handles.append(evs.Handle(node))
+    except OSError:
+        pass
+    assert len(handles) > 200, len(handles)
+    for h in handles:
+        h.close()
+    again = [evs.Handle(node) for _ in handles]
+    print(len(again))
+    """
+    proc = run_child(code)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) > 200

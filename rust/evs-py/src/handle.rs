@@ -445,9 +445,9 @@ impl PyHandle {
     }
 
     /// Closes the native handle (idempotent): its groups are left, queued events dropped,
-    /// and the handle is let go, which releases its eventfd once the node's thread has let go
-    /// of it too (at once if the node stopped, else when it takes the close). Does nothing in
-    /// the child of a fork (the handle is the parent's).
+    /// and the handle is dropped, which closes its eventfd at once (or when the last call in
+    /// flight on another thread returns). Does nothing in the child of a fork (the handle is
+    /// the parent's).
     fn _close(&self) {
         if let Some(slot) = self.h.get_here() {
             let h = slot.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -462,6 +462,7 @@ impl Node {
         }
         let id = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(EventQueue::new(capacity)?);
+        let efd = queue.eventfd().ok_or(EvsError::Closed)?; // always there in a new queue
         self.cmd
             .send(Command::Register {
                 id,
@@ -473,6 +474,7 @@ impl Node {
             self.cmd.clone(),
             self.shared.clone(),
             queue,
+            efd,
         ))
     }
 
