@@ -50,11 +50,12 @@ from .errors import (
     HandleClosedError,
     InvalidGroupError,
     MessageTooLargeError,
+    NodeStoppedError,
     NotJoinedError,
     OverflowedError,
-    TimeoutError,
     TryAgainError,
 )
+from .errors import TimeoutError as TimeoutError  # evs.TimeoutError; not in __all__
 
 AGREED = Guarantee.AGREED
 SAFE = Guarantee.SAFE
@@ -76,6 +77,8 @@ def keygen(path: str | os.PathLike[str], *, force: bool = False, length: int = 3
     _native_keygen(os.fspath(path), force, length)
 
 
+# evs.TimeoutError (a builtins.TimeoutError too) is left out of __all__: `from evs import *`
+# must not rebind the builtin name.
 __all__ = [
     "AGREED",
     "DEFAULT_QUEUE_CAPACITY",
@@ -106,10 +109,10 @@ __all__ = [
     "Message",
     "MessageTooLargeError",
     "Node",
+    "NodeStoppedError",
     "NotJoinedError",
     "OverflowedError",
     "RingId",
-    "TimeoutError",
     "TryAgainError",
     "__version__",
     "check_config",

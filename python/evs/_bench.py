@@ -77,6 +77,8 @@ def _throughput(
     stop = threading.Event()
     payload_tail = b"x" * max(0, size - _HDR.size)
 
+    failures: list[EvsError] = []
+
     def send(h: Handle) -> None:
         seq = 0
         with_id = h.node_id
@@ -88,6 +90,10 @@ def _throughput(
                 continue
             except HandleClosedError:
                 return
+            except EvsError as e:  # reported by the main thread, not as a thread traceback
+                failures.append(e)
+                stop.set()
+                return
 
     threads = [threading.Thread(target=send, args=(h,), daemon=True) for h in handles]
     start = time.monotonic()
@@ -96,7 +102,7 @@ def _throughput(
     delivered = 0
     nbytes = 0
     end = start + duration
-    while True:
+    while not failures:
         now = time.monotonic()
         if now >= end:
             break
@@ -114,6 +120,8 @@ def _throughput(
     stop.set()
     for t in threads:
         t.join(5)
+    if failures:
+        raise failures[0]
     # Drain what is left so the latency phase starts on an idle ring.
     while True:
         try:
@@ -184,6 +192,11 @@ def run(args: argparse.Namespace) -> int:
         nodes = list(cluster)
         mode = f"local cluster of {args.nodes} node(s), crypto {args.crypto}"
     try:
+        largest = nodes[0].max_message_size
+        if args.size > largest:
+            raise CliError(
+                f"--size {args.size} exceeds the nodes' max_message_size ({largest} bytes)"
+            )
         # Node 1's handle sends and counts; the others only send (to the group, without
         # joining it), so that no unread queue fills up.
         handles = [Handle(nodes[0], groups=GROUP, queue_capacity=1 << 20)]

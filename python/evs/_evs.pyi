@@ -20,6 +20,7 @@ __all__ = [
     "Node",
     "RingId",
     "__version__",
+    "after_fork_in_child",
     "check_config",
     "keygen",
     "set_log_level",
@@ -45,11 +46,16 @@ class ConfigKind:
 
 @final
 class RingId:
+    """Identifies a ring: its representative (lowest node id) and sequence number."""
+
     def __new__(cls, rep: int, seq: int) -> RingId: ...
     @property
-    def rep(self) -> int: ...
+    def rep(self) -> int:
+        """Node id of the ring's representative (its lowest member)."""
     @property
-    def seq(self) -> int: ...
+    def seq(self) -> int:
+        """Sequence number of the ring (rings are numbered upward; ring ids order by it
+        first)."""
     def __lt__(self, other: RingId, /) -> bool: ...
     def __le__(self, other: RingId, /) -> bool: ...
     def __gt__(self, other: RingId, /) -> bool: ...
@@ -58,6 +64,8 @@ class RingId:
 
 @final
 class Message:
+    """A message delivered to a handle: sender, groups, payload and place in the total order."""
+
     def __new__(
         cls,
         sender: int,
@@ -70,26 +78,37 @@ class Message:
         index: int = 0,
     ) -> Message: ...
     @property
-    def sender(self) -> int: ...
+    def sender(self) -> int:
+        """Node id of the node that multicast the message."""
     @property
-    def sender_handle(self) -> int: ...
+    def sender_handle(self) -> int:
+        """Id, on the sending node, of the handle that multicast the message."""
     @property
-    def groups(self) -> tuple[bytes, ...]: ...
+    def groups(self) -> tuple[bytes, ...]:
+        """The groups the sender addressed, as it named them."""
     @property
-    def data(self) -> bytes: ...
+    def data(self) -> bytes:
+        """The payload."""
     @property
-    def ring_id(self) -> RingId: ...
+    def ring_id(self) -> RingId:
+        """The ring on which the message was ordered."""
     @property
-    def seq(self) -> int: ...
+    def seq(self) -> int:
+        """Sequence number, on ``ring_id``, of the packet that completed the message."""
     @property
-    def index(self) -> int: ...
+    def index(self) -> int:
+        """Position among the messages that packet completed: ``(ring_id, seq, index)`` is
+        unique and ordered like the agreed order."""
     @property
-    def guarantee(self) -> Guarantee: ...
+    def guarantee(self) -> Guarantee:
+        """``AGREED`` or ``SAFE``, as the sender asked."""
     def __len__(self) -> int: ...
     def __hash__(self) -> int: ...
 
 @final
 class ConfigChange:
+    """A configuration change of the ring, delivered to every handle."""
+
     def __new__(
         cls,
         kind: ConfigKind,
@@ -99,19 +118,27 @@ class ConfigChange:
         joined: Sequence[int] = ...,
     ) -> ConfigChange: ...
     @property
-    def kind(self) -> ConfigKind: ...
+    def kind(self) -> ConfigKind:
+        """``TRANSITIONAL`` (closes the old ring) or ``REGULAR`` (opens the new one)."""
     @property
-    def ring_id(self) -> RingId: ...
+    def ring_id(self) -> RingId:
+        """The ring being installed (for a transitional configuration: the ring that
+        follows)."""
     @property
-    def members(self) -> tuple[int, ...]: ...
+    def members(self) -> tuple[int, ...]:
+        """Node ids of the configuration, ascending."""
     @property
-    def left(self) -> tuple[int, ...]: ...
+    def left(self) -> tuple[int, ...]:
+        """Nodes that left (transitional configurations)."""
     @property
-    def joined(self) -> tuple[int, ...]: ...
+    def joined(self) -> tuple[int, ...]:
+        """Nodes that joined (regular configurations)."""
     def __hash__(self) -> int: ...
 
 @final
 class GroupChange:
+    """The membership of a group this handle belongs to (or just left) changed."""
+
     def __new__(
         cls,
         group: bytes,
@@ -120,13 +147,18 @@ class GroupChange:
         left: Sequence[tuple[int, int]] = ...,
     ) -> GroupChange: ...
     @property
-    def group(self) -> bytes: ...
+    def group(self) -> bytes:
+        """The group whose membership changed."""
     @property
-    def members(self) -> tuple[tuple[int, int], ...]: ...
+    def members(self) -> tuple[tuple[int, int], ...]:
+        """The group's members after the change, as sorted ``(node_id, handle_id)`` pairs."""
     @property
-    def joined(self) -> tuple[tuple[int, int], ...]: ...
+    def joined(self) -> tuple[tuple[int, int], ...]:
+        """Members that joined with this change."""
     @property
-    def left(self) -> tuple[tuple[int, int], ...]: ...
+    def left(self) -> tuple[tuple[int, int], ...]:
+        """Members that left with this change (a leave, a closed handle or a departed
+        node)."""
     def __hash__(self) -> int: ...
 
 @final
@@ -144,6 +176,8 @@ class Node:
     def config_toml(self) -> str: ...
     @property
     def cluster_name(self) -> str: ...
+    @property
+    def max_message_size(self) -> int: ...
     @property
     def is_running(self) -> bool: ...
     def membership(self) -> tuple[int, list[int]]: ...
@@ -199,3 +233,4 @@ def check_config(
 ) -> str: ...
 def set_log_level(level: int) -> None: ...
 def take_logs(timeout: float) -> list[tuple[int, str, str]]: ...
+def after_fork_in_child() -> None: ...

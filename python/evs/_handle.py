@@ -11,7 +11,7 @@ from . import _evs
 from ._evs import ConfigChange, GroupChange, Guarantee, Message
 from ._node import Node, default_node
 from ._types import Event
-from .errors import HandleClosedError, OverflowedError
+from .errors import HandleClosedError, NodeStoppedError, OverflowedError
 from .errors import TimeoutError as EvsTimeoutError
 
 __all__ = [
@@ -69,7 +69,10 @@ def _timeout(timeout: float | None) -> float | None:
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
         )
-    return float(timeout)
+    t = float(timeout)
+    if not t >= 0:  # negative or NaN: refused as the native calls refuse it
+        raise ValueError(f"timeout must be a non-negative number of seconds or None, got {t}")
+    return t
 
 
 def _check_callback(name: str, cb: object) -> None:
@@ -141,6 +144,7 @@ class Handle(_evs.Handle):
         self.context = context
         self._closed = False
         self._aio_future: asyncio.Future[None] | None = None
+        self._aio_fd = -1
         if groups is not None:
             try:
                 self.join(groups)
@@ -163,7 +167,7 @@ class Handle(_evs.Handle):
         if self._closed:
             raise HandleClosedError("handle closed")
         if not self.node.is_running:
-            raise HandleClosedError("handle closed: its node stopped")
+            raise NodeStoppedError("handle closed: its node stopped")
 
     async def amcast_joined(
         self, data: bytes | bytearray | memoryview, guarantee: Guarantee = Guarantee.AGREED
@@ -198,8 +202,8 @@ class Handle(_evs.Handle):
 
     def membership(self) -> Membership:
         """This node's id and the members of the last regular configuration."""
+        local, members = self._membership()  # NodeStoppedError in a fork child comes first
         self._check_open()
-        local, members = self._membership()
         return Membership(local, tuple(members))
 
     def group_membership(self, group: GroupName) -> list[tuple[int, int]]:
@@ -311,6 +315,7 @@ class Handle(_evs.Handle):
             loop.remove_reader(fd)
             loop.add_reader(fd, ready)
             self._aio_future = fut = new
+            self._aio_fd = fd
         return fut
 
     async def arecv(self, timeout: float | None = None) -> Event:
@@ -364,9 +369,36 @@ class Handle(_evs.Handle):
 
     def close(self) -> None:
         """Closes the handle: its groups are left (other members see it go), queued events
-        are dropped, later calls raise HandleClosedError. Idempotent."""
+        are dropped, later calls raise HandleClosedError, and its file descriptor is released
+        (as ``socket.close()`` does; ``fileno()`` then raises). A coroutine waiting in
+        :meth:`arecv` wakes up and raises. Idempotent."""
         self._closed = True
+        fut, self._aio_future = self._aio_future, None
+        if fut is not None:
+            self._forget_reader(fut, self._aio_fd)
         self._close()
+
+    @staticmethod
+    def _forget_reader(fut: asyncio.Future[None], fd: int) -> None:
+        """Takes the handle's descriptor out of the event loop that waits on it, before the
+        descriptor is released, and wakes the waiting :meth:`arecv`."""
+        loop = fut.get_loop()
+
+        def forget() -> None:
+            loop.remove_reader(fd)
+            if not fut.done():
+                fut.set_result(None)
+
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            forget()
+        elif not loop.is_closed():
+            # Closed from another thread: the loop's own thread forgets it (a selector
+            # tolerates a descriptor closed meanwhile).
+            loop.call_soon_threadsafe(forget)
 
     def __enter__(self) -> Handle:
         return self
@@ -376,5 +408,9 @@ class Handle(_evs.Handle):
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
-        groups = ", ".join(repr(g) for g in self.joined)
+        try:
+            joined = self.joined
+        except NodeStoppedError:  # inherited across fork()
+            return f"<evs.Handle {self.id} of node {self.node_id} (inherited across fork)>"
+        groups = ", ".join(repr(g) for g in joined)
         return f"<evs.Handle {self.id} of node {self.node_id} groups=[{groups}]{state}>"

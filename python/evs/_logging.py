@@ -47,6 +47,14 @@ def ensure_started() -> None:
         _thread.start()
 
 
+def after_fork_in_child() -> None:
+    """In the child of ``os.fork()``: the pump thread was not copied; forget it (the next
+    node started in the child starts a new one)."""
+    global _lock, _thread
+    _lock = threading.Lock()
+    _thread = None
+
+
 def stop(timeout: float = 1.0) -> None:
     """Stops the pump thread, emitting what is queued first (at interpreter exit)."""
     global _thread

@@ -58,6 +58,11 @@ class Node:
         return self._native.cluster_name
 
     @property
+    def max_message_size(self) -> int:
+        """The largest message data this node sends (``max_message_size``, in bytes)."""
+        return self._native.max_message_size
+
+    @property
     def config_toml(self) -> str:
         """The effective configuration, as TOML text."""
         return self._native.config_toml
@@ -121,8 +126,9 @@ class Node:
         self._native.set_receive_loss(percent)
 
     def shutdown(self) -> None:
-        """Leaves the ring and stops the node; its handles then raise HandleClosedError.
-        Idempotent."""
+        """Leaves the ring and stops the node. Each of its handles still returns the events
+        queued before the stop, then raises HandleClosedError (sends and new handles raise
+        at once). Idempotent; in the child of a fork, does nothing."""
         self._native.shutdown()
 
     close = shutdown
@@ -185,15 +191,48 @@ def default_node() -> Node:
         return _default
 
 
-@atexit.register
-def _shutdown_all() -> None:
-    """At interpreter exit: leave every ring and stop the runtime threads, so that exit
-    neither hangs nor tears a thread down mid-call."""
-    global _default_keydir
+def _after_fork_in_child() -> None:
+    """In the child of ``os.fork()``: the nodes and handles made so far belong to the parent
+    (their runtime threads were not copied). The native module then refuses every call on them
+    with NodeStoppedError; here the child forgets them, so that exit does not try to stop them,
+    nor remove the parent's default key directory, and a new default node can start."""
+    global _default, _default_keydir, _default_lock
+    _evs.after_fork_in_child()
+    _default_lock = threading.Lock()  # another thread may have held it at the fork
+    _default = None
+    _default_keydir = None
+    _live.clear()
+    _logging.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _stop_nodes() -> None:
+    """When the main thread ends: leave every ring and stop the runtime threads, so that
+    exit neither hangs nor tears a thread down mid-call. Registered to run before the
+    interpreter joins the non-daemon threads: a thread blocked on a handle then gets
+    HandleClosedError (after its queued events) instead of keeping the process alive."""
     for node in list(_live):
         with contextlib.suppress(Exception):  # best effort at exit
             node.shutdown()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """At interpreter exit: stop the nodes made since the main thread ended, remove the
+    default node's key, and stop the log pump."""
+    global _default_keydir
+    _stop_nodes()
     if _default_keydir is not None:
         shutil.rmtree(_default_keydir, ignore_errors=True)
         _default_keydir = None
     _logging.stop()
+
+
+# threading._register_atexit (3.9+) runs when the main thread ends, before the non-daemon
+# threads are joined; plain atexit runs only after them, too late for a thread blocked in
+# recv(None). Both are private details of CPython's threading module, hence the fallback.
+_register_early = getattr(threading, "_register_atexit", None)
+if _register_early is not None:
+    _register_early(_stop_nodes)

@@ -251,7 +251,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     path = _find_socket(args)
     groups = _groups_arg(args.groups)
     if args.message is not None:
-        messages = [args.message.encode()]
+        # The bytes of the argument as the OS gave them (not necessarily UTF-8).
+        messages = [os.fsencode(args.message)]
     elif args.lines:
         messages = [line.rstrip(b"\n") for line in sys.stdin.buffer]
     else:
@@ -413,24 +414,66 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parses the command line, letting a subcommand's options come between its positionals
+    (``evs send locks -q text``): argparse alone assigns the positionals before the first
+    option and refuses the rest."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(words)
+    command = getattr(args, "command", None)
+    sub = _subcommand_parser(parser, command)
+    if not extras or sub is None or command not in words:
+        return parser.parse_args(words)  # the usual error (or result)
+    rest = words[words.index(command) + 1 :]
+    return sub.parse_intermixed_args(rest, namespace=argparse.Namespace(command=command))
+
+
+def _subcommand_parser(
+    parser: argparse.ArgumentParser, command: str | None
+) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser | None = action.choices.get(command or "")
+            return found
+    return None
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``evs status | head``): stop without a word, as a
+    tool killed by SIGPIPE does. Later writes (the interpreter's own flush at exit) go to
+    /dev/null."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not hasattr(args, "func"):
         parser.error("this command is not available in this build")
     try:
         rc: int = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone away is handled below
         return rc
     except KeyboardInterrupt:
         print("evs: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (CliError, EvsError, OSError, ValueError, ConnectionError) as e:
         msg = str(e) or type(e).__name__
         print(f"evs: error: {msg}", file=sys.stderr)
         return 1
     finally:
-        with contextlib.suppress(Exception):
+        try:
             sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except Exception:  # best effort
+            pass
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 
+# TimeoutError is left out: `from evs.errors import *` must not rebind the builtin name.
 __all__ = [
     "ConfigError",
     "EvsError",
@@ -17,9 +18,9 @@ __all__ = [
     "HandleClosedError",
     "InvalidGroupError",
     "MessageTooLargeError",
+    "NodeStoppedError",
     "NotJoinedError",
     "OverflowedError",
-    "TimeoutError",
     "TryAgainError",
 ]
 
@@ -44,6 +45,12 @@ class OverflowedError(HandleClosedError):
     own_messages: bool = False
 
 
+class NodeStoppedError(HandleClosedError):
+    """The node was shut down (or, in the child of a ``fork()``, belongs to the parent
+    process): it makes no handles and answers no queries. A ``HandleClosedError`` too, since
+    every handle of a stopped node is closed."""
+
+
 class NotJoinedError(EvsError):
     """``leave`` of a group that is not joined, or ``mcast_joined`` with no group joined."""
 
@@ -64,7 +71,8 @@ class ConfigError(EvsError, ValueError):
 
 
 class MessageTooLargeError(EvsError, ValueError):
-    """The message (with its group header) exceeds ``max_message_size``."""
+    """The message data exceeds ``max_message_size`` (which does not count the group header
+    the library adds)."""
 
 
 class InvalidGroupError(EvsError, ValueError):

@@ -12,16 +12,28 @@ from typing import Any
 from . import _evs
 from ._handle import Handle
 from ._node import Node, _free_port
+from .errors import ConfigError
 from .errors import TimeoutError as EvsTimeoutError
 
 __all__ = ["LocalCluster"]
+
+_OWNED = {
+    "bind": "node i+1 binds 127.0.0.(i+1)",
+    "port": "each node takes a free port",
+    "node_id": "node i+1 has id i+1",
+    "transport": "the nodes talk udpu",
+    "members": "the members are the cluster's nodes",
+    "interface": "each node binds a loopback address",
+}
 
 
 class LocalCluster:
     """``n`` nodes in this process over real UDP on loopback: node ``i+1`` binds
     ``127.0.0.(i+1)`` on a free port, transport udpu, crypto on with a key made for the
     cluster (unless ``crypto="none"``), and a cluster name of its own. ``settings`` apply to
-    every node (``token=1000``, ``crypto="chacha20poly1305"``, ...).
+    every node (``token=1000``, ``crypto="chacha20poly1305"``, ...); those the cluster makes
+    itself (``bind``, ``port``, ``node_id``, ``transport``, ``members``, ``interface``) are
+    refused with :class:`evs.ConfigError`.
 
     By default the constructor returns once all nodes share one ring. Use as a context
     manager, or call :meth:`close`.
@@ -38,6 +50,11 @@ class LocalCluster:
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 254:
             raise ValueError(f"n must be an int from 1 to 254, got {n!r}")
+        for key in settings:
+            if key in _OWNED:
+                err = ConfigError(f"LocalCluster sets {key} itself ({_OWNED[key]})")
+                err.key = key
+                raise err
         self._tmp = tempfile.TemporaryDirectory(prefix="evs-cluster-")
         self.settings = dict(settings)
         if self.settings.get("crypto") != "none" and "authkey" not in self.settings:
@@ -88,10 +105,18 @@ class LocalCluster:
         return [n for n in self.nodes if n.is_running]
 
     def wait_for_ring(self, members: Sequence[int] | None = None, *, timeout: float = 60.0) -> None:
-        """Waits until every running node reports the same ring whose members are
-        ``members`` (default: the running nodes' ids); raises evs.TimeoutError otherwise."""
-        nodes = self.running()
-        want = sorted(members) if members is not None else sorted(n.node_id for n in nodes)
+        """Waits until the running nodes among ``members`` (node ids; default: every running
+        node) report one ring whose members are exactly ``members``; raises evs.TimeoutError
+        otherwise. After :meth:`partition`, ``members`` names one side: the other sides are
+        not waited for. ValueError if no node of ``members`` is running."""
+        if members is None:
+            nodes = self.running()
+            want = sorted(n.node_id for n in nodes)
+        else:
+            want = sorted(members)
+            nodes = [n for n in self.running() if n.node_id in want]
+            if not nodes:
+                raise ValueError(f"no running node among members {want}")
         deadline = time.monotonic() + timeout
         while True:
             views = [(n.ring_id(), n.membership()[1]) for n in nodes]

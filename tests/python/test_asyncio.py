@@ -138,3 +138,42 @@ def test_arecv_on_closed_handle_raises(node: evs.Node) -> None:
             await h.amcast_groups("g", b"x")
 
     asyncio.run(main())
+
+
+def test_close_wakes_a_pending_arecv_and_leaves_no_stale_reader(node: evs.Node) -> None:
+    # close() releases the descriptor the loop waits on: it must wake the waiter itself, and
+    # a handle made afterwards (which may get the same descriptor number) must work.
+    async def main() -> bytes:
+        h = evs.Handle(node)
+        h.recv(timeout=WAIT)  # the initial configuration change
+        with pytest.raises(evs.TimeoutError):
+            await h.arecv(timeout=0.05)  # leaves a reader registered
+        task = asyncio.ensure_future(h.arecv())
+        await asyncio.sleep(0.05)
+        h.close()
+        with pytest.raises(evs.HandleClosedError):
+            await asyncio.wait_for(task, WAIT)
+        fresh = evs.Handle(node, groups="after-close")
+        wait_members([fresh], "after-close")
+        fresh.mcast_joined(b"fresh")
+        m = await next_message_async(fresh)
+        fresh.close()
+        return m.data
+
+    assert asyncio.run(main()) == b"fresh"
+
+
+def test_arecv_refuses_a_bad_timeout_as_recv_does(node: evs.Node) -> None:
+    h = evs.Handle(node)
+
+    async def main() -> None:
+        for bad in (-1, -0.5, float("nan")):
+            with pytest.raises(ValueError, match="non-negative") as info:
+                await h.arecv(timeout=bad)
+            assert not isinstance(info.value, TimeoutError)
+        async for _ in h.aevents(timeout=-1):
+            pass
+
+    with pytest.raises(ValueError, match="non-negative"):
+        asyncio.run(main())
+    h.close()

@@ -281,3 +281,46 @@ def test_bench_with_a_config_runs_one_node_of_that_cluster(tmp_path: Path) -> No
     # Node 2 saw node 1 join its ring while the benchmark ran.
     configs = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
     assert any(c.get("type") == "config" and c["members"] == [1, 2] for c in configs), out + err
+
+
+def test_send_options_anywhere_any_bytes_and_a_closed_pipe_is_quiet(
+    node: tuple[dict[str, str], Path, subprocess.Popen[str]],
+) -> None:
+    env, _, _ = node
+    listener = subprocess.Popen(
+        [*EVS, "listen", "raw", "-n", "2", "--timeout", "60", "--json", "--messages-only"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while "raw" not in json.loads(run("status", "--json", env=env).stdout)["groups"]:
+        assert time.monotonic() < deadline and listener.poll() is None
+        time.sleep(0.05)
+    # An option between the positionals, as with most commands.
+    p = run("send", "raw", "-q", "between", env=env)
+    assert (p.returncode, p.stderr) == (0, ""), p.stderr
+    # Arguments are bytes on POSIX: a message that is not UTF-8 is sent as it is.
+    p = subprocess.run([*EVS, "send", "raw", b"\xff\xfe"], capture_output=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    out, err = listener.communicate(timeout=60)
+    assert listener.returncode == 0, err
+    msgs = [json.loads(line) for line in out.splitlines()]
+    assert msgs[0]["text"] == "between"
+    assert msgs[1]["data"] == "//4="  # base64 of ff fe
+    # `evs status | head -0`: the reader is gone before the output; no error, no traceback.
+    status = subprocess.Popen(
+        [*EVS, "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert status.stdout is not None
+    status.stdout.close()
+    _, err = status.communicate(timeout=60)
+    assert err == "", err
+    assert status.returncode == 141  # 128 + SIGPIPE, as a tool killed by the signal
+
+
+def test_bench_size_over_max_message_size_is_one_line() -> None:
+    p = run("bench", "--nodes", "1", "--size", "2000000", "--duration", "1", "--count", "5")
+    assert_one_line_error(p, "--size 2000000", "max_message_size")
+    assert "Exception in thread" not in p.stderr

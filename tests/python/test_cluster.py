@@ -139,3 +139,22 @@ def test_group_views_agree_across_nodes_and_with_group_changes(cluster: LocalClu
     gone = recv_until(b, lambda e: isinstance(e, evs.GroupChange) and bool(e.left))[-1]
     assert isinstance(gone, evs.GroupChange)
     assert gone.left == ((3, d.id),) and list(gone.members) == after[b"red"]
+
+
+@pytest.mark.parametrize("key", ["bind", "port", "node_id", "transport", "members"])
+def test_local_cluster_refuses_the_settings_it_owns(key: str) -> None:
+    with pytest.raises(evs.ConfigError, match=f"LocalCluster sets {key} itself") as info:
+        LocalCluster(2, **{key: "127.0.0.9"})
+    assert info.value.key == key
+
+
+def test_wait_for_ring_waits_for_one_side_of_a_partition() -> None:
+    with LocalCluster(3, token=1000) as c:
+        c.partition([0, 1], [2])
+        c.wait_for_ring([1, 2], timeout=WAIT)  # the nodes of that side, not every node
+        c.wait_for_ring([3], timeout=WAIT)
+        assert c[0].membership()[1] == [1, 2] and c[2].membership()[1] == [3]
+        with pytest.raises(ValueError, match="no running node"):
+            c.wait_for_ring([7], timeout=1)
+        c.heal()
+        c.wait_for_ring(timeout=WAIT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Callable, Iterator
@@ -193,6 +194,7 @@ def test_invalid_group_names(node: evs.Node, name: str | bytes) -> None:
         lambda: h.join(["fine", name]),
         lambda: h.leave(name),
         lambda: h.mcast_groups(name, b"x"),
+        lambda: h.group_membership(name),
     ]
     for call in calls:
         with pytest.raises(evs.InvalidGroupError) as info:
@@ -221,8 +223,32 @@ def test_message_too_large() -> None:
         assert "256" in str(info.value)
         with pytest.raises(evs.MessageTooLargeError):
             h.mcast_groups("g", b"x" * 257, timeout=None)
-        h.mcast_joined(b"x" * 200)  # fits with its header
-        assert next_message(h).data == b"x" * 200
+        h.mcast_joined(b"x" * 256)  # the setting is the payload; the header is extra
+        assert next_message(h).data == b"x" * 256
+
+
+def test_max_message_size_is_the_largest_payload_whatever_the_groups() -> None:
+    # The default (1 MiB) carries a 1 MiB payload, and so does any setting, even with the
+    # largest group header (255 names of 32 bytes); one byte more is refused, naming both.
+    with LocalCluster(1) as c:
+        h = c.handle(0, groups="g")
+        h.mcast_joined(b"m" * (1 << 20))
+        assert next_message(h).data == b"m" * (1 << 20)
+    with LocalCluster(1, max_message_size=4096) as c:
+        h = c.handle(0, groups="g")
+        h.mcast_joined(b"x" * 4096)
+        assert next_message(h).data == b"x" * 4096
+        groups = [f"{i:032d}" for i in range(evs.MAX_GROUPS - 1)] + ["g"]
+        h.mcast_groups(groups, b"y" * 4096)
+        m = next_message(h)
+        assert (m.data, len(m.groups)) == (b"y" * 4096, evs.MAX_GROUPS)
+        for send in (
+            lambda: h.mcast_joined(b"x" * 4097),
+            lambda: h.mcast_groups(groups, b"x" * 4097),
+        ):
+            with pytest.raises(evs.MessageTooLargeError) as info:
+                send()
+            assert "4097" in str(info.value) and "4096" in str(info.value), info.value
 
 
 CLOSED_CALLS: list[tuple[str, Callable[[evs.Handle], object]]] = [
@@ -259,8 +285,29 @@ def test_closed_handle_raises_on_every_call(
     assert h.closed
     assert h.joined == ()  # its groups were left for it
     assert h.queue_len() == 0
+    assert h.joined == ()
     assert list(h.events(timeout=1)) == []
-    assert select.select([h], [], [], 0)[0] == [h]
+    # Its file descriptor is released, as a socket's is: fileno() refuses.
+    with pytest.raises(evs.HandleClosedError):
+        h.fileno()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_close_releases_the_file_descriptor(node: evs.Node) -> None:
+    # Without waiting for garbage collection: the handles stay referenced here.
+    before = _open_fds()
+    handles = [evs.Handle(node, groups="g") for _ in range(40)]
+    for h in handles[:20]:
+        h.fileno()  # handed out or not, the descriptor goes
+    assert _open_fds() >= before + 40
+    for h in handles:
+        h.close()
+    # At once, not when the node's thread gets round to the closes.
+    assert _open_fds() <= before
+    assert all(h.closed for h in handles)
 
 
 @pytest.mark.parametrize(("what", "call"), CLOSED_CALLS, ids=[c[0] for c in CLOSED_CALLS])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import evs
 from evs.testing import LocalCluster
+from support import free_port
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(120)]
 
@@ -59,3 +61,44 @@ def test_node_started_record_reaches_the_evs_logger(collect: Collect) -> None:
         left = collect.wait_for("left the ring")
         assert left.name.startswith("evs.")
     assert logging.getLogger("evs").handlers == [collect]  # ours only
+
+
+@pytest.mark.parametrize(
+    ("second", "why"),
+    [
+        ({"authkey": "other"}, "authkey or cluster_name"),
+        ({"crypto": "chacha20poly1305"}, "crypto setting differs"),
+        ({"crypto": "none"}, "crypto setting differs"),
+    ],
+    ids=["other key", "other cipher", "no crypto"],
+)
+def test_a_misconfigured_peer_is_a_rate_limited_warning(
+    collect: Collect, tmp_path: Path, second: dict[str, str], why: str
+) -> None:
+    keys = {name: str(tmp_path / name) for name in ("key", "other")}
+    for k in keys.values():
+        evs.keygen(k)
+    ports = {1: free_port("127.0.0.1"), 2: free_port("127.0.0.2")}
+    members = [{"node_id": i, "address": f"127.0.0.{i}:{p}"} for i, p in ports.items()]
+    common = {"transport": "udpu", "members": members, "cluster_name": f"mis-{ports[1]}"}
+    settings2: dict[str, object] = {"authkey": keys["key"], **common}
+    if "authkey" in second:
+        settings2["authkey"] = keys[second["authkey"]]
+    if "crypto" in second:
+        settings2["crypto"] = second["crypto"]
+        if second["crypto"] == "none":
+            del settings2["authkey"]
+    a = evs.Node(bind="127.0.0.1", port=ports[1], node_id=1, authkey=keys["key"], **common)
+    b = evs.Node(bind="127.0.0.2", port=ports[2], node_id=2, **settings2)
+    try:
+        source = f"127.0.0.2:{ports[2]}"
+        rec = collect.wait_for(f"refused a frame from {source}")
+        assert rec.levelno == logging.WARNING
+        assert why in rec.getMessage(), rec.getMessage()
+        # The peer keeps sending (joins, then its own ring's tokens): still one warning.
+        time.sleep(2)
+        assert sum(f"from {source}" in r.getMessage() for r in collect.records) == 1
+        assert a.membership()[1] == [1] and b.membership()[1] == [2]
+    finally:
+        a.shutdown()
+        b.shutdown()

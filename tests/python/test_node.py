@@ -176,8 +176,27 @@ def test_shutdown_is_idempotent_and_context_manager_stops(authkey: Path) -> None
     assert "(stopped)" in repr(node)
     with pytest.raises(evs.HandleClosedError):
         h.recv(timeout=5)
-    with pytest.raises(evs.HandleClosedError):
-        evs.Handle(node)  # a stopped node makes no handles
+
+
+def test_a_stopped_node_says_so(authkey: Path) -> None:
+    node = evs.Node(**solo_settings(authkey))
+    h = evs.Handle(node)
+    node.shutdown()
+    # The node is what stopped: the errors say so (and are HandleClosedErrors too, as every
+    # handle of a stopped node is closed).
+    for call in (lambda: evs.Handle(node), node.stats, node.handle, h.membership):
+        with pytest.raises(evs.NodeStoppedError, match="node stopped"):
+            call()
+    assert issubclass(evs.NodeStoppedError, evs.HandleClosedError)
+
+
+def test_keygen_error_names_the_path_given(tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "authkey"
+    with pytest.raises(evs.EvsOSError) as info:
+        evs.keygen(target)
+    assert info.value.errno == errno.ENOENT
+    assert str(target) in str(info.value)
+    assert ".tmp" not in str(info.value), info.value
 
 
 def test_several_independent_nodes_in_one_process(authkey: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,135 @@ def test_library_adds_no_logging_handlers() -> None:
     proc = run_child(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_fork_child_gets_clear_errors_at_once_and_exits_at_once() -> None:
+    # The child of a fork inherits the parent's node and handle objects but not the runtime
+    # thread that serves them: every call on them raises NodeStoppedError at once, shutdown
+    # and close are quiet no-ops, the child exits at once, and the parent's node carries on.
+    code = """
+    import json, os, sys, time, warnings
+    import evs
+
+    warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
+    h = evs.Handle(groups="g")
+    node = h.node
+    h.mcast_joined(b"before")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        out = {}
+        def timed(name, call):
+            t = time.monotonic()
+            try:
+                call()
+                out[name] = "returned"
+            except evs.NodeStoppedError as e:
+                out[name] = "NodeStoppedError: " + str(e)
+            out[name + "_s"] = time.monotonic() - t
+        timed("mcast", lambda: h.mcast_joined(b"from child"))
+        timed("recv", lambda: h.recv(timeout=5))
+        timed("try_recv", h.try_recv)
+        timed("join", lambda: h.join("other"))
+        timed("membership", h.membership)
+        timed("stats", node.stats)
+        timed("handle", lambda: evs.Handle(node))
+        out["is_running"] = node.is_running
+        t = time.monotonic()
+        h.close()
+        node.shutdown()
+        out["close_s"] = time.monotonic() - t
+        fresh = evs.Handle(groups="child")  # a new default node of the child's own
+        fresh.mcast_joined(b"mine")
+        while not isinstance(fresh.recv(timeout=10), evs.Message):
+            pass
+        out["fresh_node"] = fresh.node is not node
+        os.write(w, (json.dumps(out) + "\\n").encode())
+        os.write(w, (json.dumps(time.monotonic()) + "\\n").encode())
+        sys.exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        child = json.loads(f.readline())
+        exit_started = json.loads(f.readline())
+    os.waitpid(pid, 0)
+    child["exit_s"] = time.monotonic() - exit_started
+    # The parent's node is unaffected: its own messages still come back.
+    h.mcast_joined(b"after")
+    got = []
+    while len(got) < 2:
+        ev = h.recv(timeout=10)
+        if isinstance(ev, evs.Message):
+            got.append(ev.data)
+    child["parent_got"] = [g.decode() for g in got]
+    print(json.dumps(child))
+    """
+    proc = run_child(code, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(out)
+    for name in ["mcast", "recv", "try_recv", "join", "membership", "stats", "handle"]:
+        assert out[name].startswith("NodeStoppedError"), (name, out[name])
+        assert "fork" in out[name], out[name]
+        assert out[name + "_s"] < 0.5, (name, out)
+    assert out["is_running"] is False
+    assert out["close_s"] < 0.5, out
+    assert out["fresh_node"] is True
+    assert out["exit_s"] < 2.0, out
+    assert out["parent_got"] == ["before", "after"]
+
+
+def test_exit_with_a_non_daemon_thread_blocked_in_recv() -> None:
+    # The main thread ends while a non-daemon thread waits without limit: interpreter
+    # shutdown stops the nodes before it joins such threads, so the wait ends with
+    # HandleClosedError and the process exits.
+    code = """
+    import threading, time
+    import evs
+
+    h = evs.Handle(groups="g")
+
+    def wait():
+        try:
+            h.recv(None)
+            while True:
+                h.recv(None)
+        except evs.HandleClosedError as e:
+            print("closed:", type(e).__name__, flush=True)
+
+    threading.Thread(target=wait).start()
+    time.sleep(0.2)
+    print("main done", flush=True)
+    """
+    t = time.monotonic()
+    proc = run_child(code, timeout=30)
+    elapsed = time.monotonic() - t
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["main done", "closed: HandleClosedError"], proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 15, elapsed
+
+
+def test_closed_handles_free_their_descriptors_for_new_ones_at_once() -> None:
+    # The issue's case: at the descriptor limit, close every handle and open as many again.
+    code = """
+    import resource
+    import evs
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    node = evs.Handle().node
+    handles = []
+    try:
+        while True:
+            handles.append(evs.Handle(node))
+    except OSError:
+        pass
+    assert len(handles) > 200, len(handles)
+    for h in handles:
+        h.close()
+    again = [evs.Handle(node) for _ in handles]
+    print(len(again))
+    """
+    proc = run_child(code)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) > 200

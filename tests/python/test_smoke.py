@@ -1,6 +1,7 @@
 """The package imports and a three-node cluster delivers one message everywhere, in order."""
 
 import evs
+import evs.errors
 from evs.testing import LocalCluster
 
 
@@ -17,3 +18,14 @@ def test_three_nodes_deliver_one_message_to_every_joined_handle() -> None:
         for h in handles:
             msg = next(ev for ev in h.events(timeout=30) if isinstance(ev, evs.Message))
             assert (msg.sender, msg.data, msg.groups) == (1, b"ping", (b"smoke",))
+
+
+def test_star_import_leaves_the_builtin_timeout_error_alone() -> None:
+    ns: dict[str, object] = {}
+    exec("from evs import *", ns)
+    exec("from evs.errors import *", ns)
+    assert "TimeoutError" not in ns  # the builtin stays what the name means
+    assert "HandleClosedError" in ns and "Handle" in ns
+    # evs.TimeoutError is still there, and still a builtins.TimeoutError.
+    assert issubclass(evs.TimeoutError, TimeoutError) and evs.TimeoutError is not TimeoutError
+    assert issubclass(evs.errors.TimeoutError, evs.EvsError)

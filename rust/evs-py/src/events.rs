@@ -70,8 +70,10 @@ pub enum PyConfigKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PyRingId {
     // Field order gives the ordering: by sequence first (rings are numbered upward).
+    /// Sequence number of the ring (rings are numbered upward; ring ids order by it first).
     #[pyo3(get)]
     seq: u64,
+    /// Node id of the ring's representative (its lowest member).
     #[pyo3(get)]
     rep: u32,
 }
@@ -141,18 +143,25 @@ fn ids_tuple<'py>(py: Python<'py>, ids: &[NodeId]) -> PyResult<Bound<'py, PyTupl
 #[pyclass(frozen, eq, hash, name = "Message", module = "evs")]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PyMessage {
+    /// Node id of the node that multicast the message.
     #[pyo3(get)]
     sender: NodeId,
+    /// Id, on the sending node, of the handle that multicast the message.
     #[pyo3(get)]
     sender_handle: u32,
     groups: Vec<Bytes>,
     data: Bytes,
+    /// The ring on which the message was ordered.
     #[pyo3(get)]
     ring_id: PyRingId,
+    /// Sequence number, on `ring_id`, of the packet that completed the message.
     #[pyo3(get)]
     seq: u64,
+    /// Position among the messages that packet completed: `(ring_id, seq, index)` is unique
+    /// and ordered like the agreed order.
     #[pyo3(get)]
     index: u32,
+    /// `AGREED` or `SAFE`, as the sender asked.
     #[pyo3(get)]
     guarantee: PyGuarantee,
 }
@@ -219,8 +228,10 @@ impl PyMessage {
 #[pyclass(frozen, eq, hash, name = "ConfigChange", module = "evs")]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PyConfigChange {
+    /// `TRANSITIONAL` (closes the old ring) or `REGULAR` (opens the new one).
     #[pyo3(get)]
     kind: PyConfigKind,
+    /// The ring being installed (for a transitional configuration: the ring that follows).
     #[pyo3(get)]
     ring_id: PyRingId,
     members: Vec<NodeId>,
@@ -314,21 +325,25 @@ impl PyGroupChange {
         }
     }
 
+    /// The group whose membership changed.
     #[getter]
     fn group<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.group)
     }
 
+    /// The group's members after the change, as sorted `(node_id, handle_id)` pairs.
     #[getter]
     fn members<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         pairs(py, &self.members)
     }
 
+    /// Members that joined with this change.
     #[getter]
     fn joined<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         pairs(py, &self.joined)
     }
 
+    /// Members that left with this change (a leave, a closed handle or a departed node).
     #[getter]
     fn left<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         pairs(py, &self.left)

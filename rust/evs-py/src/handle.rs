@@ -11,6 +11,7 @@
 //! Timeouts are seconds as floats; `None` waits without limit.
 
 use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evs::{EvsError, Guarantee, Handle};
@@ -22,6 +23,7 @@ use pyo3::types::{
 
 use crate::errors::evs_error;
 use crate::events::{to_py, PyGuarantee};
+use crate::fork::Owned;
 use crate::node::PyNode;
 
 /// `recv_many`'s default `max_events`.
@@ -215,7 +217,27 @@ fn groups_arg(groups: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
 /// `__new__(cls, node, queue_capacity)` with the native node.
 #[pyclass(frozen, subclass, name = "Handle", module = "evs._evs")]
 pub struct PyHandle {
-    h: Handle,
+    /// The handle until `_close` (which drops it, so that its eventfd is released as a
+    /// socket's descriptor is by `close()`); calls in flight hold their own reference.
+    h: Owned<Mutex<Option<Arc<Handle>>>>,
+    /// Copies of the handle's fixed identity, readable in a fork child and after close.
+    id: u32,
+    node_id: u32,
+}
+
+impl PyHandle {
+    /// The handle: `NodeStoppedError` in the child of a fork, `HandleClosedError` after
+    /// `_close`.
+    fn h(&self, py: Python<'_>) -> PyResult<Arc<Handle>> {
+        self.open(py)?
+            .ok_or_else(|| evs_error(py, EvsError::Closed))
+    }
+
+    /// The handle, `None` after `_close`; `NodeStoppedError` in the child of a fork.
+    fn open(&self, py: Python<'_>) -> PyResult<Option<Arc<Handle>>> {
+        let slot = self.h.get(py, "handle")?;
+        Ok(slot.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
 }
 
 #[pymethods]
@@ -243,20 +265,24 @@ impl PyHandle {
                 }
             }
         };
-        let h = node.new_handle(capacity).map_err(|e| evs_error(py, e))?;
-        Ok(PyHandle { h })
+        let h = node.new_handle(py, capacity)?;
+        Ok(PyHandle {
+            id: h.id(),
+            node_id: h.node_id(),
+            h: Owned::new(Mutex::new(Some(Arc::new(h)))),
+        })
     }
 
     /// This handle's id on its node (receivers see it as `Message.sender_handle`).
     #[getter]
     fn id(&self) -> u32 {
-        self.h.id()
+        self.id
     }
 
     /// The node's id.
     #[getter]
     fn node_id(&self) -> u32 {
-        self.h.node_id()
+        self.node_id
     }
 
     /// Joins one group or several (`str` or `bytes` names of 1 to 32 bytes). Takes effect
@@ -264,20 +290,21 @@ impl PyHandle {
     /// InvalidGroupError for a bad name.
     fn join(&self, py: Python<'_>, groups: &Bound<'_, PyAny>) -> PyResult<()> {
         let groups = groups_arg(groups)?;
-        self.h.join(&groups).map_err(|e| evs_error(py, e))
+        self.h(py)?.join(&groups).map_err(|e| evs_error(py, e))
     }
 
     /// Leaves groups; every one must be joined (else NotJoinedError, nothing left).
     fn leave(&self, py: Python<'_>, groups: &Bound<'_, PyAny>) -> PyResult<()> {
         let groups = groups_arg(groups)?;
-        self.h.leave(&groups).map_err(|e| evs_error(py, e))
+        self.h(py)?.leave(&groups).map_err(|e| evs_error(py, e))
     }
 
     /// The groups this handle asked to join (joins in flight included), sorted; `()` once the
     /// handle is closed (by `close()`, an overflow or its node stopping).
     #[getter]
     fn joined<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.h.joined().iter().map(|g| PyBytes::new(py, g)))
+        let joined = self.open(py)?.map(|h| h.joined()).unwrap_or_default();
+        PyTuple::new(py, joined.iter().map(|g| PyBytes::new(py, g)))
     }
 
     /// Multicasts `data` to every group this handle joined.
@@ -298,12 +325,11 @@ impl PyHandle {
         let data = data.as_slice();
         let timeout = timeout_arg(timeout)?;
         let g = Guarantee::from(guarantee);
+        let h = self.h(py)?;
         if timeout == Some(0.0) {
-            return self.h.mcast_joined(data, g).map_err(|e| evs_error(py, e));
+            return h.mcast_joined(data, g).map_err(|e| evs_error(py, e));
         }
-        wait(py, timeout, |slice| {
-            self.h.mcast_joined_blocking(data, g, slice)
-        })
+        wait(py, timeout, |slice| h.mcast_joined_blocking(data, g, slice))
     }
 
     /// Multicasts `data` to `groups` (one name or several), joined or not; `timeout` as for
@@ -322,26 +348,32 @@ impl PyHandle {
         let data = data.as_slice();
         let timeout = timeout_arg(timeout)?;
         let g = Guarantee::from(guarantee);
+        let h = self.h(py)?;
         if timeout == Some(0.0) {
-            return self
-                .h
+            return h
                 .mcast_groups(&groups, data, g)
                 .map_err(|e| evs_error(py, e));
         }
         wait(py, timeout, |slice| {
-            self.h.mcast_groups_blocking(&groups, data, g, slice)
+            h.mcast_groups_blocking(&groups, data, g, slice)
         })
     }
 
     /// `(node_id, members)` of the node's last regular configuration.
-    fn _membership(&self) -> (u32, Vec<u32>) {
-        self.h.membership()
+    fn _membership(&self, py: Python<'_>) -> PyResult<(u32, Vec<u32>)> {
+        Ok(self.h(py)?.membership())
     }
 
     /// Members of `group` (one name) in the node's replicated view, as sorted
-    /// `(node_id, handle_id)`.
-    fn _group_membership(&self, group: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, u32)>> {
-        Ok(self.h.group_membership(one_group(group)?))
+    /// `(node_id, handle_id)`. InvalidGroupError for a name `join` would refuse.
+    fn _group_membership(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<(u32, u32)>> {
+        let group = one_group(group)?;
+        evs::event::validate_group(&group).map_err(|e| evs_error(py, e))?;
+        Ok(self.h(py)?.group_membership(group))
     }
 
     /// The next event, waiting up to `timeout` seconds (None: as long as it takes). Raises
@@ -350,7 +382,8 @@ impl PyHandle {
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let timeout = timeout_arg(timeout)?;
-        let ev = wait(py, timeout, |slice| self.h.recv(Some(slice)))?;
+        let h = self.h(py)?;
+        let ev = wait(py, timeout, |slice| h.recv(Some(slice)))?;
         to_py(py, ev)
     }
 
@@ -383,9 +416,8 @@ impl PyHandle {
             }
         };
         let timeout = timeout_arg(timeout)?;
-        let evs = wait(py, timeout, |slice| {
-            self.h.recv_many(max_events, Some(slice))
-        })?;
+        let h = self.h(py)?;
+        let evs = wait(py, timeout, |slice| h.recv_many(max_events, Some(slice)))?;
         let list = PyList::empty(py);
         for ev in evs {
             list.append(to_py(py, ev)?)?;
@@ -395,7 +427,7 @@ impl PyHandle {
 
     /// The next event if one is queued, else None (never waits).
     fn try_recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match self.h.try_recv() {
+        match self.h(py)?.try_recv() {
             Ok(Some(ev)) => Ok(Some(to_py(py, ev)?)),
             Ok(None) => Ok(None),
             Err(e) => Err(evs_error(py, e)),
@@ -403,24 +435,40 @@ impl PyHandle {
     }
 
     /// Events waiting to be received.
-    fn queue_len(&self) -> usize {
-        self.h.queue_len()
+    fn queue_len(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.open(py)?.map_or(0, |h| h.queue_len()))
     }
 
     /// An eventfd readable while an event (or the end of the stream) can be received; for
     /// select/poll/selectors and event loops.
-    fn fileno(&self) -> i32 {
-        self.h.fileno()
+    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+        Ok(self.h(py)?.fileno())
     }
 
     /// Whether the stream ended: closed, closed by the node after an overflow, or the node
     /// stopped.
+    /// `True` also after `_close` and in the child of a fork (the handle is the parent's).
     fn _ended(&self) -> bool {
-        self.h.is_closed()
+        match self.h.get_here() {
+            Some(slot) => slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_none_or(|h| h.is_closed()),
+            None => true,
+        }
     }
 
-    /// Closes the native handle (idempotent): its groups are left, queued events dropped.
+    /// Closes the native handle (idempotent): its groups are left, queued events dropped,
+    /// and the handle is dropped, which closes its eventfd at once (or when the last call in
+    /// flight on another thread returns). Does nothing in the child of a fork (the handle is
+    /// the parent's).
     fn _close(&self) {
-        self.h.close();
+        if let Some(slot) = self.h.get_here() {
+            let h = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(h) = h {
+                h.close();
+            }
+        }
     }
 }

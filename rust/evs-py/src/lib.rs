@@ -8,6 +8,7 @@
 
 mod errors;
 mod events;
+mod fork;
 mod handle;
 mod logs;
 mod node;
@@ -73,6 +74,7 @@ fn _evs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::PyConfigKind>()?;
     m.add_function(wrap_pyfunction!(keygen, m)?)?;
     m.add_function(wrap_pyfunction!(check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(fork::after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(logs::take_logs, m)?)?;
     m.add("MAX_GROUP_LEN", evs::event::MAX_GROUP_LEN)?;

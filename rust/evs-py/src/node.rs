@@ -7,6 +7,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 
 use crate::errors::{config_error, evs_error, new_error, node_error};
 use crate::events::PyRingId;
+use crate::fork::Owned;
 
 /// Converts a Python setting value to the TOML value the configuration builder takes:
 /// bool, int, float, str, list/tuple and dict (of str keys). `None` of another type is a
@@ -76,20 +77,47 @@ pub fn build_config(
     b.build().map_err(|e| config_error(py, &e))
 }
 
-/// A running node. Shut down by `shutdown()` or when garbage-collected.
+/// `NodeStoppedError` for a call that needs a running node.
+fn stopped(py: Python<'_>) -> PyErr {
+    new_error(
+        py,
+        "NodeStoppedError",
+        "node stopped: it was shut down (start a new evs.Node)".into(),
+    )
+}
+
+/// A running node. Shut down by `shutdown()` or when garbage-collected. In the child of a
+/// fork it refuses every call that needs its runtime (see [`crate::fork`]).
 #[pyclass(frozen, name = "Node", module = "evs._evs")]
 pub struct PyNode {
-    node: Node,
+    node: Owned<Node>,
     config: NodeConfig,
+    /// Copies of the node's fixed identity, readable in a fork child too.
+    node_id: u32,
+    local_addr: std::net::SocketAddr,
 }
 
 impl PyNode {
+    /// The node, or `NodeStoppedError` in a fork child.
+    fn node(&self, py: Python<'_>) -> PyResult<&Node> {
+        self.node.get(py, "node")
+    }
+
     /// A new handle of this node with an event queue of `capacity` events (None: 16384).
-    pub(crate) fn new_handle(&self, capacity: Option<usize>) -> Result<evs::Handle, EvsError> {
-        match capacity {
-            None => self.node.handle(),
-            Some(c) => self.node.handle_with_capacity(c),
+    pub(crate) fn new_handle(
+        &self,
+        py: Python<'_>,
+        capacity: Option<usize>,
+    ) -> PyResult<evs::Handle> {
+        let node = self.node(py)?;
+        if !node.is_running() {
+            return Err(stopped(py));
         }
+        match capacity {
+            None => node.handle(),
+            Some(c) => node.handle_with_capacity(c),
+        }
+        .map_err(|e| evs_error(py, e))
     }
 }
 
@@ -110,19 +138,24 @@ impl PyNode {
         let node = py
             .detach(|| Node::start_standalone(&config))
             .map_err(|e| node_error(py, e))?;
-        Ok(PyNode { node, config })
+        Ok(PyNode {
+            node_id: node.id(),
+            local_addr: node.local_addr(),
+            node: Owned::new(node),
+            config,
+        })
     }
 
     /// This node's id.
     #[getter]
     fn node_id(&self) -> u32 {
-        self.node.id()
+        self.node_id
     }
 
     /// The address the node's socket is bound to, as `(host, port)`.
     #[getter]
     fn local_addr(&self) -> (String, u16) {
-        let a = self.node.local_addr();
+        let a = self.local_addr;
         (a.ip().to_string(), a.port())
     }
 
@@ -132,32 +165,38 @@ impl PyNode {
         self.config.to_toml_string()
     }
 
+    /// The largest application message, in bytes (`max_message_size`).
+    #[getter]
+    fn max_message_size(&self) -> usize {
+        self.config.max_message_size()
+    }
+
     /// The cluster name.
     #[getter]
     fn cluster_name(&self) -> String {
         self.config.cluster_name().to_owned()
     }
 
-    /// False once the node has shut down.
+    /// False once the node has shut down (and in the child of a fork).
     #[getter]
     fn is_running(&self) -> bool {
-        self.node.is_running()
+        self.node.get_here().is_some_and(Node::is_running)
     }
 
     /// `(node_id, members)` of the last regular configuration.
-    fn membership(&self) -> (u32, Vec<u32>) {
-        self.node.membership()
+    fn membership(&self, py: Python<'_>) -> PyResult<(u32, Vec<u32>)> {
+        Ok(self.node(py)?.membership())
     }
 
     /// The ring of the last regular configuration.
-    fn ring_id(&self) -> PyRingId {
-        self.node.ring_id().into()
+    fn ring_id(&self, py: Python<'_>) -> PyResult<PyRingId> {
+        Ok(self.node(py)?.ring_id().into())
     }
 
     /// The replicated group view: group -> sorted `(node_id, handle_id)` members.
     fn group_view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (g, members) in self.node.group_view() {
+        for (g, members) in self.node(py)?.group_view() {
             d.set_item(PyBytes::new(py, &g), members)?;
         }
         Ok(d)
@@ -165,39 +204,48 @@ impl PyNode {
 
     /// Counters and state, as a dict (see `NodeStats` of the Rust crate).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = py
-            .detach(|| self.node.stats())
-            .map_err(|e| evs_error(py, e))?;
+        let node = self.node(py)?;
+        let s = py.detach(|| node.stats()).map_err(|e| match e {
+            EvsError::Closed => stopped(py),
+            e => evs_error(py, e),
+        })?;
         stats_dict(py, &s)
     }
 
     /// Fault injection: drop every frame from the nodes in `from_nodes` (empty: none).
-    fn isolate_from(&self, from_nodes: Vec<u32>) {
-        self.node.isolate_from(&from_nodes);
+    fn isolate_from(&self, py: Python<'_>, from_nodes: Vec<u32>) -> PyResult<()> {
+        self.node(py)?.isolate_from(&from_nodes);
+        Ok(())
     }
 
     /// Fault injection: drop each received datagram with probability `percent`/100.
-    fn set_receive_loss(&self, percent: u8) {
-        self.node.set_receive_loss(percent);
+    fn set_receive_loss(&self, py: Python<'_>, percent: u8) -> PyResult<()> {
+        self.node(py)?.set_receive_loss(percent);
+        Ok(())
     }
 
-    /// Leaves the ring and stops the node's thread; its handles end with HandleClosedError.
-    /// Idempotent.
+    /// Leaves the ring and stops the node's thread. Its handles return the events queued
+    /// before the stop, then raise HandleClosedError. Idempotent. In the child of a fork it
+    /// does nothing (the node is the parent's).
     fn shutdown(&self, py: Python<'_>) {
-        py.detach(|| self.node.shutdown());
+        if let Some(node) = self.node.get_here() {
+            py.detach(|| node.shutdown());
+        }
     }
 
     fn __repr__(&self) -> String {
-        let (id, members) = self.node.membership();
+        let Some(node) = self.node.get_here() else {
+            return format!(
+                "<evs Node {} at {} (inherited across fork: unusable here)>",
+                self.node_id, self.local_addr
+            );
+        };
+        let (id, members) = node.membership();
         format!(
             "<evs Node {id} at {} ring {} members {members:?}{}>",
-            self.node.local_addr(),
-            self.node.ring_id(),
-            if self.node.is_running() {
-                ""
-            } else {
-                " (stopped)"
-            }
+            self.local_addr,
+            node.ring_id(),
+            if node.is_running() { "" } else { " (stopped)" }
         )
     }
 }

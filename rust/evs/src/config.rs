@@ -1399,6 +1399,11 @@ impl NodeConfigBuilder {
         };
 
         let mut totem = self.totem.clone();
+        // The application's limit; the processor gets it plus the group header (see
+        // `groups::ring_message_size`), which its own bound leaves room for.
+        if totem.max_message_size == 0 || totem.max_message_size > 64 << 20 {
+            return Err(invalid("max_message_size", "must be within 1..=64 MiB"));
+        }
         if !self.send_queue_explicit {
             totem.send_queue_bytes = totem.send_queue_bytes.max(totem.max_message_size);
         }

@@ -594,15 +594,14 @@ pub fn keygen_with(path: impl AsRef<Path>, len: usize, force: bool) -> Result<()
         .create_new(true)
         .mode(0o600)
         .open(&tmp.0)
-        .map_err(io_err(&tmp.0, "creating temporary key file"))?;
+        .map_err(io_err(path, "creating key file"))?;
     // mode() is filtered by the umask, which can only remove bits; set it
     // explicitly anyway so the result never depends on the environment.
     file.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(io_err(&tmp.0, "setting permissions of temporary key file"))?;
+        .map_err(io_err(path, "setting permissions of key file"))?;
     file.write_all(&key.bytes)
-        .map_err(io_err(&tmp.0, "writing temporary key file"))?;
-    file.sync_all()
-        .map_err(io_err(&tmp.0, "syncing temporary key file"))?;
+        .map_err(io_err(path, "writing key file"))?;
+    file.sync_all().map_err(io_err(path, "syncing key file"))?;
     drop(file);
 
     if force {
@@ -1864,8 +1863,13 @@ mod tests {
         let err = keygen(missing.join("k")).unwrap_err();
         assert!(matches!(err, KeyError::Io { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains("creating temporary key file"), "{msg}");
-        assert!(msg.contains(&missing.display().to_string()), "{msg}");
+        // The path the caller gave, not the temporary file keygen writes first.
+        assert!(msg.contains("creating key file"), "{msg}");
+        assert!(
+            msg.contains(&missing.join("k").display().to_string()),
+            "{msg}"
+        );
+        assert!(!msg.contains(".tmp-"), "{msg}");
     }
 
     #[test]

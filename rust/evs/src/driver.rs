@@ -63,6 +63,7 @@ use crate::event::{Event, Guarantee, HandleId, NodeId};
 use crate::groups::{self, GroupDelta, GroupView, RingMsg};
 use crate::handle::{End, EventQueue, Push};
 use crate::node::{CapturedFrame, Command, Intent, NodeStats, Shared};
+use crate::reject_log::{self, RejectLog};
 use crate::transport::{self, RecvBatch, Transport, UnknownDestination};
 
 /// Commands taken per turn, so a flood of submissions cannot delay tokens and timers.
@@ -166,6 +167,8 @@ pub(crate) struct Driver {
     counters: Counters,
     /// Senders whose frames are dropped (fault injection, `Node::isolate_from`); usually empty.
     isolated: Vec<NodeId>,
+    /// Which refused frames to warn about (rate-limited per source and reason).
+    reject_log: RejectLog,
     /// Injected receive loss in percent (`Node::set_receive_loss`), and its generator.
     loss_percent: u8,
     loss_rng: u64,
@@ -217,6 +220,7 @@ impl Driver {
             capture: None,
             counters: Counters::default(),
             isolated: Vec::new(),
+            reject_log: RejectLog::default(),
             loss_percent: 0,
             loss_rng: 0,
             shutdown_ack: None,
@@ -376,7 +380,19 @@ impl Driver {
             let opened = match self.opener.open(frame) {
                 Ok(o) => o,
                 Err(reason) => {
-                    tracing::trace!(node = me, %from, %reason, "frame rejected");
+                    let warn = self
+                        .reject_log
+                        .note(from, reason, std::time::Instant::now());
+                    match (warn, reject_log::explain(reason)) {
+                        (Some(suppressed), Some(why)) => tracing::warn!(
+                            node = me,
+                            %reason,
+                            suppressed,
+                            "refused a frame from {from}: {why} (at most one warning per \
+                             source and reason every 10 s)"
+                        ),
+                        _ => tracing::trace!(node = me, %from, %reason, "frame rejected"),
+                    }
                     continue;
                 }
             };

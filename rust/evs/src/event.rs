@@ -97,7 +97,8 @@ pub enum EvsError {
     TryAgain,
     /// A blocking call's timeout passed.
     Timeout,
-    /// The encoded message exceeds the maximum message size.
+    /// The application data (`size` bytes) exceeds `max_message_size` (`max`), which bounds
+    /// the data alone (the group header is not counted).
     TooLarge { size: usize, max: usize },
     /// A group name (or list of names) that breaks the rules; the text says which.
     InvalidGroup(String),
@@ -120,7 +121,7 @@ impl fmt::Display for EvsError {
             EvsError::Timeout => f.write_str("timed out"),
             EvsError::TooLarge { size, max } => write!(
                 f,
-                "message of {size} bytes (with group header) exceeds the maximum of {max} bytes"
+                "message of {size} bytes exceeds max_message_size ({max} bytes)"
             ),
             EvsError::InvalidGroup(why) => write!(f, "invalid group: {why}"),
             EvsError::Overflowed(Overflow::Consumer) => f.write_str(

@@ -49,6 +49,18 @@ const SYNC_FIRST: u8 = 1;
 /// Bytes an App message adds to the application data: version, kind, handle, group count.
 pub const APP_FIXED_OVERHEAD: usize = 2 + 4 + 1;
 
+/// The largest header an App message adds to the application data (every one of
+/// [`MAX_GROUPS`] names at [`MAX_GROUP_LEN`] bytes). `max_message_size` bounds the data alone;
+/// the ring carries messages up to that much more (see [`ring_message_size`]).
+pub const MAX_APP_HEADER: usize = APP_FIXED_OVERHEAD + MAX_GROUPS * (1 + MAX_GROUP_LEN);
+
+/// The largest ring message of a node whose applications send at most `max_payload` bytes:
+/// what its processor must accept and reassemble. Joins, leaves and syncs fit it too (a join
+/// of every group is smaller than the largest App header).
+pub fn ring_message_size(max_payload: usize) -> usize {
+    max_payload + MAX_APP_HEADER
+}
+
 /// One decoded ring payload. Names and data are slices of the delivered buffer (no copy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RingMsg {

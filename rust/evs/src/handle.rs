@@ -100,6 +100,9 @@ struct QueueState {
     waiters: usize,
     /// The driver holds more events for this queue: wake it when half the queue was read.
     refill_wanted: bool,
+    /// The queue's reference to the eventfd; `None` once the handle was dropped, so that the
+    /// descriptor closes with the handle, not when the driver lets go of the queue.
+    efd: Option<Arc<EventFd>>,
 }
 
 /// One handle's bounded event queue and its eventfd.
@@ -110,7 +113,6 @@ struct QueueState {
 pub(crate) struct EventQueue {
     state: Mutex<QueueState>,
     cond: Condvar,
-    efd: EventFd,
     /// Whether the eventfd was handed out; read under the state lock by [`Self::sync_fd`].
     fd_used: AtomicBool,
     capacity: usize,
@@ -131,9 +133,9 @@ impl EventQueue {
                 signalled: false,
                 waiters: 0,
                 refill_wanted: false,
+                efd: Some(Arc::new(efd)),
             }),
             cond: Condvar::new(),
-            efd,
             fd_used: AtomicBool::new(false),
             capacity: capacity.max(1),
             refill,
@@ -146,26 +148,39 @@ impl EventQueue {
         if !self.fd_used.load(Ordering::Relaxed) {
             return;
         }
+        let Some(efd) = st.efd.as_deref() else {
+            return;
+        };
         let readable = !st.events.is_empty() || st.end.is_some();
         if readable && !st.signalled {
             // Cannot fail: the counter is 0 here, far from its u64::MAX - 1 limit.
-            let _ = self.efd.write(1);
+            let _ = efd.write(1);
             st.signalled = true;
         } else if !readable && st.signalled {
-            let _ = self.efd.read();
+            let _ = efd.read();
             st.signalled = false;
         }
     }
 
-    /// The eventfd, from now on kept readable exactly while there is something to receive.
-    fn fd(&self) -> &EventFd {
+    /// From now on the eventfd is kept readable exactly while there is something to receive.
+    fn use_fd(&self) {
         if !self.fd_used.swap(true, Ordering::Relaxed) {
             // The first request: bring the counter in line with what is queued already. Under
             // the lock, so a concurrent push sees `fd_used` and signals at most once.
             let mut st = lock(&self.state);
             self.sync_fd(&mut st);
         }
-        &self.efd
+    }
+
+    /// The eventfd, for the handle to hold (`None` once released).
+    pub(crate) fn eventfd(&self) -> Option<Arc<EventFd>> {
+        lock(&self.state).efd.clone()
+    }
+
+    /// The handle is gone: the queue lets go of the eventfd (the handle's own reference then
+    /// closes it), whatever the driver still holds of the queue.
+    fn release_fd(&self) {
+        lock(&self.state).efd = None;
     }
 
     /// Driver side: queues `ev` without blocking, if there is room.
@@ -419,6 +434,8 @@ pub struct Handle {
     cmd: CommandSender,
     shared: Arc<Shared>,
     queue: Arc<EventQueue>,
+    /// The queue's eventfd, closed when the handle is dropped (see [`Handle::fileno`]).
+    efd: Arc<EventFd>,
     /// Groups this handle asked to join (in effect or on their way): what `mcast_joined`
     /// addresses and `leave` checks. Held while the join or leave command is sent, so the
     /// driver sees intents in the order they were made.
@@ -463,12 +480,14 @@ impl Handle {
         cmd: CommandSender,
         shared: Arc<Shared>,
         queue: Arc<EventQueue>,
+        efd: Arc<EventFd>,
     ) -> Handle {
         Handle {
             id,
             cmd,
             shared,
             queue,
+            efd,
             joined: Mutex::new(Joined::default()),
         }
     }
@@ -595,12 +614,15 @@ impl Handle {
         self.submit(payload, guarantee, wait)
     }
 
-    /// The ring payload of a message of this handle, if it is not too large.
+    /// The ring payload of a message of this handle, if its data is not too large (the
+    /// group header comes on top: the ring takes `max_message_size` plus the largest header).
     fn encode(&self, groups: &[Bytes], data: &[u8]) -> Result<Bytes, EvsError> {
-        let size = groups::APP_FIXED_OVERHEAD - 1 + groups::group_list_len(groups) + data.len();
-        let max = self.shared.max_message_size;
-        if size > max {
-            return Err(EvsError::TooLarge { size, max });
+        let max = self.shared.max_payload;
+        if data.len() > max {
+            return Err(EvsError::TooLarge {
+                size: data.len(),
+                max,
+            });
         }
         Ok(groups::encode_app(self.id, groups, data))
     }
@@ -738,9 +760,12 @@ impl Handle {
 
     /// An eventfd that is readable while this handle has something to receive (an event, or
     /// the end of its stream). For `poll`/`select`/asyncio `add_reader`; reading from it is
-    /// the handle's business (use `recv`), and it is valid as long as the handle lives.
+    /// the handle's business (use `recv`), and it is valid as long as the handle lives:
+    /// dropping the handle closes it at once (closing alone does not, as `as_fd` may have
+    /// lent it out).
     pub fn fileno(&self) -> RawFd {
-        self.queue.fd().as_raw_fd()
+        self.queue.use_fd();
+        self.efd.as_raw_fd()
     }
 
     /// Closes the handle: queued events are dropped, later calls return
@@ -758,13 +783,17 @@ impl Handle {
 impl AsFd for Handle {
     /// The eventfd of [`Handle::fileno`], borrowed.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.queue.fd().as_fd()
+        self.queue.use_fd();
+        self.efd.as_fd()
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.close();
+        // The driver may hold the queue until it takes the close; the descriptor goes now
+        // (with `self.efd`, the last reference once the queue let go of its own).
+        self.queue.release_fd();
     }
 }
 
@@ -850,16 +879,34 @@ mod tests {
     #[test]
     fn eventfd_catches_up_when_first_asked_for() {
         let (q, _) = queue(8);
+        let efd = q.eventfd().unwrap();
         q.push(ev(1));
         // Not handed out yet: nothing was written to it.
-        assert!(q.efd.read().is_err());
-        let fd = q.fd();
-        assert_eq!(fd.read().unwrap(), 1);
+        assert!(efd.read().is_err());
+        q.use_fd();
+        assert_eq!(efd.read().unwrap(), 1);
         // read() above cleared the counter behind the queue's back; restore it.
-        fd.write(1).unwrap();
+        efd.write(1).unwrap();
         q.take(1, Some(Duration::ZERO)).unwrap();
-        assert!(q.efd.read().is_err(), "empty queue: not readable");
+        assert!(efd.read().is_err(), "empty queue: not readable");
         q.push(ev(2));
-        assert_eq!(q.efd.read().unwrap(), 1);
+        assert_eq!(efd.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_released_eventfd_is_no_longer_the_queues() {
+        let (q, _) = queue(8);
+        let efd = q.eventfd().unwrap();
+        q.use_fd();
+        q.release_fd();
+        assert!(q.eventfd().is_none());
+        assert_eq!(
+            Arc::strong_count(&efd),
+            1,
+            "the holder's is the last reference"
+        );
+        q.push(ev(1)); // the driver may still push: no descriptor is touched
+        assert!(efd.read().is_err());
+        assert_eq!(q.len(), 1);
     }
 }

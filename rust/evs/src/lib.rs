@@ -20,6 +20,7 @@ pub mod event;
 pub mod groups;
 pub mod handle;
 pub mod node;
+mod reject_log;
 pub mod runtime;
 pub mod transport;
 

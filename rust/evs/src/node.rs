@@ -32,7 +32,7 @@ use crate::config::{DeliveryBuffer, NodeConfig, Transport as TransportKind};
 use crate::crypto::{self, Cipher, KeyError, Opener, RejectCounters, SealError, Sealer};
 use crate::driver::Driver;
 use crate::event::{EvsError, Guarantee, HandleId, NodeId, RingId};
-use crate::groups::GroupView;
+use crate::groups::{self, GroupView};
 use crate::handle::{EventQueue, Handle, SendBudget, DEFAULT_QUEUE_CAPACITY};
 use crate::runtime::Runtime;
 use crate::transport::{self, TransportConfig, TransportStats};
@@ -98,6 +98,10 @@ pub(crate) enum Command {
 /// State shared by the node, its handles and its driver.
 pub(crate) struct Shared {
     pub(crate) node_id: NodeId,
+    /// The largest application payload (the `max_message_size` setting).
+    pub(crate) max_payload: usize,
+    /// The largest ring message: `max_payload` plus the largest group header
+    /// ([`groups::ring_message_size`]); bounds joins, leaves and sync parts.
     pub(crate) max_message_size: usize,
     pub(crate) budget: SendBudget,
     /// Ring id and members of the last regular configuration.
@@ -364,11 +368,19 @@ impl Node {
             seed: u64::from_le_bytes(seed),
         };
         let epoch = tokio::time::Instant::now();
-        let processor = Processor::new(config.totem(), me, start, totem::Instant::ZERO)
+        // The setting bounds the application's data; the processor carries it with its group
+        // header, so it accepts (and reassembles) messages that much larger.
+        let mut totem_config = config.totem();
+        totem_config.max_message_size = groups::ring_message_size(config.max_message_size());
+        totem_config.send_queue_bytes = totem_config
+            .send_queue_bytes
+            .max(totem_config.max_message_size);
+        let processor = Processor::new(totem_config.clone(), me, start, totem::Instant::ZERO)
             .map_err(NodeError::Protocol)?;
         let shared = Arc::new(Shared {
             node_id: me,
-            max_message_size: config.max_message_size(),
+            max_payload: config.max_message_size(),
+            max_message_size: totem_config.max_message_size,
             budget: SendBudget::new(config.send_queue_bytes()),
             membership: Mutex::new((RingId::default(), Vec::new())),
             view: Mutex::new(GroupView::default()),
@@ -468,6 +480,7 @@ impl Node {
         }
         let id = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(EventQueue::new(capacity, self.shared.refill.clone())?);
+        let efd = queue.eventfd().ok_or(EvsError::Closed)?; // always there in a new queue
         self.cmd
             .send(Command::Register {
                 id,
@@ -479,6 +492,7 @@ impl Node {
             self.cmd.clone(),
             self.shared.clone(),
             queue,
+            efd,
         ))
     }
 

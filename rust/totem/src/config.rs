@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use crate::wire;
 
+/// The largest `max_message_size` a processor takes: 64 MiB of application data plus room for
+/// a runtime's own header around it (evs adds its group header to the application's limit).
+pub const MAX_MESSAGE_SIZE: usize = (64 << 20) + (64 << 10);
+
 /// Corosync's smallest allowed timer (3 × 1000/HZ with HZ = 100).
 pub const MINIMUM_TIMEOUT: Duration = Duration::from_millis(30);
 
@@ -313,8 +317,11 @@ impl Config {
         if self.max_packet_size < 256 || self.max_packet_size > 65_000 {
             return Err(err("max_packet_size", "must be within 256..=65000 bytes"));
         }
-        if self.max_message_size == 0 || self.max_message_size > 64 << 20 {
-            return Err(err("max_message_size", "must be within 1..=64 MiB"));
+        if self.max_message_size == 0 || self.max_message_size > MAX_MESSAGE_SIZE {
+            return Err(err(
+                "max_message_size",
+                "must be within 1..=64 MiB (+ 64 KiB)",
+            ));
         }
         if self.send_queue_bytes < self.max_message_size {
             return Err(err("send_queue_bytes", "must be at least max_message_size"));

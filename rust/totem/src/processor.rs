@@ -393,7 +393,9 @@ pub struct Processor {
     holding: bool,
     /// The last token (ORF or commit) sent, and to whom: re-sent by the retransmit timer.
     last_token: Option<(NodeId, Bytes, PacketType)>,
-    last_token_at: Option<Instant>,
+    /// The ring and time of this processor's last token visit: the next visit on the same
+    /// ring closes a rotation (the statistics of every member, not only the representative's).
+    last_token_at: Option<(RingId, Instant)>,
     /// When this processor last forwarded the ORF token, if the ring cannot be held before
     /// the token comes back: the time to the next token is then a rotation sample (an upper
     /// bound of the rotation when the token was lost and retransmitted on the way).
@@ -1259,9 +1261,10 @@ impl Processor {
         self.holding = false;
         self.cancel(TimerKind::Hold);
 
-        // Rotation time, measured by the representative between its visits.
-        if self.ring_id.rep == self.me {
-            if let Some(prev) = self.last_token_at {
+        // Rotation time, measured by every member between its own visits on one ring (a
+        // visit on a new ring starts over: the gap across a membership change is no rotation).
+        if let Some((ring, prev)) = self.last_token_at {
+            if ring == self.ring_id {
                 let rot = now - prev;
                 self.stats.last_rotation = rot;
                 self.stats.mean_rotation = if self.stats.mean_rotation.is_zero() {
@@ -1269,10 +1272,10 @@ impl Processor {
                 } else {
                     (self.stats.mean_rotation * 7 + rot) / 8
                 };
+                self.stats.token_rotations += 1;
             }
-            self.stats.token_rotations += 1;
         }
-        self.last_token_at = Some(now);
+        self.last_token_at = Some((self.ring_id, now));
 
         // Idle detection drives token hold and merge detection.
         if self.last_token_seq_value == Some(tok.seq) {

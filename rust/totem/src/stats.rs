@@ -95,6 +95,8 @@ pub struct Stats {
     /// Multicasts this processor re-sent on request.
     pub retransmits_sent: u64,
     pub token_retransmits: u64,
+    /// Full token rotations this processor measured (between two of its own visits on one
+    /// ring; every member measures, not only the representative).
     pub token_rotations: u64,
     /// Duration of the last full token rotation seen by this processor.
     pub last_rotation: Duration,

@@ -240,3 +240,29 @@ fn sequence_numbers_cross_the_32_bit_boundary() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs not increasing");
     assert!(*seqs.first().unwrap() < 1 << 32 && *seqs.last().unwrap() > 1 << 32);
 }
+
+#[test]
+fn every_member_measures_the_token_rotation() {
+    let mut net = Net::new(&[1, 2, 3], &fast_config());
+    net.run_until(|n| n.all_operational_with(3), Duration::from_secs(5));
+    let before: Vec<u64> = [1, 2, 3]
+        .iter()
+        .map(|id| net.procs[id].stats().token_rotations)
+        .collect();
+    net.run_for(Duration::from_millis(300));
+    for (i, id) in [1u32, 2, 3].iter().enumerate() {
+        let s = net.procs[id].stats();
+        assert!(s.token_rotations > before[i], "{id}: rotations not counted");
+        // A rotation crosses three links of the test network at least.
+        assert!(
+            s.last_rotation >= common::LATENCY * 3,
+            "{id}: {:?}",
+            s.last_rotation
+        );
+        assert!(
+            s.mean_rotation >= common::LATENCY * 3,
+            "{id}: {:?}",
+            s.mean_rotation
+        );
+    }
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use totem::{Config, Destination, Event, Instant, NodeId, Processor, Start, State};
 
-const LATENCY: Duration = Duration::from_micros(100);
+/// One-way delay of every packet.
+pub const LATENCY: Duration = Duration::from_micros(100);
 
 pub struct Net {
     pub now: Instant,
