@@ -177,7 +177,9 @@ impl Ring {
                 id: i as NodeId + 1,
                 incarnation: 0,
                 proc: None,
-                disk_ring_seq: 0,
+                // Half the disks hold a ring sequence number (steps of 4), half none (random
+                // steps, and nothing persisted: see `Processor::ring_seq_to_persist`).
+                disk_ring_seq: if i % 2 == 0 { 0 } else { 1_000 },
                 delivered: HashSet::new(),
                 last_seq: BTreeMap::new(),
                 last_regular: None,
@@ -217,6 +219,10 @@ impl Ring {
         s.own_pending.clear();
         s.delivered_since_regular = 0;
         let pid = s.pid();
+        if start.ring_seq == 0 {
+            // No bound to keep C3 across restarts with (C2 still holds).
+            self.oracle.lost_disk(s.id);
+        }
         self.oracle.started(pid, self.now);
         self.pump(i);
     }
@@ -397,7 +403,7 @@ impl Ring {
             node: s.id,
             incarnation: s.incarnation,
         };
-        s.disk_ring_seq = s.disk_ring_seq.max(p.ring_seq_high_water());
+        s.disk_ring_seq = s.disk_ring_seq.max(p.ring_seq_to_persist());
         while let Some(t) = p.poll_transmit() {
             assert!(
                 totem::wire::decode(&t.data).is_ok(),

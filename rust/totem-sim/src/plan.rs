@@ -106,7 +106,8 @@ pub enum Fault {
         duration: Duration,
     },
     /// The node crashes and loses its persisted ring sequence number: its next start gets
-    /// `Start::ring_seq` 0 (or the plan's `base_ring_seq`), as after a wiped disk.
+    /// `Start::ring_seq` 0, as after a wiped disk, and so does every later one (a processor
+    /// started with 0 persists 0: its history stays unknown).
     CrashLosingDisk(NodeId),
     /// Arms a one-shot trigger: the next call into `node` that passes the token crashes it in
     /// the middle of sending what that call produced. With `after_token` the token leaves and
@@ -738,7 +739,7 @@ impl Plan {
             stop_submit_at,
             deadline,
             stay_down,
-            base_ring_seq: 0,
+            base_ring_seq: seeded_base_ring_seq(seed),
             base_msg_no: 0,
             steady: Vec::new(),
         };
@@ -890,7 +891,7 @@ impl Plan {
             stop_submit_at,
             deadline,
             stay_down: Vec::new(),
-            base_ring_seq: 0,
+            base_ring_seq: seeded_base_ring_seq(seed),
             base_msg_no: 0,
             steady,
         }
@@ -922,6 +923,19 @@ fn seeded_config(rng: &mut Rng, seed: u64, opts: &Options) -> Config {
     };
     config.faults = opts.inject;
     config
+}
+
+/// The ring sequence number every processor's disk holds when a seeded run starts: 0 (a
+/// first start: the processors number their rings with random steps) for half the seeds, a
+/// persisted or clock-derived value (plain steps of 4) for the other half. Drawn from a stream
+/// of its own, so the rest of the plan does not move.
+fn seeded_base_ring_seq(seed: u64) -> u64 {
+    let mut rng = Rng::fork(seed, "base_ring_seq", 0);
+    if rng.chance(0.5) {
+        0
+    } else {
+        rng.range(1, 1 << 40)
+    }
 }
 
 /// Rotations of the slowest token path the effective token timeout covers.

@@ -883,7 +883,7 @@ impl<'p> Sim<'p> {
         self.context = format!("{pid} poll_timeout");
         // (Kept on the processor's clock: a clock jump moves it in virtual time.)
         slot.timer = p.poll_timeout();
-        slot.disk_ring_seq = slot.disk_ring_seq.max(p.ring_seq_high_water());
+        slot.disk_ring_seq = slot.disk_ring_seq.max(p.ring_seq_to_persist());
         let state = p.state();
         // State-triggered crashes: one-shot, checked after every call.
         let mut crash_now = false;
@@ -949,7 +949,9 @@ impl<'p> Sim<'p> {
             (u64::from(slot.id) << 32) | u64::from(inc),
         );
         let start = Start {
-            ring_seq: slot.disk_ring_seq.max(plan.base_ring_seq),
+            // The disk starts at the plan's base; a lost disk holds 0 ("unknown") from then
+            // on, as the processors started from it persist 0 (`ring_seq_to_persist`).
+            ring_seq: slot.disk_ring_seq,
             first_msg_no: plan.base_msg_no + (u64::from(inc) << 40),
             seed: seed_rng.next_u64(),
         };
@@ -981,7 +983,9 @@ impl<'p> Sim<'p> {
             .filter(|_| plan.workload.sends(slot.id))
             .map(|mean| NodeWorkload::new(plan.seed, slot.id, inc, mean, now));
         self.context = format!("oracle.started({pid})");
-        if std::mem::take(&mut slot.disk_lost) {
+        // An incarnation that starts knowing no ring sequence number (a wiped disk, or a
+        // history that stayed unknown since) has no bound to keep C3 across restarts with.
+        if std::mem::take(&mut slot.disk_lost) || start.ring_seq == 0 {
             self.oracle.lost_disk(slot.id);
         }
         self.oracle.started(pid, now);

@@ -495,7 +495,10 @@ fn seq_numbers_cross_32_bit_boundary() {
 
 #[test]
 fn restarted_node_rejoins_as_new_incarnation_with_higher_ring_ids() {
+    // Disks that hold a ring sequence number (a processor started with none persists none:
+    // see `lost_ring_seq.rs`).
     let r = Scenario::new("restarted_node_rejoins_as_new_incarnation", 4)
+        .base_ring_seq(1_000)
         .at_ms(1_000, Fault::Crash(2))
         .at_ms(2_000, Fault::Start(2))
         .heal_at_ms(3_000)

@@ -83,7 +83,9 @@ pub enum Event {
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Start {
     /// A ring sequence number at least as high as any ring this node id took part in before
-    /// (persisted, or derived from a wall clock); rings it creates will be numbered above it.
+    /// (persisted from [`Processor::ring_seq_to_persist`], or derived from a wall clock); rings
+    /// it creates will be numbered above it. 0 means unknown (a first start, or a lost disk):
+    /// the processor then numbers its rings with random steps.
     pub ring_seq: u64,
     /// Number given to the first submitted message.
     pub first_msg_no: u64,
@@ -599,11 +601,25 @@ impl Processor {
         &self.memb
     }
 
-    /// The highest ring sequence number this processor has adopted or seen. A driver persists it
-    /// (or otherwise guarantees it never goes down) and hands it back in [`Start::ring_seq`] on
-    /// restart, so that a restarted processor never re-creates a ring id that already existed.
+    /// The highest ring sequence number this processor has adopted or seen (what its joins
+    /// announce). To persist, use [`Self::ring_seq_to_persist`].
     pub fn ring_seq_high_water(&self) -> u64 {
         self.ring_seq_high.max(self.ring_id.seq)
+    }
+
+    /// What a driver persists (or otherwise guarantees never goes down) and hands back in
+    /// [`Start::ring_seq`] on restart, so that a restarted processor never re-creates a ring id
+    /// that already existed: the high-water mark, or 0 ("unknown") for a processor started
+    /// with `Start::ring_seq` 0. Such a processor's high-water mark only bounds the rings it
+    /// and the members it met took part in, not the rings an incarnation before the loss
+    /// formed alone; a later incarnation handed that value back would step by 4 from it and
+    /// could re-create one of them. Passing 0 on keeps every later incarnation on random steps
+    /// (see `create_commit_token`): once lost, the history stays unknown.
+    pub fn ring_seq_to_persist(&self) -> u64 {
+        match self.ring_salt {
+            Some(_) => 0,
+            None => self.ring_seq_high_water(),
+        }
     }
 
     /// Application messages waiting in the send queue (a partly sent one counts): cheap,

@@ -67,3 +67,29 @@ fn a_persisted_ring_seq_keeps_the_plain_step() {
     };
     assert_eq!(form(&[1], &[start]), RingId::new(1, 1_004));
 }
+
+#[test]
+fn a_processor_that_knows_no_ring_seq_persists_none() {
+    // What it learns from others bounds only the rings they saw, not the ones an incarnation
+    // before the loss formed alone: handing that back as a bound would let the next
+    // incarnation step by 4 into one of them.
+    let mut net = Net::new(&[], &fast_config());
+    let survivor = Start {
+        ring_seq: 1_000,
+        first_msg_no: 0,
+        seed: 99,
+    };
+    for (id, start) in [(1, fresh(7)), (2, survivor)] {
+        let p = Processor::new(fast_config(), id, start, net.now).unwrap();
+        net.procs.insert(id, p);
+        net.events.insert(id, Vec::new());
+        net.pump(id);
+    }
+    net.run_until(|net| net.all_operational_with(2), Duration::from_secs(5));
+    assert!(net.procs[&1].ring_seq_high_water() > 1_000);
+    assert_eq!(net.procs[&1].ring_seq_to_persist(), 0);
+    assert_eq!(
+        net.procs[&2].ring_seq_to_persist(),
+        net.procs[&2].ring_seq_high_water()
+    );
+}
