@@ -91,3 +91,27 @@ fn lost_disk_seeds_that_reused_ring_ids_pass() {
         );
     }
 }
+
+#[test]
+fn a_restart_in_the_middle_of_a_commit_token_rotation_passes() {
+    // A processor crashed in COMMIT and restarted while the representative was still
+    // retransmitting that round's commit token; the new incarnation took it, and a member
+    // forwarded its own copy holding the old incarnation's entry, so the new incarnation
+    // installed a transitional configuration without itself (C1, seeds 38091 and 40041 of
+    // the second 100,000-seed soak). A second-rotation commit token whose entry for us is not
+    // what we wrote now starts a new round.
+    for seed in [38091, 40041] {
+        let opts = Options::default();
+        let r = run_seed(seed, &opts);
+        assert!(
+            r.passed(),
+            "seed {seed}: {}\n    replay: {}",
+            r.outcome.unwrap_err(),
+            opts.replay_command(seed)
+        );
+        assert!(
+            r.summary.restarts > 0,
+            "seed {seed}: no restart left to test"
+        );
+    }
+}

@@ -2343,10 +2343,19 @@ impl Processor {
                 }
             }
             State::Commit => {
-                if ct.ring_id == self.ring_id && usize::from(ct.memb_index) == n {
+                if ct.ring_id != self.ring_id || usize::from(ct.memb_index) != n {
+                    self.ignore(Ignored::WrongState);
+                } else if self.own_commit_entry_intact(&ct) {
                     self.recovery_enter(now, ct);
                 } else {
-                    self.ignore(Ignored::WrongState);
+                    // Our entry holds what an earlier incarnation of this node wrote in the
+                    // first rotation (it crashed in COMMIT; we, restarted, took the
+                    // representative's retransmission of the same token, and a member
+                    // forwarded its own copy): the others would recover, and we would install,
+                    // from a state that is not ours (a transitional configuration without
+                    // ourselves). This attempt cannot complete: a new round.
+                    self.ignore(Ignored::InconsistentToken);
+                    self.gather_enter(now);
                 }
             }
             State::Recovery => {
@@ -2374,6 +2383,20 @@ impl Processor {
             }
             _ => self.ignore(Ignored::WrongState),
         }
+    }
+
+    /// Whether the second-rotation commit token `ct` carries, for this processor, what
+    /// `commit_enter` wrote in the first rotation.
+    fn own_commit_entry_intact(&self, ct: &CommitToken) -> bool {
+        let Some(old) = self.old_state else {
+            return false;
+        };
+        ct.members.iter().any(|m| {
+            m.node == self.me
+                && m.old_ring_id == self.regular_ring
+                && m.aru == old.aru
+                && m.received_flg == (old.aru == old.high_seq)
+        })
     }
 
     // ---------------------------------------------------------------------------------------
