@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::node::{Command, Intent};
+use evs_engine::{Intent, Submission};
+
+use crate::node::Command;
 
 struct State {
     commands: VecDeque<Command>,
@@ -91,10 +93,10 @@ impl CommandSender {
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Disconnected> {
         let plain_submit = matches!(
             cmd,
-            Command::Submit {
+            Command::Submit(Submission {
                 intent: Intent::None,
                 ..
-            }
+            })
         );
         let mut st = self.shared.lock();
         if st.closed {
@@ -200,12 +202,12 @@ mod tests {
     use std::time::Duration;
 
     fn submit() -> Command {
-        Command::Submit {
+        Command::Submit(Submission {
             data: Bytes::from_static(b"x"),
             guarantee: Guarantee::Agreed,
             cost: 1,
             intent: Intent::None,
-        }
+        })
     }
 
     fn woken_now(rx: &CommandReceiver) -> bool {

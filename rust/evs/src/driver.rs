@@ -1,9 +1,11 @@
-//! The driver task: the one place where a node's processor, sockets, crypto and handles meet.
+//! The driver task: the one place where a node's engine, sockets, crypto and handles meet.
 //!
 //! One task per node, on the node's [`Runtime`](crate::Runtime). It owns the
-//! [`totem::Processor`], the [`Transport`], the [`Sealer`] and [`Opener`], the registry of
-//! handle queues with their delivery buffers, and the driver's copy of every handle's intended
-//! groups. It never blocks: socket calls are non-blocking, handle queues are pushed without
+//! [`Engine`] (the processor, the group view, every handle's intended groups, the routing of
+//! deliveries: all the service logic, sans-IO), the [`Transport`], the [`Sealer`] and
+//! [`Opener`], and the registry of handle queues with their delivery buffers. It keeps the
+//! copies application threads read (the last regular configuration and the group view, in
+//! [`Shared`]) in step with the engine's outputs. It never blocks: socket calls are non-blocking, handle queues are pushed without
 //! waiting (what a full one cannot take waits in its delivery buffer, see [`crate::handle`]),
 //! and the locks it takes are held by others only for a few instructions. So the token keeps
 //! moving however slow the applications are.
@@ -14,9 +16,11 @@
 //! multicasts queued meanwhile are in the processor before a token of this turn asks it to
 //! send), the packets the processor addressed to this node itself on the previous turn (a
 //! one-node ring's token; fed back here rather than through the network or recursively), one
-//! receive batch from the sockets, and expired timers. Then it *pumps*: seals and sends every
-//! transmit in one batch, dispatches every event into a per-handle outbox, and retries
-//! submissions the processor had no room for. A busy turn yields to the runtime (other nodes
+//! receive batch from the sockets, and expired timers. Then it *pumps* the engine: seals and
+//! sends every transmit in one batch, and routes every output (a handle's event into that
+//! handle's outbox, a configuration or group change into the shared copies), until neither
+//! produced anything (routing lets the engine submit syncs and retry what waited for room).
+//! A busy turn yields to the runtime (other nodes
 //! may share it) and loops. Before it waits (or after [`HANDOVER_TURNS`] busy turns) the driver
 //! *hands over*: each handle gets its outbox in one push, and the send budget is refunded for
 //! what the processor sent; so the application threads are woken once the token has moved on,
@@ -43,26 +47,27 @@
 //! 4. In multicast mode the sender's source address is learned (for tokens), and unknown
 //!    destinations are dropped rather than multicast, since a multicast token would be
 //!    processed by several members.
-//! 5. Only then does the processor parse the packet.
+//! 5. Only then does the engine's processor parse the packet.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use evs_engine::{Engine, Output};
 use tokio::time::Instant as TokioInstant;
 use totem::wire::PacketType;
-use totem::{ConfigKind, Destination, Processor, SubmitError};
+use totem::{ConfigKind, Destination, Processor};
 
 use crate::backlog::{auto_limit, Backlog};
 use crate::command::{CommandReceiver, Taken};
 use crate::config::DeliveryBuffer;
 use crate::crypto::{Opener, Sealer};
-use crate::event::{Event, Guarantee, HandleId, NodeId};
-use crate::groups::{self, GroupDelta, GroupView, RingMsg};
+use crate::event::{Event, HandleId, NodeId};
+use crate::groups::GroupView;
 use crate::handle::{End, EventQueue, Push};
-use crate::node::{CapturedFrame, Command, Intent, NodeStats, Shared};
+use crate::node::{CapturedFrame, Command, NodeStats, Shared};
 use crate::reject_log::{self, RejectLog};
 use crate::transport::{self, RecvBatch, Transport, UnknownDestination};
 
@@ -98,18 +103,10 @@ struct Counters {
     isolated_dropped: u64,
     loss_injected: u64,
     sender_mismatch: u64,
-    malformed_payloads: u64,
     seal_errors: u64,
     self_packets: u64,
     events_queued: u64,
     handles_overflowed: u64,
-}
-
-/// A submission the processor had no room for yet.
-struct Pending {
-    data: Bytes,
-    guarantee: Guarantee,
-    cost: usize,
 }
 
 /// One open handle: its queue, and the delivery buffer behind it (empty unless the queue
@@ -122,7 +119,7 @@ struct Slot {
 /// The driver of one node. See the module docs.
 pub(crate) struct Driver {
     me: NodeId,
-    processor: Processor,
+    engine: Engine,
     transport: Transport,
     sealer: Sealer,
     opener: Opener,
@@ -143,15 +140,10 @@ pub(crate) struct Driver {
     largest_ring: usize,
     /// Reused for refills.
     scratch: Vec<Event>,
-    /// Every open handle's intended groups, in submission order of its joins and leaves: the
-    /// content of this node's membership syncs.
-    intended: BTreeMap<HandleId, BTreeSet<Bytes>>,
     /// Packets the processor addressed to this node.
     local: VecDeque<Bytes>,
-    /// Submissions waiting for room in the processor (FIFO; nothing overtakes them).
-    pending: VecDeque<Pending>,
-    /// Budget cost of each message in the processor's send queue, oldest first.
-    inflight: VecDeque<usize>,
+    /// The engine's count of submissions it dropped as too large, as last logged.
+    too_large_seen: u64,
     /// Events dispatched since the last hand-over, per handle, handed over in one push per
     /// handle (one lock and at most one wake-up of the consumer, instead of one per event).
     outbox: BTreeMap<HandleId, Vec<Event>>,
@@ -192,7 +184,7 @@ impl Driver {
         }
         let mut driver = Driver {
             me: shared.node_id,
-            processor,
+            engine: Engine::new(processor, shared.max_payload),
             transport,
             sealer,
             opener,
@@ -207,10 +199,8 @@ impl Driver {
             buffer_limit: 0,
             largest_ring: 1,
             scratch: Vec::new(),
-            intended: BTreeMap::new(),
             local: VecDeque::new(),
-            pending: VecDeque::new(),
-            inflight: VecDeque::new(),
+            too_large_seen: 0,
             outbox: BTreeMap::new(),
             overflowed: Vec::new(),
             busy_turns: 0,
@@ -248,7 +238,7 @@ impl Driver {
     }
 
     fn deadline(&self) -> TokioInstant {
-        match self.processor.poll_timeout() {
+        match self.engine.poll_timeout() {
             Some(t) => self.epoch + Duration::from_micros(t.as_micros()),
             // No timer armed (only after leave): wake for commands and packets only.
             None => TokioInstant::now() + Duration::from_secs(3600),
@@ -274,7 +264,8 @@ impl Driver {
             self.hand_over();
             // Multicasts wake us only when the processor has nothing left to send; otherwise
             // the next token visit is soon enough (see `crate::command`).
-            let starving = self.pending.is_empty() && self.processor.send_queue_messages() == 0;
+            let starving = self.engine.stats().pending_submits == 0
+                && self.engine.processor().send_queue_messages() == 0;
             if !self.cmd_rx.idle(starving) {
                 continue;
             }
@@ -315,7 +306,7 @@ impl Driver {
             // Only those queued before this turn: the packets they cause wait for the next.
             for pkt in std::mem::take(&mut self.local) {
                 self.counters.self_packets += 1;
-                self.processor.handle_packet(now, pkt);
+                self.engine.handle_packet(now, pkt);
             }
             busy = true;
         }
@@ -328,8 +319,8 @@ impl Driver {
             Err(e) => tracing::debug!(node = self.me, error = %e, "receive failed"),
         }
         let now = self.now();
-        if self.processor.poll_timeout().is_some_and(|t| t <= now) {
-            self.processor.handle_timeout(now);
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
             busy = true;
         }
         self.pump();
@@ -412,7 +403,7 @@ impl Driver {
             if learn {
                 self.transport.learn(sender, from);
             }
-            self.processor
+            self.engine
                 .handle_packet(now, Bytes::copy_from_slice(opened.payload));
         }
     }
@@ -420,18 +411,8 @@ impl Driver {
     fn command(&mut self, c: Command) {
         match c {
             Command::Register { id, queue } => {
-                // The current configuration first, as Corosync's EVS service does on connect.
-                let (ring_id, members) = self.shared.members();
-                if !members.is_empty() {
-                    queue.push(Event::ConfigChange {
-                        kind: ConfigKind::Regular,
-                        ring_id,
-                        members,
-                        left: Vec::new(),
-                        joined: Vec::new(),
-                    });
-                    self.counters.events_queued += 1;
-                }
+                // Its first event is the current configuration (the engine's), queued now.
+                self.engine.open_handle(id);
                 self.handles.insert(
                     id,
                     Slot {
@@ -440,31 +421,9 @@ impl Driver {
                     },
                 );
             }
-            Command::Submit {
-                data,
-                guarantee,
-                cost,
-                intent,
-            } => {
-                match intent {
-                    Intent::None => {}
-                    Intent::Join(h, groups) => {
-                        if self.handles.contains_key(&h) {
-                            self.intended.entry(h).or_default().extend(groups);
-                        }
-                    }
-                    Intent::Leave(h, groups) => {
-                        if let Some(set) = self.intended.get_mut(&h) {
-                            for g in &groups {
-                                set.remove(g);
-                            }
-                            if set.is_empty() {
-                                self.intended.remove(&h);
-                            }
-                        }
-                    }
-                }
-                self.submit(data, guarantee, cost);
+            Command::Submit(sub) => {
+                let now = self.now();
+                self.engine.submit(now, sub);
             }
             Command::Close { id } => self.close_handle(id, false),
             Command::Stats { reply } => {
@@ -534,91 +493,45 @@ impl Driver {
         } else {
             slot.queue.end(End::Closed, true);
         }
-        if let Some(groups) = self.intended.remove(&id) {
-            let groups: Vec<Bytes> = groups.into_iter().collect();
-            // A handle holds at most MAX_GROUPS groups, so one leave always encodes.
-            let payload = groups::encode_membership(false, id, &groups);
-            let cost = payload.len();
-            self.shared.budget.force(cost);
-            self.submit(payload, Guarantee::Agreed, cost);
-        }
-    }
-
-    /// Hands a message to the processor, or queues it behind earlier ones it had no room for.
-    fn submit(&mut self, data: Bytes, guarantee: Guarantee, cost: usize) {
-        if !self.pending.is_empty() {
-            self.pending.push_back(Pending {
-                data,
-                guarantee,
-                cost,
-            });
-            return;
-        }
+        // Its groups are left by a multicast leave, charged to the budget like any message.
         let now = self.now();
-        match self.processor.submit(now, data.clone(), guarantee) {
-            Ok(_) => self.inflight.push_back(cost),
-            Err(SubmitError::Full) => self.pending.push_back(Pending {
-                data,
-                guarantee,
-                cost,
-            }),
-            Err(SubmitError::TooLarge { size, max }) => {
-                // Handles check the size first; only an absurdly small configured maximum
-                // gets here (a sync part that cannot shrink further).
-                tracing::warn!(node = self.me, size, max, "message too large, dropped");
-                self.shared.budget.release(cost);
-            }
+        self.engine.close_handle(now, id);
+        self.charge_forced();
+    }
+
+    /// Charges the budget for what the engine submitted itself (syncs, leaves).
+    fn charge_forced(&mut self) {
+        let forced = self.engine.take_forced();
+        if forced > 0 {
+            self.shared.budget.force(forced);
         }
     }
 
-    fn retry_pending(&mut self) {
-        while let Some(p) = self.pending.front() {
-            let now = self.now();
-            match self.processor.submit(now, p.data.clone(), p.guarantee) {
-                Ok(_) => {
-                    let cost = p.cost;
-                    self.pending.pop_front();
-                    self.inflight.push_back(cost);
-                }
-                Err(SubmitError::Full) => return,
-                Err(SubmitError::TooLarge { .. }) => {
-                    let cost = p.cost;
-                    self.pending.pop_front();
-                    self.shared.budget.release(cost);
-                }
-            }
-        }
-    }
-
-    /// Refunds the budget for messages the processor has sent whole (its queue is FIFO, so
-    /// they are the oldest ones).
-    fn refund_sent(&mut self) {
-        let queued = self.processor.send_queue_messages();
-        let mut freed = 0;
-        while self.inflight.len() > queued {
-            freed += self.inflight.pop_front().unwrap_or(0);
-        }
-        if freed > 0 {
-            self.shared.budget.release(freed);
-        }
-    }
-
-    /// Sends every transmit, dispatches every event, and repeats while either produced more
-    /// (a membership sync submitted on a configuration change may release a held token).
+    /// Sends every transmit, routes every output, and repeats while either produced more (a
+    /// membership sync submitted on a configuration change may release a held token).
     fn pump(&mut self) {
         loop {
             let sent = self.flush_transmits();
-            let mut events = 0;
-            while let Some(ev) = self.processor.poll_event() {
-                events += 1;
-                self.dispatch(ev);
+            let mut outputs = 0;
+            while let Some(o) = self.engine.poll_event() {
+                outputs += 1;
+                self.route(o);
             }
-            if !self.pending.is_empty() {
-                self.retry_pending();
-            }
-            if sent == 0 && events == 0 {
+            if sent == 0 && outputs == 0 {
                 break;
             }
+        }
+        self.charge_forced();
+        let too_large = self.engine.stats().dropped_too_large;
+        if too_large != self.too_large_seen {
+            // Handles check the size first; only an absurdly small configured maximum gets
+            // here (a sync part that cannot shrink further).
+            tracing::warn!(
+                node = self.me,
+                dropped = too_large - self.too_large_seen,
+                "message too large for the processor, dropped"
+            );
+            self.too_large_seen = too_large;
         }
     }
 
@@ -631,8 +544,9 @@ impl Driver {
     fn hand_over(&mut self) {
         loop {
             self.flush_events();
-            if !self.inflight.is_empty() {
-                self.refund_sent();
+            let freed = self.engine.take_refund();
+            if freed > 0 {
+                self.shared.budget.release(freed);
             }
             if self.overflowed.is_empty() {
                 break;
@@ -650,7 +564,7 @@ impl Driver {
         self.out.clear();
         self.out_ranges.clear();
         let mut n = 0;
-        while let Some(t) = self.processor.poll_transmit() {
+        while let Some(t) = self.engine.poll_transmit() {
             n += 1;
             let dest = match t.destination {
                 Destination::Node(id) if id == self.me => {
@@ -756,138 +670,24 @@ impl Driver {
         lock(&self.shared.view)
     }
 
-    fn dispatch(&mut self, ev: totem::Event) {
-        match ev {
-            totem::Event::Deliver(d) => {
-                let msg = match groups::decode(&d.data) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.counters.malformed_payloads += 1;
-                        tracing::debug!(node = self.me, sender = d.sender, error = %e,
-                            "malformed ring payload dropped");
-                        return;
-                    }
-                };
-                let deltas = match msg {
-                    RingMsg::App {
-                        handle,
-                        groups,
-                        data,
-                    } => {
-                        let mut targets: Vec<HandleId> = {
-                            let view = self.view();
-                            groups
-                                .iter()
-                                .flat_map(|g| view.node_handles(g, self.me))
-                                .collect()
-                        };
-                        targets.sort_unstable();
-                        targets.dedup();
-                        // The last target takes the decoded message itself: with one handle
-                        // per node (the common case) nothing is copied.
-                        let Some(last) = targets.pop() else {
-                            return;
-                        };
-                        let message = |groups: Vec<Bytes>, data: Bytes| Event::Message {
-                            sender: d.sender,
-                            sender_handle: handle,
-                            groups,
-                            data,
-                            ring_id: d.ring_id,
-                            seq: d.seq,
-                            index: d.index,
-                            guarantee: d.guarantee,
-                        };
-                        for id in targets {
-                            self.push(id, message(groups.clone(), data.clone()));
-                        }
-                        self.push(last, message(groups, data));
-                        return;
-                    }
-                    RingMsg::GroupJoin { handle, groups } => {
-                        self.view().join(d.sender, handle, &groups)
-                    }
-                    RingMsg::GroupLeave { handle, groups } => {
-                        self.view().leave(d.sender, handle, &groups)
-                    }
-                    RingMsg::GroupSync { first, entries } => {
-                        self.view().sync(d.sender, first, &entries)
-                    }
-                };
-                self.deliver_deltas(deltas);
-            }
-            totem::Event::ConfigChange(c) => {
+    /// One output of the engine: a handle's event goes to its outbox; configuration and group
+    /// changes update the copies application threads read.
+    fn route(&mut self, o: Output) {
+        match o {
+            Output::Handle(id, ev) => self.push(id, ev),
+            Output::Group(delta) => self.view().apply(&delta),
+            Output::Config(c) => {
                 tracing::info!(node = self.me, kind = ?c.kind, ring = %c.ring_id,
                     members = ?c.members, left = ?c.left, joined = ?c.joined,
                     "configuration change");
-                let ids: Vec<HandleId> = self.handles.keys().copied().collect();
-                for id in ids {
-                    self.push(
-                        id,
-                        Event::ConfigChange {
-                            kind: c.kind,
-                            ring_id: c.ring_id,
-                            members: c.members.clone(),
-                            left: c.left.clone(),
-                            joined: c.joined.clone(),
-                        },
-                    );
-                }
                 if c.kind == ConfigKind::Regular {
                     if c.members.len() > self.largest_ring {
                         self.largest_ring = c.members.len();
                         self.update_buffer_limit();
                     }
-                    *lock(&self.shared.membership) = (c.ring_id, c.members.clone());
-                    let deltas = self.view().retain_nodes(&c.members);
-                    self.deliver_deltas(deltas);
-                    self.send_sync();
+                    *lock(&self.shared.membership) = (c.ring_id, c.members);
                 }
             }
-        }
-    }
-
-    /// Gives each group change to this node's handles that are (or just were) in the group.
-    fn deliver_deltas(&mut self, deltas: Vec<GroupDelta>) {
-        for d in deltas {
-            let mut targets: Vec<HandleId> = d
-                .members
-                .iter()
-                .chain(d.left.iter())
-                .filter(|(n, _)| *n == self.me)
-                .map(|&(_, h)| h)
-                .collect();
-            targets.sort_unstable();
-            targets.dedup();
-            for id in targets {
-                self.push(
-                    id,
-                    Event::GroupChange {
-                        group: d.group.clone(),
-                        members: d.members.clone(),
-                        joined: d.joined.clone(),
-                        left: d.left.clone(),
-                    },
-                );
-            }
-        }
-    }
-
-    /// After every regular configuration: multicast this node's handles' intended groups,
-    /// which every member (this node included) puts in place of what it held for this node.
-    /// Everything this node submitted earlier is delivered before it (FIFO), so the sync is
-    /// exactly the state those joins and leaves lead to.
-    fn send_sync(&mut self) {
-        let entries: Vec<(HandleId, Vec<Bytes>)> = self
-            .intended
-            .iter()
-            .filter(|(_, g)| !g.is_empty())
-            .map(|(h, g)| (*h, g.iter().cloned().collect()))
-            .collect();
-        for part in groups::encode_sync(&entries, self.shared.max_message_size) {
-            let cost = part.len();
-            self.shared.budget.force(cost);
-            self.submit(part, Guarantee::Agreed, cost);
         }
     }
 
@@ -898,8 +698,8 @@ impl Driver {
             node_id: self.me,
             ring_id,
             members,
-            state: self.processor.state(),
-            totem: self.processor.stats(),
+            state: self.engine.processor().state(),
+            totem: self.engine.processor().stats(),
             transport: self.transport.stats(),
             crypto_rejected: *self.opener.stats(),
             crypto_accepted: self.opener.accepted(),
@@ -907,7 +707,7 @@ impl Driver {
             isolated_dropped: c.isolated_dropped,
             loss_injected: c.loss_injected,
             sender_mismatch: c.sender_mismatch,
-            malformed_payloads: c.malformed_payloads,
+            malformed_payloads: self.engine.stats().malformed_payloads,
             seal_errors: c.seal_errors,
             self_packets: c.self_packets,
             events_queued: c.events_queued,
@@ -922,7 +722,7 @@ impl Driver {
             delivery_buffer_limit: self.buffer_limit,
             send_budget_used: self.shared.budget.used(),
             send_budget_cap: self.shared.budget.cap(),
-            pending_submits: self.pending.len(),
+            pending_submits: self.engine.stats().pending_submits,
         }
     }
 
@@ -933,7 +733,7 @@ impl Driver {
         // Events dispatched before the shutdown are still received (the queues end after them).
         self.flush_events();
         let now = self.now();
-        self.processor.leave(now);
+        self.engine.leave_ring(now);
         self.flush_transmits();
         tracing::info!(node = self.me, "node left the ring and stopped");
         let ack = self.shutdown_ack.take();

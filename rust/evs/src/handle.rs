@@ -52,7 +52,8 @@ use crate::event::{
     group_list, Event, EvsError, Guarantee, HandleId, NodeId, Overflow, MAX_GROUPS,
 };
 use crate::groups;
-use crate::node::{Command, Intent, Shared};
+use crate::node::{Command, Shared};
+use evs_engine::{Intent, Submission};
 
 /// Events a handle's queue holds by default; more wait in the driver's delivery buffer.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16 * 1024;
@@ -183,7 +184,8 @@ impl EventQueue {
         lock(&self.state).efd = None;
     }
 
-    /// Driver side: queues `ev` without blocking, if there is room.
+    /// Queues `ev` without blocking, if there is room (tests; the driver pushes batches).
+    #[cfg(test)]
     pub(crate) fn push(&self, ev: Event) -> Push {
         let mut one = vec![ev];
         self.push_many(&mut one).0
@@ -522,12 +524,12 @@ impl Handle {
             });
         }
         self.shared.budget.force(cost);
-        let sent = self.send(Command::Submit {
+        let sent = self.send(Command::Submit(Submission {
             data: payload,
             guarantee: Guarantee::Agreed,
             cost,
             intent,
-        });
+        }));
         if sent.is_err() {
             self.shared.budget.release(cost);
         }
@@ -636,12 +638,12 @@ impl Handle {
     ) -> Result<(), EvsError> {
         let cost = payload.len();
         self.shared.budget.acquire(cost, wait)?;
-        let sent = self.send(Command::Submit {
+        let sent = self.send(Command::Submit(Submission {
             data: payload,
             guarantee,
             cost,
             intent: Intent::None,
-        });
+        }));
         if sent.is_err() {
             self.shared.budget.release(cost);
         }

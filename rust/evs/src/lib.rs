@@ -1,4 +1,4 @@
-//! EVS node runtime around the sans-IO `totem` core.
+//! EVS node runtime around the sans-IO service engine ([`evs_engine`]) and `totem` core.
 //!
 //! A [`Node`] runs one Totem processor on a [`Runtime`] (a background thread with a tokio
 //! runtime; several nodes may share one). Applications use [`Handle`]s, the EVS API: join and
@@ -6,23 +6,24 @@
 //! configuration changes and group membership changes — in agreed order.
 //!
 //! Modules: [`config`] (TOML and builder), [`crypto`] (packet security), [`transport`] (UDP),
-//! [`groups`] (payload format and the replicated group view), [`event`] (API value types and
-//! errors), [`handle`] (handles, their queues and the send budget), `backlog` (the delivery
+//! [`groups`] (payload format and the replicated group view) and [`event`] (API value types and
+//! errors), both from [`evs_engine`], [`handle`] (handles, their queues and the send budget), `backlog` (the delivery
 //! buffer behind a full queue), [`node`] (start-up, shutdown, statistics), `command` (the
-//! queue from handles to the driver), `driver` (the protocol loop) and [`runtime`].
+//! queue from handles to the driver), `driver` (sockets, crypto and queues around the
+//! [`Engine`](evs_engine::Engine)) and [`runtime`].
 
 mod backlog;
 mod command;
 pub mod config;
 pub mod crypto;
 mod driver;
-pub mod event;
-pub mod groups;
 pub mod handle;
 pub mod node;
 mod reject_log;
 pub mod runtime;
 pub mod transport;
+
+pub use evs_engine::{event, groups};
 
 pub use event::{ConfigKind, Event, EvsError, Guarantee, HandleId, NodeId, Overflow, RingId};
 pub use handle::Handle;

@@ -22,6 +22,7 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use evs_engine::Submission;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Notify;
 use totem::wire::DecodeError;
@@ -31,7 +32,7 @@ use crate::command::{command_queue, CommandSender};
 use crate::config::{DeliveryBuffer, NodeConfig, Transport as TransportKind};
 use crate::crypto::{self, Cipher, KeyError, Opener, RejectCounters, SealError, Sealer};
 use crate::driver::Driver;
-use crate::event::{EvsError, Guarantee, HandleId, NodeId, RingId};
+use crate::event::{EvsError, HandleId, NodeId, RingId};
 use crate::groups::{self, GroupView};
 use crate::handle::{EventQueue, Handle, SendBudget, DEFAULT_QUEUE_CAPACITY};
 use crate::runtime::Runtime;
@@ -43,15 +44,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `Node::stats` waits for the driver's answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a handle asked for, carried with its submission so that the driver updates its copy of
-/// every handle's intended groups in submission order (it multicasts them in its syncs).
-#[derive(Debug)]
-pub(crate) enum Intent {
-    None,
-    Join(HandleId, Vec<Bytes>),
-    Leave(HandleId, Vec<Bytes>),
-}
 
 /// A sealed frame the driver sent, kept for tests (see [`Node::debug_capture`]).
 #[doc(hidden)]
@@ -68,12 +60,8 @@ pub(crate) enum Command {
         id: HandleId,
         queue: Arc<EventQueue>,
     },
-    Submit {
-        data: Bytes,
-        guarantee: Guarantee,
-        cost: usize,
-        intent: Intent,
-    },
+    /// A message for the ring (see [`Submission`]).
+    Submit(Submission),
     Close {
         id: HandleId,
     },

@@ -4,11 +4,11 @@
 //! This module owns two pure pieces, with no I/O and no locking of their own:
 //!
 //! * the **ring payload codec** ([`RingMsg`]): what a node puts inside a Totem message. Handles
-//!   encode on their own thread (so the driver only moves bytes); the driver decodes each
-//!   delivered payload once. Decoding checks every length and caps every count; a malformed
-//!   payload is an error value, never a panic (the driver drops and counts it).
+//!   encode on their own thread (so the node's protocol task only moves bytes); the
+//!   [`Engine`](crate::Engine) decodes each delivered payload once. Decoding checks every length and caps every count; a malformed
+//!   payload is an error value, never a panic (the engine drops and counts it).
 //! * the **group view** ([`GroupView`]): group → set of `(node, handle)`. It changes only when
-//!   the driver applies something delivered in agreed order (a join, a leave, a membership
+//!   the engine applies something delivered in agreed order (a join, a leave, a membership
 //!   sync, a regular configuration change), so every node that delivers the same stream
 //!   holds the same view at the same point of it, as Corosync's CPG does. Local filtering uses
 //!   it too: a local handle is "in" a group exactly when the view lists `(this node, handle)`.
@@ -359,6 +359,17 @@ impl GroupView {
             members: self.members(group),
             joined,
             left,
+        }
+    }
+
+    /// Applies a change another view produced (its `members` replace the group's): how a
+    /// copy of an engine's view, read by application threads, follows it.
+    pub fn apply(&mut self, delta: &GroupDelta) {
+        if delta.members.is_empty() {
+            self.groups.remove(&delta.group);
+        } else {
+            self.groups
+                .insert(delta.group.clone(), delta.members.iter().copied().collect());
         }
     }
 

@@ -1,4 +1,4 @@
-//! What a [`Handle`](crate::Handle) receives and the errors its methods return.
+//! What a handle receives and the errors its methods return.
 //!
 //! This module owns the public value types of the EVS API: [`Event`] (messages, configuration
 //! changes and group membership changes, each with the ordering guarantee it carries),
@@ -102,8 +102,8 @@ pub enum EvsError {
     TooLarge { size: usize, max: usize },
     /// A group name (or list of names) that breaks the rules; the text says which.
     InvalidGroup(String),
-    /// The driver closed this handle because its event queue and delivery buffer were full
-    /// (see [`crate::handle`]); the reason says whose events filled them. Returned once
+    /// The node closed this handle because its event queue and delivery buffer were full
+    /// (the runtime's delivery buffer); the reason says whose events filled them. Returned once
     /// everything queued before the overflow has been read.
     Overflowed(Overflow),
     /// The node could not start with its configuration.
@@ -171,7 +171,7 @@ pub fn validate_group(name: &[u8]) -> Result<(), EvsError> {
 
 /// Validates and deduplicates a list of names (first occurrence kept): at least one, at most
 /// [`MAX_GROUPS`].
-pub(crate) fn group_list<I, G>(groups: I) -> Result<Vec<Bytes>, EvsError>
+pub fn group_list<I, G>(groups: I) -> Result<Vec<Bytes>, EvsError>
 where
     I: IntoIterator<Item = G>,
     G: AsRef<[u8]>,

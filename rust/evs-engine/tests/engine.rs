@@ -1,0 +1,547 @@
+//! The engine on a perfect network: routing to handles, group views, closing, syncs after a
+//! configuration change, the send budget and malformed payloads.
+//!
+//! The network here is the smallest that exercises the engine (fixed latency, no loss, nodes
+//! that stop); faults and the EVS oracle are the simulator's.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use evs_engine::{
+    ConfigKind, Engine, Event, EvsError, GroupView, Guarantee, HandleId, NodeId, Output,
+};
+use totem::{Config, Destination, Instant, Processor, Start, State};
+
+const LATENCY: Duration = Duration::from_micros(100);
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+struct Net {
+    now: Instant,
+    nodes: BTreeMap<NodeId, Engine>,
+    /// Every node's outputs, in order.
+    outputs: BTreeMap<NodeId, Vec<Output>>,
+    /// A copy of each node's view kept by applying its `Output::Group`s.
+    mirrors: BTreeMap<NodeId, GroupView>,
+    wire: VecDeque<(Instant, NodeId, Bytes)>,
+    refunded: BTreeMap<NodeId, usize>,
+    forced: BTreeMap<NodeId, usize>,
+}
+
+fn config() -> Config {
+    Config {
+        token: Duration::from_millis(200),
+        token_coefficient: Duration::ZERO,
+        join: Duration::from_millis(30),
+        merge: Duration::from_millis(40),
+        ..Config::default()
+    }
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            now: Instant::ZERO,
+            nodes: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            mirrors: BTreeMap::new(),
+            wire: VecDeque::new(),
+            refunded: BTreeMap::new(),
+            forced: BTreeMap::new(),
+        }
+    }
+
+    fn with(ids: &[NodeId]) -> Net {
+        let mut net = Net::new();
+        for &id in ids {
+            net.start(id);
+        }
+        net.settle(ids.len());
+        net
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let mut cfg = config();
+        cfg.max_message_size = evs_engine::groups::ring_message_size(MAX_PAYLOAD);
+        let start = Start {
+            ring_seq: 0,
+            first_msg_no: 0,
+            seed: u64::from(id),
+        };
+        let p = Processor::new(cfg, id, start, self.now).unwrap();
+        self.nodes.insert(id, Engine::new(p, MAX_PAYLOAD));
+        self.outputs.insert(id, Vec::new());
+        self.mirrors.insert(id, GroupView::default());
+        self.pump(id);
+    }
+
+    /// The node stops without a word (a crash): its packets in flight still arrive.
+    fn crash(&mut self, id: NodeId) {
+        self.nodes.remove(&id);
+    }
+
+    fn engine(&mut self, id: NodeId) -> &mut Engine {
+        self.nodes.get_mut(&id).unwrap()
+    }
+
+    fn pump(&mut self, id: NodeId) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let Some(e) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        loop {
+            let mut n = 0;
+            while let Some(t) = e.poll_transmit() {
+                n += 1;
+                let at = self.now + LATENCY;
+                match t.destination {
+                    Destination::Multicast => {
+                        for &to in ids.iter().filter(|&&to| to != id) {
+                            self.wire.push_back((at, to, t.data.clone()));
+                        }
+                    }
+                    Destination::Node(to) => self.wire.push_back((at, to, t.data)),
+                }
+            }
+            while let Some(o) = e.poll_event() {
+                n += 1;
+                if let Output::Group(d) = &o {
+                    self.mirrors.get_mut(&id).unwrap().apply(d);
+                }
+                self.outputs.get_mut(&id).unwrap().push(o);
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        *self.forced.entry(id).or_default() += e.take_forced();
+        *self.refunded.entry(id).or_default() += e.take_refund();
+    }
+
+    fn step(&mut self) {
+        let timer = self
+            .nodes
+            .iter()
+            .filter_map(|(&id, e)| e.poll_timeout().map(|t| (t, id)))
+            .min();
+        let packet = self.wire.front().map(|(t, _, _)| *t);
+        match (packet, timer) {
+            (Some(tp), Some((tt, _))) if tp <= tt => self.deliver(),
+            (Some(_), None) => self.deliver(),
+            (_, Some((tt, id))) => {
+                self.now = self.now.max(tt);
+                let now = self.now;
+                self.engine(id).handle_timeout(now);
+                self.pump(id);
+            }
+            (None, None) => panic!("nothing to do"),
+        }
+    }
+
+    fn deliver(&mut self) {
+        let (at, to, data) = self.wire.pop_front().unwrap();
+        self.now = self.now.max(at);
+        let now = self.now;
+        if let Some(e) = self.nodes.get_mut(&to) {
+            e.handle_packet(now, data);
+            self.pump(to);
+        }
+    }
+
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&Net) -> bool) {
+        let end = self.now + Duration::from_secs(10);
+        while !done(self) {
+            assert!(self.now < end, "not reached by {}: {what}", self.now);
+            self.step();
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    fn settle(&mut self, n: usize) {
+        self.run_until("one ring of all", |net| {
+            net.nodes
+                .values()
+                .all(|e| e.processor().state() == State::Operational && e.membership().1.len() == n)
+        });
+        // Syncs of the new configuration delivered everywhere.
+        self.run_for(Duration::from_millis(50));
+    }
+
+    /// Events of handle `h` of node `id`, in order.
+    fn events(&self, id: NodeId, h: HandleId) -> Vec<Event> {
+        self.outputs[&id]
+            .iter()
+            .filter_map(|o| match o {
+                Output::Handle(x, ev) if *x == h => Some(ev.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Application messages handle `h` of node `id` received: (sender, sender handle, data).
+    fn messages(&self, id: NodeId, h: HandleId) -> Vec<(NodeId, HandleId, Bytes)> {
+        self.events(id, h)
+            .into_iter()
+            .filter_map(|ev| match ev {
+                Event::Message {
+                    sender,
+                    sender_handle,
+                    data,
+                    ..
+                } => Some((sender, sender_handle, data)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn join(&mut self, id: NodeId, h: HandleId, group: &str) {
+        let now = self.now;
+        self.engine(id).join(now, h, [group]).unwrap();
+        self.pump(id);
+    }
+
+    fn mcast(&mut self, id: NodeId, h: HandleId, groups: Option<&[&str]>, data: &str) {
+        let now = self.now;
+        let groups: Option<Vec<Bytes>> =
+            groups.map(|g| g.iter().map(|s| Bytes::from(s.to_string())).collect());
+        self.engine(id)
+            .mcast(
+                now,
+                h,
+                groups.as_deref(),
+                data.as_bytes(),
+                Guarantee::Agreed,
+            )
+            .unwrap();
+        self.pump(id);
+    }
+
+    fn open(&mut self, id: NodeId, h: HandleId) {
+        assert!(self.engine(id).open_handle(h));
+        self.pump(id);
+    }
+}
+
+fn members(list: &[(NodeId, HandleId)]) -> Vec<(NodeId, HandleId)> {
+    let mut v = list.to_vec();
+    v.sort_unstable();
+    v
+}
+
+fn group_members(net: &Net, id: NodeId, g: &str) -> Vec<(NodeId, HandleId)> {
+    net.nodes[&id].view().members(g.as_bytes())
+}
+
+#[test]
+fn a_handle_opened_on_a_ring_first_gets_the_current_configuration() {
+    let mut net = Net::with(&[1, 2]);
+    net.open(1, 7);
+    let evs = net.events(1, 7);
+    match &evs[..] {
+        [Event::ConfigChange {
+            kind: ConfigKind::Regular,
+            members,
+            ..
+        }] => assert_eq!(members, &vec![1, 2]),
+        other => panic!("expected one regular configuration, got {other:?}"),
+    }
+    assert!(!net.engine(1).open_handle(7), "a handle id opens once");
+}
+
+#[test]
+fn messages_reach_exactly_the_handles_in_their_groups_at_delivery() {
+    let mut net = Net::with(&[1, 2, 3]);
+    for id in [1, 2, 3] {
+        net.open(id, 1);
+        net.open(id, 2);
+    }
+    net.join(1, 1, "a");
+    net.join(2, 1, "a");
+    net.join(3, 2, "b");
+    net.run_until("joins delivered", |n| {
+        [1, 2, 3].iter().all(|&id| {
+            group_members(n, id, "a") == vec![(1, 1), (2, 1)]
+                && group_members(n, id, "b") == vec![(3, 2)]
+        })
+    });
+    net.mcast(1, 1, None, "to a");
+    net.mcast(3, 2, Some(&["a", "b"]), "to a and b");
+    net.mcast(2, 2, Some(&["a"]), "to a from outside");
+    net.run_for(Duration::from_millis(100));
+
+    // The same agreed order at both members of "a", own message included.
+    let a_msgs = net.messages(1, 1);
+    let mut sorted = a_msgs.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![
+            (1, 1, Bytes::from("to a")),
+            (2, 2, Bytes::from("to a from outside")),
+            (3, 2, Bytes::from("to a and b")),
+        ]
+    );
+    assert_eq!(net.messages(2, 1), a_msgs);
+    assert_eq!(net.messages(3, 2), vec![(3, 2, Bytes::from("to a and b"))]);
+    // Handles in no addressed group get nothing.
+    assert!(net.messages(1, 2).is_empty());
+    assert!(net.messages(2, 2).is_empty());
+    assert!(net.messages(3, 1).is_empty());
+}
+
+#[test]
+fn group_changes_come_at_the_same_point_everywhere_and_mirrors_follow() {
+    let mut net = Net::with(&[1, 2]);
+    net.open(1, 1);
+    net.open(2, 1);
+    net.join(1, 1, "g");
+    net.mcast(1, 1, None, "m1");
+    net.run_for(Duration::from_millis(100));
+    net.join(2, 1, "g");
+    net.run_for(Duration::from_millis(100));
+    net.mcast(1, 1, None, "m2");
+    net.run_for(Duration::from_millis(100));
+    // Node 2's handle joined between m1 and m2: it gets m2 only, after its own join.
+    assert_eq!(net.messages(2, 1), vec![(1, 1, Bytes::from("m2"))]);
+    assert_eq!(
+        net.messages(1, 1),
+        vec![(1, 1, Bytes::from("m1")), (1, 1, Bytes::from("m2"))]
+    );
+    type Members = Vec<(NodeId, HandleId)>;
+    let changes = |net: &Net, id| -> Vec<(Members, Members)> {
+        net.events(id, 1)
+            .into_iter()
+            .filter_map(|ev| match ev {
+                Event::GroupChange {
+                    members, joined, ..
+                } => Some((members, joined)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        changes(&net, 1),
+        vec![
+            (vec![(1, 1)], vec![(1, 1)]),
+            (members(&[(1, 1), (2, 1)]), vec![(2, 1)])
+        ]
+    );
+    assert_eq!(
+        changes(&net, 2),
+        vec![(members(&[(1, 1), (2, 1)]), vec![(2, 1)])]
+    );
+    for id in [1, 2] {
+        assert_eq!(&net.mirrors[&id], net.nodes[&id].view(), "mirror of {id}");
+    }
+}
+
+#[test]
+fn a_closed_handle_leaves_its_groups_everywhere_and_gets_nothing_more() {
+    let mut net = Net::with(&[1, 2]);
+    net.open(1, 1);
+    net.open(2, 1);
+    net.open(2, 2);
+    net.join(1, 1, "g");
+    net.join(2, 1, "g");
+    net.join(2, 2, "g");
+    net.run_for(Duration::from_millis(100));
+    let before = net.events(2, 2).len();
+    let now = net.now;
+    assert!(net.engine(2).close_handle(now, 2));
+    assert!(!net.engine(2).close_handle(now, 2));
+    net.pump(2);
+    let leave_cost = net.forced[&2];
+    assert!(leave_cost > 0, "the leave is charged to the budget");
+    net.mcast(1, 1, None, "after close");
+    net.run_for(Duration::from_millis(100));
+    for id in [1, 2] {
+        assert_eq!(group_members(&net, id, "g"), vec![(1, 1), (2, 1)]);
+    }
+    assert_eq!(
+        net.events(2, 2).len(),
+        before,
+        "a closed handle gets no events"
+    );
+    assert_eq!(net.messages(2, 1), vec![(1, 1, Bytes::from("after close"))]);
+    let now = net.now;
+    assert!(matches!(
+        net.engine(2).mcast(now, 2, None, b"x", Guarantee::Agreed),
+        Err(EvsError::Closed)
+    ));
+    assert!(matches!(
+        net.engine(2).join(now, 2, ["g"]),
+        Err(EvsError::Closed)
+    ));
+}
+
+#[test]
+fn a_crashed_node_leaves_every_group_at_the_configuration_change() {
+    let mut net = Net::with(&[1, 2, 3]);
+    for id in [1, 2, 3] {
+        net.open(id, 1);
+        net.join(id, 1, "g");
+    }
+    net.run_for(Duration::from_millis(100));
+    net.crash(3);
+    net.run_until("ring of two", |n| {
+        n.nodes
+            .values()
+            .all(|e| e.processor().state() == State::Operational && e.membership().1 == [1, 2])
+    });
+    net.run_for(Duration::from_millis(50));
+    for id in [1, 2] {
+        assert_eq!(group_members(&net, id, "g"), vec![(1, 1), (2, 1)]);
+        let evs = net.events(id, 1);
+        // The regular configuration without 3, then the group change that drops it.
+        let reg = evs
+            .iter()
+            .rposition(|e| matches!(e, Event::ConfigChange { kind: ConfigKind::Regular, members, .. } if members == &vec![1, 2]))
+            .expect("regular configuration");
+        match &evs[reg + 1] {
+            Event::GroupChange { left, members, .. } => {
+                assert_eq!(left, &vec![(3, 1)]);
+                assert_eq!(members, &vec![(1, 1), (2, 1)]);
+            }
+            other => panic!("expected the group change after the configuration, got {other:?}"),
+        }
+        assert_eq!(&net.mirrors[&id], net.nodes[&id].view());
+    }
+}
+
+#[test]
+fn a_node_that_starts_later_learns_every_group_from_the_syncs() {
+    let mut net = Net::with(&[1, 2]);
+    net.open(1, 1);
+    net.open(2, 5);
+    net.join(1, 1, "g");
+    net.join(2, 5, "h");
+    net.run_for(Duration::from_millis(100));
+    net.start(3);
+    net.open(3, 9);
+    net.settle(3);
+    let expected = net.nodes[&1].view().clone();
+    assert_eq!(expected.members(b"g"), vec![(1, 1)]);
+    assert_eq!(expected.members(b"h"), vec![(2, 5)]);
+    for id in [2, 3] {
+        assert_eq!(net.nodes[&id].view(), &expected, "view of {id}");
+        assert_eq!(&net.mirrors[&id], &expected);
+    }
+    // Node 3's handle, in no group, was told of none; it saw the three-node configuration.
+    assert!(net
+        .events(3, 9)
+        .iter()
+        .any(|e| matches!(e, Event::ConfigChange { kind: ConfigKind::Regular, members, .. } if members == &vec![1, 2, 3])));
+    assert!(net
+        .events(3, 9)
+        .iter()
+        .all(|e| !matches!(e, Event::GroupChange { .. })));
+}
+
+#[test]
+fn the_budget_charged_for_submissions_comes_back_once_sent() {
+    let mut net = Net::with(&[1, 2]);
+    net.open(1, 1);
+    net.join(1, 1, "g");
+    let mut charged = 0;
+    for i in 0..200 {
+        let now = net.now;
+        let data = vec![i as u8; 1000];
+        net.engine(1)
+            .mcast(now, 1, None, &data, Guarantee::Safe)
+            .unwrap();
+        charged += evs_engine::groups::encode_app(1, &[Bytes::from("g")], &data).len();
+    }
+    net.pump(1);
+    net.run_for(Duration::from_millis(500));
+    let join_cost = evs_engine::groups::encode_membership(true, 1, &[Bytes::from("g")]).len();
+    // Everything submitted (the join, the messages) and everything the engine sent itself
+    // (the syncs of the configurations it went through) has been refunded.
+    assert_eq!(net.refunded[&1], charged + join_cost + net.forced[&1]);
+    assert_eq!(net.engine(1).stats().pending_submits, 0);
+    assert_eq!(net.messages(2, 1).len(), 0);
+    assert_eq!(net.messages(1, 1).len(), 200);
+}
+
+#[test]
+fn bad_requests_are_refused_and_malformed_payloads_counted() {
+    let mut net = Net::with(&[1, 2]);
+    net.open(1, 1);
+    net.open(2, 1);
+    let now = net.now;
+    let e = net.engine(1);
+    assert!(matches!(e.leave(now, 1, ["g"]), Err(EvsError::NotJoined)));
+    assert!(matches!(
+        e.mcast(now, 1, None, b"x", Guarantee::Agreed),
+        Err(EvsError::NotJoined)
+    ));
+    assert!(matches!(
+        e.join(now, 1, [""]),
+        Err(EvsError::InvalidGroup(_))
+    ));
+    assert!(matches!(
+        e.mcast(
+            now,
+            1,
+            Some(&[Bytes::from("g")]),
+            &vec![0; MAX_PAYLOAD + 1],
+            Guarantee::Agreed
+        ),
+        Err(EvsError::TooLarge { .. })
+    ));
+    assert!(matches!(e.join(now, 3, ["g"]), Err(EvsError::Closed)));
+    // A payload no handle encoded (a peer with another payload version, say).
+    e.processor_mut()
+        .submit(now, Bytes::from_static(b"\x09junk"), Guarantee::Agreed)
+        .unwrap();
+    net.pump(1);
+    net.run_for(Duration::from_millis(100));
+    for id in [1, 2] {
+        assert_eq!(net.nodes[&id].stats().malformed_payloads, 1, "node {id}");
+        assert!(net.messages(id, 1).is_empty());
+    }
+}
+
+#[test]
+fn a_join_racing_messages_takes_effect_at_the_same_point_for_every_member() {
+    let mut net = Net::with(&[1, 2, 3]);
+    for id in [1, 2, 3] {
+        net.open(id, 1);
+    }
+    net.join(1, 1, "g");
+    net.run_for(Duration::from_millis(100));
+    // Node 1 streams while node 2 joins: where the join lands among the stream is up to the
+    // ring, but node 2 must get exactly what node 1's handle got after that point.
+    for i in 0..40 {
+        net.mcast(1, 1, None, &format!("m{i}"));
+        if i == 10 {
+            net.join(2, 1, "g");
+        }
+        net.run_for(Duration::from_micros(300));
+    }
+    net.run_for(Duration::from_millis(200));
+    let at1 = net.events(1, 1);
+    let join_at = at1
+        .iter()
+        .position(|e| matches!(e, Event::GroupChange { joined, .. } if joined == &vec![(2, 1)]))
+        .expect("node 1 saw node 2 join");
+    let after: Vec<Bytes> = at1[join_at..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    let got: Vec<Bytes> = net.messages(2, 1).into_iter().map(|m| m.2).collect();
+    assert!(
+        !after.is_empty() && after.len() < 40,
+        "the join raced the stream"
+    );
+    assert_eq!(got, after);
+    assert!(net.messages(3, 1).is_empty());
+}
