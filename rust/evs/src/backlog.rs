@@ -4,7 +4,7 @@
 //! in bytes), how an event is sized ([`event_bytes`]) and the default bound
 //! ([`auto_limit`]). It never blocks and never touches the network: the driver appends what
 //! did not fit in a handle's queue, moves events back into the queue as the consumer makes
-//! room (see [`crate::handle`] for the wake-up), and closes the handle when a buffer would
+//! room (see [`crate::queue`] for the wake-up), and closes the handle when a buffer would
 //! grow past its bound.
 //!
 //! # Why a bound in bytes, and why this default
@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 
 use crate::event::Event;
 use crate::groups::{group_list_len, APP_FIXED_OVERHEAD};
-use crate::handle::{EventQueue, Push};
+use crate::queue::{EventQueue, Push};
 
 /// Bytes counted for a configuration or group change beyond its member lists.
 const CHANGE_BYTES: usize = 32;

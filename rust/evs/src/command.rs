@@ -1,6 +1,7 @@
 //! The command queue from application threads (the node and its handles) to the driver.
 //!
-//! This module owns only the queue: an unbounded FIFO of [`Command`]s under a mutex, and the
+//! This module owns the queue, an unbounded FIFO of [`Command`]s under a mutex, the command
+//! type itself, and the
 //! rule for when a command wakes the driver. It replaces a tokio channel, which wakes the
 //! driver for the first command after every time it went idle: a sender that multicasts in
 //! bursts (refilled by the send budget once per token visit) then costs the driver thread a
@@ -28,9 +29,42 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use std::sync::mpsc as std_mpsc;
+
 use evs_engine::{Intent, Submission};
 
-use crate::node::Command;
+use crate::event::{HandleId, NodeId};
+use crate::queue::EventQueue;
+use crate::stats::{CapturedFrame, NodeStats};
+
+/// Requests from application threads to the driver.
+pub(crate) enum Command {
+    Register {
+        id: HandleId,
+        queue: Arc<EventQueue>,
+    },
+    /// A message for the ring (see [`Submission`]).
+    Submit(Submission),
+    Close {
+        id: HandleId,
+    },
+    Stats {
+        reply: std_mpsc::SyncSender<NodeStats>,
+    },
+    DebugCapture {
+        limit: usize,
+        reply: std_mpsc::SyncSender<Vec<CapturedFrame>>,
+    },
+    Shutdown {
+        ack: std_mpsc::SyncSender<()>,
+    },
+    Isolate {
+        from: Vec<NodeId>,
+    },
+    ReceiveLoss {
+        percent: u8,
+    },
+}
 
 struct State {
     commands: VecDeque<Command>,

@@ -80,8 +80,8 @@
 //!   gives 1474 / 1494 bytes, which fits an Ethernet MTU of 1500 without IP fragmentation. For
 //!   a 9000-byte jumbo MTU use at most 9000 − 94 = 8906. See [`NodeConfig::max_ip_packet`].
 //! * **Delivery buffer.** `delivery_buffer_bytes` bounds, per handle, the events a node holds
-//!   for a handle whose queue is full (see [`crate::handle`]) before it closes the handle as
-//!   overflowed. `"auto"` is what the cluster can have in flight when partitions merge:
+//!   for a handle whose queue is full (see the `queue` and `backlog` modules) before it
+//!   closes the handle as overflowed. `"auto"` is what the cluster can have in flight when partitions merge:
 //!   (largest ring this node has been in + 1) × `send_queue_bytes` + `window_size` ×
 //!   `max_packet_size`, recomputed as rings grow; messages count their ring payload. `0`
 //!   closes a handle as soon as an event finds its queue full.

@@ -6,7 +6,7 @@
 //! [`Opener`], and the registry of handle queues with their delivery buffers. It keeps the
 //! copies application threads read (the last regular configuration and the group view, in
 //! [`Shared`]) in step with the engine's outputs. It never blocks: socket calls are non-blocking, handle queues are pushed without
-//! waiting (what a full one cannot take waits in its delivery buffer, see [`crate::handle`]),
+//! waiting (what a full one cannot take waits in its delivery buffer, see [`crate::queue`]),
 //! and the locks it takes are held by others only for a few instructions. So the token keeps
 //! moving however slow the applications are.
 //!
@@ -61,14 +61,15 @@ use totem::wire::PacketType;
 use totem::{ConfigKind, Destination, Processor};
 
 use crate::backlog::{auto_limit, Backlog};
-use crate::command::{CommandReceiver, Taken};
+use crate::command::{Command, CommandReceiver, Taken};
 use crate::config::DeliveryBuffer;
 use crate::crypto::{Opener, Sealer};
 use crate::event::{Event, HandleId, NodeId};
 use crate::groups::GroupView;
-use crate::handle::{End, EventQueue, Push};
-use crate::node::{CapturedFrame, Command, NodeStats, Shared};
+use crate::queue::{End, EventQueue, Push};
 use crate::reject_log::{self, RejectLog};
+use crate::shared::Shared;
+use crate::stats::{CapturedFrame, NodeStats};
 use crate::transport::{self, RecvBatch, Transport, UnknownDestination};
 
 /// Commands taken per turn, so a flood of submissions cannot delay tokens and timers.

@@ -5,30 +5,42 @@
 //! leave groups, multicast to joined or named groups, and receive [`Event`]s — messages,
 //! configuration changes and group membership changes — in agreed order.
 //!
-//! Modules: [`config`] (TOML and builder), [`crypto`] (packet security), [`transport`] (UDP),
-//! [`groups`] (payload format and the replicated group view) and [`event`] (API value types and
-//! errors), both from [`evs_engine`], [`handle`] (handles, their queues and the send budget), `backlog` (the delivery
-//! buffer behind a full queue), [`node`] (start-up, shutdown, statistics), `command` (the
-//! queue from handles to the driver), `driver` (sockets, crypto and queues around the
-//! [`Engine`](evs_engine::Engine)) and [`runtime`].
+//! Modules, each depending only on those of the lines above it (no import circles; checked by
+//! `tests/python/test_layering.py`):
+//!
+//! 1. [`event`] (API value types and errors) and [`groups`] (payload format and the
+//!    replicated group view), both from [`evs_engine`]; [`config`] (TOML and builder),
+//!    [`crypto`] (packet security), [`transport`] (UDP), [`runtime`];
+//! 2. `queue` (a handle's bounded event queue and eventfd), `budget` (the node-wide send
+//!    budget), `backlog` (the delivery buffer behind a full queue), [`stats`];
+//! 3. `command` (the queue from handles to the driver), `shared` (what a node shares with its
+//!    handles and driver);
+//! 4. [`handle`] (the application's handle), `driver` (sockets, crypto and queues around the
+//!    [`Engine`](evs_engine::Engine));
+//! 5. [`node`] (start-up, shutdown, statistics).
 
 mod backlog;
+mod budget;
 mod command;
 pub mod config;
 pub mod crypto;
 mod driver;
 pub mod handle;
 pub mod node;
+mod queue;
 mod reject_log;
 pub mod runtime;
+mod shared;
+pub mod stats;
 pub mod transport;
 
 pub use evs_engine::{event, groups};
 
 pub use event::{ConfigKind, Event, EvsError, Guarantee, HandleId, NodeId, Overflow, RingId};
 pub use handle::Handle;
-pub use node::{Node, NodeError, NodeStats};
+pub use node::{Node, NodeError};
 pub use runtime::Runtime;
+pub use stats::NodeStats;
 
 /// The OS error number behind `e`: its own, or that of the first I/O error in its chain of
 /// sources (errors this crate wraps with context keep the original as their source).

@@ -1,11 +1,10 @@
-//! A running node: start-up, the application-facing [`Node`], and what it shares with its
-//! driver and handles.
+//! A running node: start-up and the application-facing [`Node`].
 //!
-//! This module owns the node's life cycle (building crypto, transport configuration and the
-//! processor from a [`NodeConfig`], spawning the driver, shutting it down within a bounded
-//! time), the state shared between application threads and the driver ([`Shared`]: the send
-//! budget, the last regular configuration, the group view), the command channel's message
-//! type, and [`NodeStats`]. The protocol loop itself is in [`crate::driver`].
+//! This module owns the node's life cycle: building crypto, transport configuration and the
+//! processor from a [`NodeConfig`], the state it shares with its handles and driver
+//! (`shared.rs`: the send budget, the last regular configuration, a copy of the group view),
+//! spawning the driver (`driver.rs`, the protocol loop around the engine), shutting it down
+//! within a bounded time, and answering queries ([`NodeStats`], from `stats.rs`).
 //!
 //! Nothing is persisted to disk. What Corosync persists is derived from the wall clock
 //! instead: the processor's starting ring sequence number and first message number, and the
@@ -22,21 +21,23 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use evs_engine::Submission;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Notify;
-use totem::wire::DecodeError;
 use totem::{Processor, Start};
 
-use crate::command::{command_queue, CommandSender};
-use crate::config::{DeliveryBuffer, NodeConfig, Transport as TransportKind};
-use crate::crypto::{self, Cipher, KeyError, Opener, RejectCounters, SealError, Sealer};
+use crate::budget::SendBudget;
+use crate::command::{command_queue, Command, CommandSender};
+use crate::config::{NodeConfig, Transport as TransportKind};
+use crate::crypto::{self, Cipher, KeyError, Opener, SealError, Sealer};
 use crate::driver::Driver;
 use crate::event::{EvsError, HandleId, NodeId, RingId};
 use crate::groups::{self, GroupView};
-use crate::handle::{EventQueue, Handle, SendBudget, DEFAULT_QUEUE_CAPACITY};
+use crate::handle::{Handle, DEFAULT_QUEUE_CAPACITY};
+use crate::queue::EventQueue;
 use crate::runtime::Runtime;
-use crate::transport::{self, TransportConfig, TransportStats};
+use crate::shared::Shared;
+pub use crate::stats::{CapturedFrame, NodeStats};
+use crate::transport::{self, TransportConfig};
 
 /// How long `Node::start` waits for the driver to bind its sockets.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,75 +45,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `Node::stats` waits for the driver's answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A sealed frame the driver sent, kept for tests (see [`Node::debug_capture`]).
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub struct CapturedFrame {
-    /// `None`: to everyone; `Some(n)`: to node `n`.
-    pub to: Option<NodeId>,
-    pub frame: Vec<u8>,
-}
-
-/// Requests from application threads to the driver.
-pub(crate) enum Command {
-    Register {
-        id: HandleId,
-        queue: Arc<EventQueue>,
-    },
-    /// A message for the ring (see [`Submission`]).
-    Submit(Submission),
-    Close {
-        id: HandleId,
-    },
-    Stats {
-        reply: std_mpsc::SyncSender<NodeStats>,
-    },
-    DebugCapture {
-        limit: usize,
-        reply: std_mpsc::SyncSender<Vec<CapturedFrame>>,
-    },
-    Shutdown {
-        ack: std_mpsc::SyncSender<()>,
-    },
-    Isolate {
-        from: Vec<NodeId>,
-    },
-    ReceiveLoss {
-        percent: u8,
-    },
-}
-
-/// State shared by the node, its handles and its driver.
-pub(crate) struct Shared {
-    pub(crate) node_id: NodeId,
-    /// The largest application payload (the `max_message_size` setting).
-    pub(crate) max_payload: usize,
-    /// The largest ring message: `max_payload` plus the largest group header
-    /// ([`groups::ring_message_size`]); bounds joins, leaves and sync parts.
-    pub(crate) max_message_size: usize,
-    pub(crate) budget: SendBudget,
-    /// Ring id and members of the last regular configuration.
-    pub(crate) membership: Mutex<(RingId, Vec<NodeId>)>,
-    pub(crate) view: Mutex<GroupView>,
-    pub(crate) running: AtomicBool,
-    /// Woken by a consumer that made room in a queue the driver has buffered events for.
-    pub(crate) refill: Arc<Notify>,
-    /// What bounds each handle's delivery buffer: the configured key, and the sizes its
-    /// "auto" value is computed from.
-    pub(crate) delivery_buffer: DeliveryBuffer,
-    pub(crate) window_size: u32,
-    pub(crate) max_packet_size: usize,
-}
-
-impl Shared {
-    pub(crate) fn members(&self) -> (RingId, Vec<NodeId>) {
-        self.membership
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
 
 /// Why a node could not start.
 #[derive(Debug)]
@@ -159,96 +91,6 @@ impl From<NodeError> for EvsError {
             NodeError::Io(e) => EvsError::Io(e),
             other => EvsError::Config(other.to_string()),
         }
-    }
-}
-
-/// Counters of a node, like Corosync's `corosync-cmapctl stats`: the protocol's (messages and
-/// packets in and out, retransmits, token rotation), the transport's, every rejected packet by
-/// reason, and the depths of its queues.
-#[derive(Clone, Debug)]
-pub struct NodeStats {
-    pub node_id: NodeId,
-    /// Last regular configuration.
-    pub ring_id: RingId,
-    pub members: Vec<NodeId>,
-    pub state: totem::State,
-    /// The processor's counters (packets by type in and out, messages submitted and delivered,
-    /// retransmits, token rotation times, decoder rejections, ...).
-    pub totem: totem::Stats,
-    /// Datagrams and bytes in and out, system calls, send errors by kind.
-    pub transport: TransportStats,
-    /// Frames refused by authentication or replay checks, by reason.
-    pub crypto_rejected: RejectCounters,
-    /// Frames that passed authentication.
-    pub crypto_accepted: u64,
-    /// Our own frames seen again (multicast loopback where the transport cannot filter them in
-    /// the kernel: IPv6 or a wildcard bind address), dropped before authentication.
-    pub own_frames_dropped: u64,
-    /// Authentic frames dropped because their sender is isolated ([`Node::isolate_from`]).
-    pub isolated_dropped: u64,
-    /// Datagrams dropped by injected receive loss ([`Node::set_receive_loss`]).
-    pub loss_injected: u64,
-    /// Authentic frames whose Totem header names another sender than the crypto header.
-    pub sender_mismatch: u64,
-    /// Delivered payloads that did not decode as a ring message (dropped).
-    pub malformed_payloads: u64,
-    /// Frames that could not be sealed (and were not sent).
-    pub seal_errors: u64,
-    /// Packets the processor addressed to this node itself (a one-node ring's token).
-    pub self_packets: u64,
-    /// Events put into handle queues.
-    pub events_queued: u64,
-    /// Handles closed because their queue overflowed.
-    pub handles_overflowed: u64,
-    /// Open handles and the events waiting in each.
-    pub queue_depths: Vec<(HandleId, usize)>,
-    /// Bytes of events held in handles' delivery buffers now (queues full), the most held at
-    /// once since the node started, and each handle's bound (`delivery_buffer_bytes`, with
-    /// "auto" computed for the largest ring seen so far).
-    pub delivery_buffered: usize,
-    pub delivery_buffered_peak: usize,
-    pub delivery_buffer_limit: usize,
-    /// Bytes charged to the send budget, and its cap.
-    pub send_budget_used: usize,
-    pub send_budget_cap: usize,
-    /// Messages accepted from handles but not yet taken by the processor.
-    pub pending_submits: usize,
-}
-
-impl NodeStats {
-    /// Mean time of a full token rotation.
-    pub fn token_rotation(&self) -> Duration {
-        self.totem.mean_rotation
-    }
-
-    /// Every rejected packet by reason: `crypto.*` (authentication and replay), `decode.*`
-    /// (authentic but not a Totem packet), `node.sender_mismatch`, `node.malformed_payload`,
-    /// and `send.*` (datagrams the transport failed to send). Zero counts included.
-    pub fn rejected(&self) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> = self
-            .crypto_rejected
-            .iter()
-            .map(|(r, n)| (format!("crypto.{}", r.as_str()), n))
-            .collect();
-        out.extend(
-            DecodeError::ALL
-                .iter()
-                .map(|e| (format!("decode.{}", e.as_str()), self.totem.rejected(*e))),
-        );
-        out.push(("node.sender_mismatch".into(), self.sender_mismatch));
-        out.push(("node.malformed_payload".into(), self.malformed_payloads));
-        let s = &self.transport.send_errors;
-        for (k, n) in [
-            ("would_block", s.would_block),
-            ("no_buffers", s.no_buffers),
-            ("permission", s.permission),
-            ("unreachable", s.unreachable),
-            ("too_big", s.too_big),
-            ("other", s.other),
-        ] {
-            out.push((format!("send.{k}"), n));
-        }
-        out
     }
 }
 
