@@ -26,6 +26,8 @@ struct Net {
     wire: VecDeque<(Instant, NodeId, Bytes)>,
     refunded: BTreeMap<NodeId, usize>,
     forced: BTreeMap<NodeId, usize>,
+    /// Sides of a partition: a packet between nodes of different sides is lost.
+    sides: BTreeMap<NodeId, u8>,
 }
 
 fn config() -> Config {
@@ -48,6 +50,7 @@ impl Net {
             wire: VecDeque::new(),
             refunded: BTreeMap::new(),
             forced: BTreeMap::new(),
+            sides: BTreeMap::new(),
         }
     }
 
@@ -142,6 +145,10 @@ impl Net {
         let (at, to, data) = self.wire.pop_front().unwrap();
         self.now = self.now.max(at);
         let now = self.now;
+        let from = totem::wire::decode(&data).map(|d| d.sender).unwrap_or(to);
+        if self.sides.get(&from) != self.sides.get(&to) {
+            return;
+        }
         if let Some(e) = self.nodes.get_mut(&to) {
             e.handle_packet(now, data);
             self.pump(to);
@@ -161,6 +168,19 @@ impl Net {
         while self.now < end {
             self.step();
         }
+    }
+
+    /// Splits the network: `side` on one side, everyone else on the other.
+    fn partition(&mut self, side: &[NodeId]) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        self.sides = ids
+            .into_iter()
+            .map(|id| (id, u8::from(side.contains(&id))))
+            .collect();
+    }
+
+    fn heal(&mut self) {
+        self.sides.clear();
     }
 
     fn settle(&mut self, n: usize) {
@@ -544,4 +564,59 @@ fn a_join_racing_messages_takes_effect_at_the_same_point_for_every_member() {
     );
     assert_eq!(got, after);
     assert!(net.messages(3, 1).is_empty());
+}
+
+/// Handle `h` of node `id`: each group change of `group` it got, as the members after it.
+fn group_history(net: &Net, id: NodeId, h: HandleId, group: &[u8]) -> Vec<Vec<(NodeId, HandleId)>> {
+    net.events(id, h)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::GroupChange {
+                group: g, members, ..
+            } if g == group => Some(members),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn views_agree_again_once_every_members_sync_of_a_merge_is_delivered() {
+    let mut net = Net::with(&[1, 2, 3, 4]);
+    for id in [1, 2, 3, 4] {
+        net.open(id, 1);
+        net.join(id, 1, "g");
+    }
+    net.run_for(Duration::from_millis(100));
+    net.partition(&[3, 4]);
+    net.run_until("two rings", |n| {
+        n.nodes
+            .values()
+            .all(|e| e.processor().state() == State::Operational && e.membership().1.len() == 2)
+    });
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(group_members(&net, 1, "g"), vec![(1, 1), (2, 1)]);
+    assert_eq!(group_members(&net, 3, "g"), vec![(3, 1), (4, 1)]);
+    // Each side changes its groups while apart.
+    net.join(1, 1, "only-a");
+    net.join(3, 1, "only-b");
+    net.run_for(Duration::from_millis(100));
+    net.heal();
+    net.settle(4);
+    let expected = net.nodes[&1].view().clone();
+    assert_eq!(expected.members(b"g"), vec![(1, 1), (2, 1), (3, 1), (4, 1)]);
+    assert_eq!(expected.members(b"only-a"), vec![(1, 1)]);
+    assert_eq!(expected.members(b"only-b"), vec![(3, 1)]);
+    for id in [2, 3, 4] {
+        assert_eq!(net.nodes[&id].view(), &expected, "view of {id}");
+    }
+    for id in [1, 2, 3, 4] {
+        assert_eq!(&net.mirrors[&id], &expected, "mirror of {id}");
+        // Every handle in "g" ends with all four members in its last group change.
+        let hist = group_history(&net, id, 1, b"g");
+        assert_eq!(
+            hist.last(),
+            Some(&vec![(1, 1), (2, 1), (3, 1), (4, 1)]),
+            "node {id}"
+        );
+    }
 }
