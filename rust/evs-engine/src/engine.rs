@@ -33,9 +33,10 @@
 //!
 //! ```text
 //! loop {
+//!     let before = engine.dispatched();
 //!     while let Some(t) = engine.poll_transmit() { send(t) }
-//!     while let Some(o) = engine.poll_event() { route(o) }   // may submit (syncs), so:
-//!     if nothing was sent or routed { break }
+//!     while let Some(o) = engine.poll_event(now) { route(o) }   // may submit (syncs), so:
+//!     if nothing was sent or routed and engine.dispatched() == before { break }
 //! }
 //! ```
 //! `poll_event` dispatches the processor's events one at a time, in order, and once they are
@@ -82,7 +83,8 @@ pub enum Output {
     Config(ConfigChange),
     /// One group of the view changed (whether or not this node has handles in it), after the
     /// [`Event::GroupChange`] of each local handle concerned. A copy of the view that applies
-    /// these ([`GroupView::apply`]) equals [`Engine::view`].
+    /// these ([`GroupView::apply`]) equals [`Engine::view`] whenever `poll_event` has returned
+    /// `None`.
     Group(GroupDelta),
 }
 
@@ -126,6 +128,8 @@ pub struct Engine {
     /// Cost of dropped submissions, not yet taken by [`Engine::take_refund`].
     dropped_cost: usize,
     out: VecDeque<Output>,
+    /// Processor events dispatched (see [`Engine::dispatched`]).
+    dispatched: u64,
     stats: EngineStats,
 }
 
@@ -148,6 +152,7 @@ impl Engine {
             forced: 0,
             dropped_cost: 0,
             out: VecDeque::new(),
+            dispatched: 0,
             stats: EngineStats::default(),
         }
     }
@@ -168,7 +173,8 @@ impl Engine {
         &mut self.processor
     }
 
-    /// The replicated group view, as of the outputs polled so far.
+    /// The replicated group view, as of the processor events dispatched so far (an event is
+    /// dispatched when `poll_event` reaches it, before its outputs are returned).
     pub fn view(&self) -> &GroupView {
         &self.view
     }
@@ -277,8 +283,10 @@ impl Engine {
     }
 
     /// Hands a submission to the processor, or queues it behind earlier ones it had no room
-    /// for. A join of a handle that is not open records nothing (its message still goes out:
-    /// the handle may have closed after submitting it, and its leave follows it).
+    /// for. A join of a handle that is not open records nothing, but its message still goes
+    /// out (the handle closed after submitting it: the leave of its close is ordered before
+    /// this join, so the join adds an entry that stays until this node's next sync, after the
+    /// next regular configuration).
     pub fn submit(&mut self, now: Instant, s: Submission) {
         self.now = now;
         match &s.intent {
@@ -305,10 +313,8 @@ impl Engine {
         self.push_submission(s);
     }
 
-    /// Joins `groups` for open handle `id`, validating as [`Handle::join`] does: groups
-    /// already intended are ignored; at most [`MAX_GROUPS`] per handle.
-    ///
-    /// [`Handle::join`]: https://docs.rs/evs
+    /// Joins `groups` for open handle `id`, validating as the runtime's `Handle::join` does:
+    /// groups already intended are ignored; at most [`MAX_GROUPS`] per handle.
     pub fn join<I, G>(&mut self, now: Instant, id: HandleId, groups: I) -> Result<(), EvsError>
     where
         I: IntoIterator<Item = G>,
@@ -426,14 +432,19 @@ impl Engine {
 
     /// The next output. Dispatches the processor's events in order; once they are drained,
     /// retries the submissions that waited for room (which may produce transmits: poll those
-    /// again, see the module docs' pump).
-    pub fn poll_event(&mut self) -> Option<Output> {
+    /// again, see the module docs' pump). `now` is the time of the submissions this makes
+    /// (syncs, retries).
+    pub fn poll_event(&mut self, now: Instant) -> Option<Output> {
+        self.now = now;
         loop {
             if let Some(o) = self.out.pop_front() {
                 return Some(o);
             }
             match self.processor.poll_event() {
-                Some(ev) => self.dispatch(ev),
+                Some(ev) => {
+                    self.dispatched += 1;
+                    self.dispatch(ev);
+                }
                 None => {
                     if !self.pending.is_empty() {
                         self.retry_pending();
@@ -442,6 +453,14 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// How many processor events `poll_event` has dispatched so far. A pump that stops when
+    /// nothing was sent or output must also go on while this moves: a delivery with no output
+    /// (a message for no local handle) may still have let a retried submission release a
+    /// held token.
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched
     }
 
     /// The earliest deadline at which [`Engine::handle_timeout`] must be called, if any.

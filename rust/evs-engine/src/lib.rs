@@ -8,9 +8,9 @@
 //! It has no sockets, clock, threads, locks or crypto: inputs are method calls with the time
 //! (`handle_packet`, `handle_timeout`, `submit`, `open_handle`, `close_handle`, ...), outputs
 //! are polled (`poll_transmit`, `poll_event`, `poll_timeout`), as in `totem` itself and in
-//! quinn-proto. The runtime crate (`evs`) drives it with sockets, crypto and queues; the
-//! simulator (`totem-sim`) drives it over its network model, and its oracle checks what it
-//! outputs.
+//! quinn-proto. The runtime crate (`evs`) drives it with sockets, crypto and queues. (The
+//! simulator, `totem-sim`, still drives bare processors; driving engines, with an oracle of
+//! group properties, is the next step: see `docs/groups.md`.)
 //!
 //! Dependencies run one way: [`event`] (the public value types), [`groups`] (the ring payload
 //! codec and the view), then [`engine`].

@@ -1,15 +1,7 @@
 //! The node-wide send budget ([`SendBudget`]): what turns a full send queue into
 //! backpressure.
 //!
-//! # Send backpressure
-//!
-//! All handles of a node share one budget of `send_queue_bytes` (configuration): the bytes of
-//! messages accepted from handles and not yet sent by the processor. A message is charged its
-//! encoded size when accepted and refunded when the processor has sent it. Over budget,
-//! `mcast_*` returns [`EvsError::TryAgain`] at once and `mcast_*_blocking` waits (up to its
-//! timeout) for the driver to refund. An empty budget accepts any message up to the maximum
-//! size, as the processor's own queue does, so a maximal message is never refused forever.
-//! Joins, leaves and the node's membership syncs are charged too but never refused.
+//! The policy is in the public docs of `crate::handle` ("Send backpressure").
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -5,10 +5,10 @@
 //! deliveries: all the service logic, sans-IO), the [`Transport`], the [`Sealer`] and
 //! [`Opener`], and the registry of handle queues with their delivery buffers. It keeps the
 //! copies application threads read (the last regular configuration and the group view, in
-//! [`Shared`]) in step with the engine's outputs. It never blocks: socket calls are non-blocking, handle queues are pushed without
-//! waiting (what a full one cannot take waits in its delivery buffer, see [`crate::queue`]),
-//! and the locks it takes are held by others only for a few instructions. So the token keeps
-//! moving however slow the applications are.
+//! [`Shared`]) in step with the engine's outputs. It never blocks: socket calls are
+//! non-blocking, handle queues are pushed without waiting (what a full one cannot take waits
+//! in its delivery buffer, see [`crate::queue`]), and the locks it takes are held by others
+//! only for a few instructions. So the token keeps moving however slow the applications are.
 //!
 //! # The loop
 //!
@@ -55,7 +55,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use evs_engine::{Engine, Output};
+use evs_engine::{Engine, GroupDelta, Output};
 use tokio::time::Instant as TokioInstant;
 use totem::wire::PacketType;
 use totem::{ConfigKind, Destination, Processor};
@@ -65,7 +65,6 @@ use crate::command::{Command, CommandReceiver, Taken};
 use crate::config::DeliveryBuffer;
 use crate::crypto::{Opener, Sealer};
 use crate::event::{Event, HandleId, NodeId};
-use crate::groups::GroupView;
 use crate::queue::{End, EventQueue, Push};
 use crate::reject_log::{self, RejectLog};
 use crate::shared::Shared;
@@ -143,8 +142,13 @@ pub(crate) struct Driver {
     scratch: Vec<Event>,
     /// Packets the processor addressed to this node.
     local: VecDeque<Bytes>,
-    /// The engine's count of submissions it dropped as too large, as last logged.
+    /// The engine's counts of submissions dropped as too large and of malformed payloads, as
+    /// last logged.
     too_large_seen: u64,
+    malformed_seen: u64,
+    /// Group changes routed in the current pump, applied to the shared view in one lock at its
+    /// end (so a reader never sees half of a delivered sync or configuration).
+    view_deltas: Vec<GroupDelta>,
     /// Events dispatched since the last hand-over, per handle, handed over in one push per
     /// handle (one lock and at most one wake-up of the consumer, instead of one per event).
     outbox: BTreeMap<HandleId, Vec<Event>>,
@@ -202,6 +206,8 @@ impl Driver {
             scratch: Vec::new(),
             local: VecDeque::new(),
             too_large_seen: 0,
+            malformed_seen: 0,
+            view_deltas: Vec::new(),
             outbox: BTreeMap::new(),
             overflowed: Vec::new(),
             busy_turns: 0,
@@ -512,32 +518,64 @@ impl Driver {
     /// membership sync submitted on a configuration change may release a held token).
     fn pump(&mut self) {
         loop {
+            let dispatched = self.engine.dispatched();
             let sent = self.flush_transmits();
-            let mut outputs = 0;
-            while let Some(o) = self.engine.poll_event() {
-                outputs += 1;
-                self.route(o);
-            }
-            if sent == 0 && outputs == 0 {
+            let routed = self.route_outputs();
+            // A delivery with no output may still have let a retried submission go out.
+            if sent == 0 && routed == 0 && self.engine.dispatched() == dispatched {
                 break;
             }
         }
+        // Whatever the engine submitted itself and was not charged yet (see `route`).
         self.charge_forced();
-        let too_large = self.engine.stats().dropped_too_large;
-        if too_large != self.too_large_seen {
+        self.log_engine_drops();
+    }
+
+    /// Routes every output the engine has; returns how many. Applies the group changes to the
+    /// shared view at the end, under one lock.
+    fn route_outputs(&mut self) -> usize {
+        let now = self.now();
+        let mut n = 0;
+        while let Some(o) = self.engine.poll_event(now) {
+            n += 1;
+            self.route(o);
+        }
+        if !self.view_deltas.is_empty() {
+            let mut view = lock(&self.shared.view);
+            for d in self.view_deltas.drain(..) {
+                view.apply(&d);
+            }
+        }
+        n
+    }
+
+    /// Logs what the engine dropped since the last pump (it has no logger of its own).
+    fn log_engine_drops(&mut self) {
+        let stats = self.engine.stats();
+        if stats.dropped_too_large != self.too_large_seen {
             // Handles check the size first; only an absurdly small configured maximum gets
             // here (a sync part that cannot shrink further).
             tracing::warn!(
                 node = self.me,
-                dropped = too_large - self.too_large_seen,
+                dropped = stats.dropped_too_large - self.too_large_seen,
+                max = self.shared.max_message_size,
                 "message too large for the processor, dropped"
             );
-            self.too_large_seen = too_large;
+            self.too_large_seen = stats.dropped_too_large;
+        }
+        if stats.malformed_payloads != self.malformed_seen {
+            tracing::debug!(
+                node = self.me,
+                dropped = stats.malformed_payloads - self.malformed_seen,
+                "malformed ring payload dropped"
+            );
+            self.malformed_seen = stats.malformed_payloads;
         }
     }
 
     /// Wakes the application: gives every handle the events dispatched since the last
-    /// hand-over and refunds the send budget for what the processor sent. Done when the driver
+    /// hand-over and refunds the send budget for what the processor sent (and for what it
+    /// refused as too large). Done when the driver
     /// is about to wait, or after [`HANDOVER_TURNS`] busy turns, rather than on every turn: a
     /// woken application thread competes with the driver for the CPU (and on a small machine
     /// preempts it) while the driver is still on the token's path. Pumps again if a handle
@@ -667,16 +705,12 @@ impl Driver {
         }
     }
 
-    fn view(&self) -> MutexGuard<'_, GroupView> {
-        lock(&self.shared.view)
-    }
-
     /// One output of the engine: a handle's event goes to its outbox; configuration and group
     /// changes update the copies application threads read.
     fn route(&mut self, o: Output) {
         match o {
             Output::Handle(id, ev) => self.push(id, ev),
-            Output::Group(delta) => self.view().apply(&delta),
+            Output::Group(delta) => self.view_deltas.push(delta),
             Output::Config(c) => {
                 tracing::info!(node = self.me, kind = ?c.kind, ring = %c.ring_id,
                     members = ?c.members, left = ?c.left, joined = ?c.joined,
@@ -687,6 +721,9 @@ impl Driver {
                         self.update_buffer_limit();
                     }
                     *lock(&self.shared.membership) = (c.ring_id, c.members);
+                    // The sync the engine just submitted is charged now, as any message is
+                    // when it is accepted.
+                    self.charge_forced();
                 }
             }
         }
@@ -731,7 +768,9 @@ impl Driver {
     /// sockets) and only then acknowledges: when `Node::shutdown` returns, the handles have
     /// ended and the node's address can be bound again.
     fn stop(mut self) {
-        // Events dispatched before the shutdown are still received (the queues end after them).
+        // Events dispatched before the shutdown are still received (the queues end after them),
+        // and so is the first event of a handle registered in the same batch of commands.
+        self.route_outputs();
         self.flush_events();
         let now = self.now();
         self.engine.leave_ring(now);

@@ -6,6 +6,36 @@
 //! reads its own event queue (`queue.rs`: bounded, pollable through an eventfd, with the
 //! driver's delivery buffer behind it so that a slow consumer is cut off only after a burst
 //! larger than the cluster can have in flight).
+//!
+//! # Slow consumers
+//!
+//! A handle's queue holds at most its capacity of events (default [`DEFAULT_QUEUE_CAPACITY`]).
+//! When the driver has events for a handle whose queue is full, it does not wait and does not
+//! drop them: it keeps them, in order, in the handle's **delivery buffer** (held by the
+//! driver), and moves them into the queue as the consumer reads (a consumer that
+//! has read the queue down to half its capacity wakes the driver for that). The buffer is
+//! bounded in bytes by `delivery_buffer_bytes` (configuration); its default is what the whole
+//! cluster can have in flight when partitions merge, so a consumer that keeps up with the
+//! cluster's steady rate is never closed by the burst that follows a heal.
+//!
+//! Only when the buffer is full too does the driver **close the handle** with
+//! [`EvsError::Overflowed`], whose [`Overflow`](crate::event::Overflow) says whether the handle's own undelivered
+//! messages filled it. The consumer still reads every event queued or buffered before the
+//! overflow, in order; after them every receive returns `Overflowed`, and sends on the handle
+//! fail the same way. The node multicasts a leave of the handle's groups (other members see it
+//! leave, like a process that died in Corosync's CPG), and every other handle and the ring
+//! carry on unaffected. `delivery_buffer_bytes = 0` gives the behaviour without a buffer:
+//! closed as soon as an event finds the queue full.
+//!
+//! # Send backpressure
+//!
+//! All handles of a node share one budget of `send_queue_bytes` (configuration): the bytes of
+//! messages accepted from handles and not yet sent by the processor. A message is charged its
+//! encoded size when accepted and refunded when the processor has sent it. Over budget,
+//! `mcast_*` returns [`EvsError::TryAgain`] at once and `mcast_*_blocking` waits (up to its
+//! timeout) for the driver to refund. An empty budget accepts any message up to the maximum
+//! size, as the processor's own queue does, so a maximal message is never refused forever.
+//! Joins, leaves and the node's membership syncs are charged too but never refused.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};

@@ -5,14 +5,15 @@
 //! leave groups, multicast to joined or named groups, and receive [`Event`]s — messages,
 //! configuration changes and group membership changes — in agreed order.
 //!
-//! Modules, each depending only on those of the lines above it (no import circles; checked by
-//! `tests/python/test_layering.py`):
+//! Modules, each depending only on modules listed before it, on its line or an earlier one (no
+//! import circles; checked by `tests/python/test_layering.py`):
 //!
 //! 1. [`event`] (API value types and errors) and [`groups`] (payload format and the
-//!    replicated group view), both from [`evs_engine`]; [`config`] (TOML and builder),
-//!    [`crypto`] (packet security), [`transport`] (UDP), [`runtime`];
-//! 2. `queue` (a handle's bounded event queue and eventfd), `budget` (the node-wide send
-//!    budget), `backlog` (the delivery buffer behind a full queue), [`stats`];
+//!    replicated group view), both from [`evs_engine`]; [`crypto`] (packet security),
+//!    `reject_log` (rate-limited warnings about refused frames), [`config`] (TOML and
+//!    builder), [`transport`] (UDP), [`runtime`];
+//! 2. `queue` (a handle's bounded event queue and eventfd), `backlog` (the delivery buffer
+//!    behind a full queue), `budget` (the node-wide send budget), [`stats`];
 //! 3. `command` (the queue from handles to the driver), `shared` (what a node shares with its
 //!    handles and driver);
 //! 4. [`handle`] (the application's handle), `driver` (sockets, crypto and queues around the

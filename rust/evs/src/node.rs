@@ -302,8 +302,8 @@ impl Node {
     }
 
     /// A new handle whose queue holds at most `capacity` events; more wait in the node's
-    /// delivery buffer (see the overflow policy in [`crate::handle`]). Its first event is the current regular configuration, if the node
-    /// has one.
+    /// delivery buffer (see the overflow policy in [`crate::handle`]). Its first event is the
+    /// current regular configuration, if the node has one.
     pub fn handle_with_capacity(&self, capacity: usize) -> Result<Handle, EvsError> {
         if !self.is_running() {
             return Err(EvsError::Closed);

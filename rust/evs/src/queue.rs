@@ -3,25 +3,8 @@
 //! queue is [`EventQueue::push_many`] (and the refills and ends around it), which never blocks:
 //! the queue mutex is held by a consumer only for a pop.
 //!
-//! # Slow consumers
-//!
-//! A handle's queue holds at most its capacity of events (default [`DEFAULT_QUEUE_CAPACITY`]).
-//! When the driver has events for a handle whose queue is full, it does not wait and does not
-//! drop them: it keeps them, in order, in the handle's **delivery buffer** (`backlog.rs`,
-//! held by the driver), and moves them into the queue as the consumer reads (a consumer that
-//! has read the queue down to half its capacity wakes the driver for that). The buffer is
-//! bounded in bytes by `delivery_buffer_bytes` (configuration); its default is what the whole
-//! cluster can have in flight when partitions merge, so a consumer that keeps up with the
-//! cluster's steady rate is never closed by the burst that follows a heal.
-//!
-//! Only when the buffer is full too does the driver **close the handle** with
-//! [`EvsError::Overflowed`], whose [`Overflow`] says whether the handle's own undelivered
-//! messages filled it. The consumer still reads every event queued or buffered before the
-//! overflow, in order; after them every receive returns `Overflowed`, and sends on the handle
-//! fail the same way. The node multicasts a leave of the handle's groups (other members see it
-//! leave, like a process that died in Corosync's CPG), and every other handle and the ring
-//! carry on unaffected. `delivery_buffer_bytes = 0` gives the behaviour without a buffer:
-//! closed as soon as an event finds the queue full.
+//! The policy for slow consumers is in the public docs of `crate::handle` ("Slow
+//! consumers").
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
