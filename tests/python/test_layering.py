@@ -297,7 +297,7 @@ def rust_graph(src: Path) -> dict[str, dict[str, str]]:
         if module == "lib":
             # The root's declarations and re-exports are not dependencies of its own code.
             code = re.sub(
-                r"(?:pub(?:\([^)]*\))?\s+)?(?:mod\s+\w+\s*;|use\s+\w+::[^;]*;)",
+                r"(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*;|pub(?:\([^)]*\))?\s+use\s+[^;]*;",
                 lambda m: re.sub(r"[^\n]", " ", m.group(0)),
                 code,
             )
@@ -306,7 +306,7 @@ def rust_graph(src: Path) -> dict[str, dict[str, str]]:
             rest = m.end()
             if kind == "crate":
                 if not code.startswith("::", rest):
-                    continue  # `crate` alone (`pub(crate)`, `$crate`...)
+                    continue  # `crate` alone, as in `pub(crate)`
                 rest += 2
                 up = depth
             else:
@@ -345,13 +345,15 @@ def python_graph(package: Path) -> dict[str, dict[str, str]]:
         me = module_of(stem)
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     parts = alias.name.split(".")
                     if parts[0] == name:
                         targets.append(".".join(parts[:2]))
-            elif isinstance(node, ast.ImportFrom):
+            else:
                 if node.level > 1:
                     continue  # above the package
                 if node.level == 1:
