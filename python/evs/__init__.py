@@ -30,7 +30,7 @@ from ._evs import (
     check_config,
 )
 from ._evs import keygen as _native_keygen
-from ._handle import (
+from ._node import (
     DISPATCH_ALL,
     DISPATCH_BLOCKING,
     DISPATCH_ONE,
@@ -40,8 +40,9 @@ from ._handle import (
     Groups,
     Handle,
     Membership,
+    Node,
+    default_node,
 )
-from ._node import Node, default_node
 from ._types import Event
 from .errors import (
     ConfigError,

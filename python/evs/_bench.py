@@ -20,9 +20,9 @@ import threading
 import time
 from typing import Any
 
+from ._cli_common import CliError, settings_from_pairs
 from ._evs import Message
-from ._handle import Handle
-from ._node import Node
+from ._node import Handle, Node
 from .errors import EvsError, HandleClosedError
 from .errors import TimeoutError as EvsTimeoutError
 
@@ -170,14 +170,12 @@ def _latency(h: Handle, size: int, count: int, prog: _Progress) -> dict[str, Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import CliError, _settings
-
     if args.size < _HDR.size:
         raise CliError(f"--size must be at least {_HDR.size} bytes")
     if args.duration <= 0 or args.count < 1 or args.nodes < 1:
         raise CliError("--duration, --count and --nodes must be positive")
     tty = sys.stderr.isatty()
-    settings = _settings(getattr(args, "set", None))
+    settings = settings_from_pairs(getattr(args, "set", None))
     cluster = None
     nodes: list[Node]
     if getattr(args, "config", None) or settings:

@@ -28,8 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._evs import ConfigChange, ConfigKind, GroupChange, Guarantee, Message
-from ._handle import Handle
-from ._node import Node
+from ._node import Handle, Node
 from ._types import Event
 from .errors import EvsError
 

@@ -21,27 +21,13 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from . import _control
+from . import _bench, _control
+from ._cli_common import CliError, settings_from_pairs
 from ._evs import ConfigChange
-from ._handle import Handle
-from ._node import Node
+from ._node import Handle, Node
 from .errors import EvsError
 
 __all__ = ["main"]
-
-
-class CliError(Exception):
-    """A failure to report as one line."""
-
-
-def _settings(pairs: Sequence[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for p in pairs or ():
-        key, sep, value = p.partition("=")
-        if not sep or not key:
-            raise CliError(f"--set expects KEY=VALUE, got {p!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -70,7 +56,7 @@ def _find_socket(args: argparse.Namespace) -> str:
     if args.config or args.set:
         from ._evs import check_config
 
-        text = check_config(args.config, list(_settings(args.set).items()))
+        text = check_config(args.config, list(settings_from_pairs(args.set).items()))
         cfg = _toml_loads(text)
         return _control.default_socket_path(str(cfg["cluster_name"]), int(cfg["node_id"]))
     found = sorted(glob.glob(os.path.join(_control.run_dir(), "*.sock")))
@@ -129,7 +115,7 @@ def _stats_line(node: Node) -> str:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    settings = _settings(args.set)
+    settings = settings_from_pairs(args.set)
     node = Node(args.config, **settings)
     path = args.control or _control.default_socket_path(node.cluster_name, node.node_id)
     stop = threading.Event()
@@ -319,8 +305,6 @@ def _describe_json(ev: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import _bench
-
     return _bench.run(args)
 
 
@@ -397,8 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_listen)
 
     b = sub.add_parser("bench", help="throughput and latency on a local cluster")
-    from . import _bench
-
     _bench.add_arguments(b)
     _config_args(b)
     b.set_defaults(func=cmd_bench)

@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, Union
 
 from ._evs import ConfigChange, ConfigKind, GroupChange, Message, RingId
-from ._handle import Handle
+from ._node import Handle
 from .errors import TimeoutError as EvsTimeoutError
 
 __all__ = [

@@ -10,8 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _evs
-from ._handle import Handle
-from ._node import Node, _free_port
+from ._node import Handle, Node, _free_port
 from .errors import ConfigError
 from .errors import TimeoutError as EvsTimeoutError
 

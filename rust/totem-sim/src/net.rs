@@ -203,10 +203,23 @@ impl fmt::Display for DropRule {
     }
 }
 
+// How plans, faults and loads print node sets and durations: here, under `plan` and
+// `workload`, which both describe themselves with these.
+
 /// `{1,2,3}`.
 pub fn fmt_nodes(v: &[NodeId]) -> String {
     let s: Vec<String> = v.iter().map(|n| n.to_string()).collect();
     format!("{{{}}}", s.join(","))
+}
+
+/// A duration in milliseconds, to 0.1 ms.
+pub fn fmt_ms(d: Duration) -> String {
+    let tenths = (d.as_micros() + 50) / 100;
+    if tenths.is_multiple_of(10) {
+        format!("{}ms", tenths / 10)
+    } else {
+        format!("{}.{}ms", tenths / 10, tenths % 10)
+    }
 }
 
 /// What became of one copy of a sent packet.

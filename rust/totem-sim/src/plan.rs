@@ -18,7 +18,7 @@ use std::time::Duration;
 use totem::wire::PacketType;
 use totem::{Config, FaultInjection, Guarantee, Instant, NodeId, State};
 
-use crate::net::{fmt_nodes, Burst, DropRule, LinkParams, NetParams};
+use crate::net::{fmt_ms, fmt_nodes, Burst, DropRule, LinkParams, NetParams};
 use crate::rng::Rng;
 use crate::workload::WorkloadParams;
 
@@ -1503,16 +1503,6 @@ impl Gen<'_> {
 fn sorted(mut v: Vec<NodeId>) -> Vec<NodeId> {
     v.sort_unstable();
     v
-}
-
-/// A duration in milliseconds, to 0.1 ms.
-pub fn fmt_ms(d: Duration) -> String {
-    let tenths = (d.as_micros() + 50) / 100;
-    if tenths.is_multiple_of(10) {
-        format!("{}ms", tenths / 10)
-    } else {
-        format!("{}.{}ms", tenths / 10, tenths % 10)
-    }
 }
 
 /// One line describing the timers and knobs of a configuration at a ring size.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use totem::{Guarantee, Instant, NodeId};
 
+use crate::net::{fmt_ms, fmt_nodes};
 use crate::rng::Rng;
 
 /// The load of one run.
@@ -81,11 +82,11 @@ impl WorkloadParams {
         };
         let who = match &self.senders {
             None => "every node".to_string(),
-            Some(s) => format!("nodes {}", crate::net::fmt_nodes(s)),
+            Some(s) => format!("nodes {}", fmt_nodes(s)),
         };
         format!(
             "{who} submits every {} on average, {:.0}% safe, sizes 0-{}B / {}-{}B ({:.0}%) / {}-{}B ({:.0}%), bursts of up to {} ({:.0}%)",
-            crate::plan::fmt_ms(mean),
+            fmt_ms(mean),
             self.safe_fraction * 100.0,
             self.small_max,
             self.medium.0,
