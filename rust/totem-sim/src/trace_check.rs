@@ -91,6 +91,12 @@ pub type MsgId = (u64, u64, u64);
 pub type Pid = (u64, u64);
 /// A transitional configuration: (previous regular ring, next ring).
 type TransKey = (Ring, Ring);
+/// A regular configuration: its ring and members.
+type Regular = (Ring, Vec<u64>);
+/// Per process name, the regular configuration it ended in.
+type Finals = Vec<(String, Option<Regular>)>;
+/// Per (ring, seq), each process's messages at that seq in delivery order.
+type PacketLists = BTreeMap<(Ring, u64), Vec<(usize, Vec<MsgId>)>>;
 
 /// Rings order by seq, then representative.
 fn ring_order(r: Ring) -> (u64, u64) {
@@ -1393,7 +1399,7 @@ impl Checker {
             }
         }
         // packets: every process's list for one (ring, seq) is a subsequence of the longest
-        let mut lists: BTreeMap<(Ring, u64), Vec<(usize, Vec<MsgId>)>> = BTreeMap::new();
+        let mut lists: PacketLists = BTreeMap::new();
         for (pi, p) in self.procs.iter().enumerate() {
             let mut per: BTreeMap<(Ring, u64), Vec<MsgId>> = BTreeMap::new();
             for &di in &p.deliveries {
@@ -1444,8 +1450,7 @@ impl Checker {
             .get(&node)?
             .iter()
             .copied()
-            .filter(|&q| self.procs[q].start_t <= t)
-            .last()
+            .rfind(|&q| self.procs[q].start_t <= t)
     }
 
     fn c5(&mut self) {
@@ -1924,15 +1929,14 @@ impl Checker {
             .into_iter()
             .collect();
         // name -> final (ring, members), in staying order (a later duplicate name wins)
-        let mut final_: Vec<(String, Option<(Ring, Vec<u64>)>)> = Vec::new();
+        let mut final_: Finals = Vec::new();
         for &pi in &staying {
             let p = &self.procs[pi];
             let end = p.end_t.unwrap_or(INF);
             let last = p
                 .configs
                 .iter()
-                .filter(|c| c.kind == Kind::Regular && c.t <= end)
-                .last()
+                .rfind(|c| c.kind == Kind::Regular && c.t <= end)
                 .map(|c| (c.ring, c.members.clone()));
             let name = p.name();
             if let Some(x) = final_.iter_mut().find(|x| x.0 == name) {
@@ -1947,7 +1951,7 @@ impl Checker {
                 }
             }
         }
-        let fmt_final = |f: &[(String, Option<(Ring, Vec<u64>)>)]| -> String {
+        let fmt_final = |f: &Finals| -> String {
             let parts: Vec<String> = f
                 .iter()
                 .map(|(n, v)| match v {
