@@ -6,8 +6,10 @@ which form). This module only runs that command and hands its JSON report back, 
 network-namespace tests and ``tests.netns.harness`` read one checker's verdict.
 
 The binary is ``target/release/totem-sim`` (``$CARGO_TARGET_DIR`` if set; CI builds it
-before pytest). When it is missing it is built with ``cargo build --release -q -p
-totem-sim``; ``EVS_TOTEM_SIM`` names another binary.
+before pytest). When it is missing, or older than a source file of ``rust/totem`` or
+``rust/totem-sim``, it is built with ``cargo build --release -q -p totem-sim`` (a stale binary
+is still used when cargo is not there, as under ``sudo``); ``EVS_TOTEM_SIM`` names another
+binary.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ def binary() -> Path:
         return Path(env)
     target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
     path = target / "release" / "totem-sim"
-    if path.exists():
+    if path.exists() and not _stale(path):
         return path
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
     if not Path(cargo).exists():
+        if path.exists():
+            return path
         raise CheckerError(
             f"{path} is missing and cargo is not on PATH: build the checker with "
             "`cargo build --release -p totem-sim` (or set EVS_TOTEM_SIM)"
@@ -53,6 +57,16 @@ def binary() -> Path:
     if r.returncode != 0 or not path.exists():
         raise CheckerError(f"`cargo build --release -p totem-sim` failed:\n{r.stderr}")
     return path
+
+
+def _stale(path: Path) -> bool:
+    """Whether a source the binary is built from changed after it."""
+    built = path.stat().st_mtime
+    for d in (REPO / "rust" / "totem", REPO / "rust" / "totem-sim"):
+        for f in [d / "Cargo.toml", *d.glob("src/**/*.rs")]:
+            if f.exists() and f.stat().st_mtime > built:
+                return True
+    return False
 
 
 @dataclass
