@@ -14,8 +14,8 @@ token_coefficient 0, consensus 1200 ms). From the traces:
 * newcomer: node N is started again; the time from its ``start`` line (its node is up) to the
   moment the last node installed the ring of all N again.
 
-Every run's traces must also pass the EVS checklist (tests/netns/evs_check.py) with no lost
-message. Needs root, ``ip`` and ``nft``.
+Every run's traces must also pass the EVS checklist (``totem-sim check-trace``, run by
+tests/netns/checker.py) with no lost message. Needs root, ``ip`` and ``nft``.
 
     sudo .venv/bin/python benches/netns_scale.py 3 8 16
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.netns import evs_check
+from tests.netns import checker
 from tests.netns.harness import Cluster, missing_requirements
 
 
@@ -72,7 +72,7 @@ def run(n: int) -> dict[str, Any]:
         rejoined = [first_regular(current[h], hosts, came) for h in hosts]
         if None in formed or None in recovered or None in rejoined:
             raise RuntimeError(f"n={n}: a node never installed the expected ring")
-        report = evs_check.check_files(
+        report = checker.check_files(
             c.traces(),
             faults=c.faults,
             token_ms=c.settings["token"],

@@ -660,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"harness: {why}", file=sys.stderr)
         return 2
-    from tests.netns import evs_check
+    from tests.netns import checker
 
     with Cluster(args.hosts, rate=args.rate, workdir=args.workdir, prefix=args.prefix) as c:
         c.start_all()
@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.loss:
             c.set_loss(range(1, args.hosts + 1), 0)
         c.stop()
-        report = evs_check.check_files(
+        report = checker.check_files(
             c.traces(),
             faults=c.faults,
             token_ms=c.settings["token"],

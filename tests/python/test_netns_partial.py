@@ -14,8 +14,8 @@ one ring again, a few seconds of traffic, a clean stop. From the traces:
   ``OWN_DELIVERY_BOUND_S`` (from the start of ``mcast_joined`` to the delivery), and no send
   failed: every host keeps delivering, excluded ones in their own ring;
 * (c) after the heal all hosts are in one ring;
-* (d) the EVS checker (tests/netns/evs_check.py) finds no violation and no lost message of a
-  staying member.
+* (d) the EVS checker (``totem-sim check-trace``, run by tests/netns/checker.py) finds no
+  violation and no lost message of a staying member.
 
 The figures (configurations per host in the window, own-delivery p50/p99/max per host, when the
 last configuration after the cut came) are merged into ``target/netns/reliability.json``;
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tests.netns import evs_check
+from tests.netns import checker
 from tests.netns.harness import Cluster, missing_requirements
 from tests.netns.report import record
 
@@ -131,7 +131,7 @@ def run_cut(
     undo: Callable[[Cluster], None],
     *,
     cluster_kw: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], evs_check.Report]:
+) -> tuple[dict[str, Any], checker.Report]:
     """One ring of five, ``apply(c)`` (the cut), settle, observe, ``undo(c)`` (the heal), one
     ring, traffic, stop; checks the traces and records the figures. Returns them unasserted
     but for the heal (c), so that a caller can assert."""
@@ -161,7 +161,7 @@ def run_cut(
         time.sleep(AFTER_S)
         c.stop()
         win = Window(cut_t, w0, w1, heal_t, one_ring_t)
-        report = evs_check.check_files(
+        report = checker.check_files(
             c.traces(),
             faults=c.faults,
             token_ms=c.settings["token"],
@@ -217,7 +217,7 @@ def summary(e: dict[str, Any]) -> str:
     )
 
 
-def assert_settled_and_delivering(e: dict[str, Any], report: evs_check.Report) -> None:
+def assert_settled_and_delivering(e: dict[str, Any], report: checker.Report) -> None:
     s = summary(e)
     # (a) the membership settled before the window and stayed so for all of it
     assert sum(e["configs_in_window"].values()) == 0, s

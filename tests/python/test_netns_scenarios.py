@@ -1,7 +1,8 @@
 """Real hosts under faults: EVS nodes in network namespaces, one process each, every node
 sending throughout (20 messages/s each, 200 bytes, every 5th SAFE), faults injected with
-nftables, ``ip link`` and ``kill -9``; afterwards the EVS checker (tests/netns/evs_check.py)
-reads every trace and must find no violation and no lost message of a staying member.
+nftables, ``ip link`` and ``kill -9``; afterwards the EVS checker (``totem-sim check-trace``,
+run by tests/netns/checker.py) reads every trace and must find no violation and no lost
+message of a staying member.
 
 Timers are small so each scenario stays well under two minutes: token 1000 ms,
 token_coefficient 0 (effective token 1000 ms for any ring size), consensus 1200 ms. Each
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from tests.netns import evs_check
+from tests.netns import checker
 from tests.netns.harness import Cluster, missing_requirements
 from tests.netns.report import record
 
@@ -44,7 +45,7 @@ def scenario(
     first: list[int] | None = None,
     outsiders: tuple[int, ...] = (),
     liveness_s: float | None = None,
-) -> tuple[Cluster, evs_check.Report]:
+) -> tuple[Cluster, checker.Report]:
     """Starts ``first`` (default all) hosts, waits for their ring, runs ``body``, stops the
     run cleanly, checks the traces, records the figures and asserts the outcome."""
     t0 = time.monotonic()
@@ -54,7 +55,7 @@ def scenario(
         c.wait_ring(start, timeout=RING_TIMEOUT)
         body(c)
         c.stop()
-        report = evs_check.check_files(
+        report = checker.check_files(
             c.traces(),
             outsiders=outsiders,
             faults=c.faults,

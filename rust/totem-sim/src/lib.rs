@@ -8,7 +8,8 @@
 //!
 //! Modules: [`rng`] (the only randomness), [`net`] (links, partitions, the in-flight queue),
 //! [`workload`] (what processors submit), [`plan`] (what a run is), [`sim`] (the executor),
-//! [`scenario`] (the test builder), [`oracle`] (the checker).
+//! [`scenario`] (the test builder), [`oracle`] (the checker), [`trace_check`] (the same checklist
+//! over the JSON-lines traces of real node processes: `totem-sim check-trace`).
 
 pub mod net;
 pub mod oracle;
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod rng;
 pub mod scenario;
 pub mod sim;
+pub mod trace_check;
 pub mod workload;
 
 pub use plan::{Fault, FaultKinds, Options, Plan, TraceMode};

@@ -6,6 +6,7 @@
 //! cargo run --release -p totem-sim -- --seed 42 --trace         # replay one seed, every step
 //! cargo run --release -p totem-sim -- --soak 100000             # the long soak (seeds 0..100000)
 //! cargo run --release -p totem-sim -- --soak 100000 --from 7000000   # a soak on fresh seeds
+//! cargo run --release -p totem-sim -- check-trace /tmp/evsft-work/crash/traces   # real traces
 //! ```
 //!
 //! Every failure prints the single command that replays it. Flags that change what a seed
@@ -24,6 +25,8 @@ const USAGE: &str = "\
 usage: totem-sim --seed S [flags] [--trace]     run one seed, print its option set (and trace)
        totem-sim --seeds START..END [flags] [--jobs J]   run a range of seeds in parallel
        totem-sim --soak N [--from S] [flags] [--jobs J]  run N seeds starting at S (default 0)
+       totem-sim check-trace [check flags] DIR_OR_FILE...  check the JSON-lines traces of real
+                            node processes (tests/netns/worker.py): C1-C6, D1-D9, lost messages
 
 flags that shape a seed's run (part of every replay command):
   --nodes N            ring size (default: 2..=9 chosen by the seed)
@@ -48,7 +51,15 @@ flags that shape a seed's run (part of every replay command):
 other flags:
   --trace              print every step of the run (with --seed)
   --jobs J             worker threads (default: available cores)
-  --help";
+  --help
+
+check-trace flags (a directory stands for its *.jsonl files; exit 0 clean, 1 violations or
+lost messages, 2 bad input):
+  --json               print the report as one JSON object instead of a summary
+  --outsider N         node N is not meant to join (repeatable): owed nothing, not live
+  --faults FILE        JSON list of injected faults, each {\"t\": epoch seconds, \"kind\": ...}:
+                       the report gives each one's time to the next regular configuration
+  --token-ms N --consensus-ms N   the timers, for the faults' bound (default 1000, 1200)";
 
 enum Mode {
     One(u64),
@@ -168,6 +179,9 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("check-trace") {
+        return check_trace(&argv[1..]);
+    }
     let args = match parse_args(&argv) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
@@ -183,6 +197,66 @@ fn main() -> ExitCode {
     match args.mode {
         Mode::One(seed) => run_one(seed, &args.opts),
         Mode::Range(start, end) => run_range(start, end, &args.opts, args.jobs),
+    }
+}
+
+/// `check-trace`: the EVS checklist over the traces of real processes.
+fn check_trace(argv: &[String]) -> ExitCode {
+    use totem_sim::trace_check::{check_files, CheckOptions, Fault};
+    let mut opts = CheckOptions::default();
+    let mut json = false;
+    let mut paths = Vec::new();
+    let parsed: Result<(), String> = (|| {
+        let mut it = argv.iter();
+        while let Some(a) = it.next() {
+            let mut value = || it.next().cloned().ok_or(format!("{a}: missing value"));
+            match a.as_str() {
+                "--help" | "-h" => return Err(String::new()),
+                "--json" => json = true,
+                "--outsider" => opts.outsiders.push(parse_u64(a, &value()?)?),
+                "--token-ms" => opts.token_ms = parse_u64(a, &value()?)?,
+                "--consensus-ms" => opts.consensus_ms = parse_u64(a, &value()?)?,
+                "--faults" => {
+                    let f = value()?;
+                    let text = std::fs::read_to_string(&f).map_err(|e| format!("{f}: {e}"))?;
+                    opts.faults = Fault::parse_list(&f, &text).map_err(|e| e.to_string())?;
+                }
+                s if s.starts_with("--") => return Err(format!("check-trace: unknown flag {s}")),
+                s => paths.push(std::path::PathBuf::from(s)),
+            }
+        }
+        if paths.is_empty() {
+            return Err("check-trace: no trace given".into());
+        }
+        Ok(())
+    })();
+    match parsed {
+        Ok(()) => {}
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("totem-sim: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let report = match check_files(&paths, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("totem-sim check-trace: bad trace: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.summary());
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

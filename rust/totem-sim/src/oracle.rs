@@ -183,6 +183,59 @@ pub enum Property {
     S3OwnDelivery,
 }
 
+impl Property {
+    /// Every property, in checklist order.
+    pub const ALL: [Property; 18] = [
+        Property::C1SelfInclusion,
+        Property::C2UniqueIds,
+        Property::C3MonotoneIds,
+        Property::C4Alternation,
+        Property::C5AgreementOnInstalls,
+        Property::C6TransitionalConsistency,
+        Property::D1Integrity,
+        Property::D2SendingConfiguration,
+        Property::D3SelfDelivery,
+        Property::D4FailureAtomicity,
+        Property::D5TotalOrder,
+        Property::D6Causal,
+        Property::D7ConfigurationOrder,
+        Property::D8Safe,
+        Property::D9Liveness,
+        Property::S1SettledRings,
+        Property::S2NoReconfiguration,
+        Property::S3OwnDelivery,
+    ];
+
+    /// The checklist code: `C1` .. `C6`, `D1` .. `D9`, `S1` .. `S3`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Property::C1SelfInclusion => "C1",
+            Property::C2UniqueIds => "C2",
+            Property::C3MonotoneIds => "C3",
+            Property::C4Alternation => "C4",
+            Property::C5AgreementOnInstalls => "C5",
+            Property::C6TransitionalConsistency => "C6",
+            Property::D1Integrity => "D1",
+            Property::D2SendingConfiguration => "D2",
+            Property::D3SelfDelivery => "D3",
+            Property::D4FailureAtomicity => "D4",
+            Property::D5TotalOrder => "D5",
+            Property::D6Causal => "D6",
+            Property::D7ConfigurationOrder => "D7",
+            Property::D8Safe => "D8",
+            Property::D9Liveness => "D9",
+            Property::S1SettledRings => "S1",
+            Property::S2NoReconfiguration => "S2",
+            Property::S3OwnDelivery => "S3",
+        }
+    }
+
+    /// The property with this checklist code.
+    pub fn from_code(code: &str) -> Option<Property> {
+        Property::ALL.into_iter().find(|p| p.code() == code)
+    }
+}
+
 /// A broken property, with enough detail to start debugging.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
