@@ -451,12 +451,10 @@ def test_python_parser_rules(tmp_path: Path) -> None:
     [
         "rust/totem",
         "rust/totem-sim",
-        pytest.param(
-            "rust/evs",
-            marks=pytest.mark.xfail(
-                strict=True, reason="rust/evs circles are being removed on another branch"
-            ),
-        ),
+        "rust/evs-engine",
+        "rust/evs",
+        "rust/evs-py",
+        "rust/fuzz-harness",
     ],
 )
 def test_rust_crate_is_acyclic(crate: str) -> None:

@@ -1,6 +1,6 @@
 //! `evs._evs.Handle`: the EVS API of one handle, with every wait done GIL-free.
 //!
-//! `evs.Handle` (python/evs/_handle.py) subclasses this class, so the calls of the hot path
+//! `evs.Handle` (python/evs/_node.py) subclasses this class, so the calls of the hot path
 //! (`mcast_*`, `recv*`, `try_recv`, `queue_len`, `fileno`) go straight to native code; they
 //! validate their arguments here and raise the precise Python exception themselves.
 //!
