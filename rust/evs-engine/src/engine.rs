@@ -13,6 +13,16 @@
 //! * the submissions the processor had no room for yet (FIFO: nothing overtakes them), and the
 //!   budget cost of each message in the processor's send queue.
 //!
+//! # Group changes and the barrier after a configuration
+//!
+//! A join, a leave or a departed node's handles leaving at a regular configuration is reported
+//! to the local handles concerned ([`Event::GroupChange`]) where it is delivered. After a
+//! regular configuration the view is rebuilt from every member's sync; members that come from
+//! different sides of a merge hold different views until the last sync is delivered, so group
+//! changes delivered meanwhile are applied (routing follows them) but reported only at that
+//! *barrier*, as one net change per group, identical at every member; a barrier the ring does
+//! not reach carries over to the next ring. See `docs/groups.md`.
+//!
 //! # Inputs and outputs
 //!
 //! Inputs carry the time: [`Engine::handle_packet`] (a packet already authenticated),
@@ -82,9 +92,10 @@ pub enum Output {
     /// are gone comes after it.
     Config(ConfigChange),
     /// One group of the view changed (whether or not this node has handles in it), after the
-    /// [`Event::GroupChange`] of each local handle concerned. A copy of the view that applies
-    /// these ([`GroupView::apply`]) equals [`Engine::view`] whenever `poll_event` has returned
-    /// `None`.
+    /// [`Event::GroupChange`] of each local handle concerned (during a barrier after a merge,
+    /// handles are told only when it ends: see the module docs). A copy of the
+    /// view that applies these ([`GroupView::apply`]) equals [`Engine::view`] whenever
+    /// `poll_event` has returned `None`: it is the view routing uses.
     Group(GroupDelta),
 }
 
@@ -100,6 +111,23 @@ pub struct EngineStats {
     pub pending_submits: usize,
     /// Open handles.
     pub handles: usize,
+}
+
+/// The time between a regular configuration and the delivery of the last part of every
+/// member's membership sync. Members that come from different sides of a merge hold
+/// different views until then; each learns the others' handles one sync at a time. So during
+/// a barrier group changes are applied (routing follows them at once: a node routes only to
+/// its own handles, whose entries it knows) but reported to handles only when it ends, as one
+/// net change per group: at that point every member holds the same view, and the barrier
+/// ends at the same message for all of them. A barrier the ring does not reach (a
+/// configuration change comes first) carries over to the next ring: its changes are reported
+/// at that ring's barrier.
+#[derive(Debug)]
+struct Barrier {
+    /// Members whose last sync part has not been delivered yet.
+    waiting: BTreeSet<NodeId>,
+    /// Each group changed during the barrier, with its members when the barrier began.
+    before: BTreeMap<Bytes, Vec<(NodeId, HandleId)>>,
 }
 
 /// One node's service logic. See the module docs.
@@ -130,6 +158,9 @@ pub struct Engine {
     out: VecDeque<Output>,
     /// Processor events dispatched (see [`Engine::dispatched`]).
     dispatched: u64,
+    /// From a regular configuration until every member's sync is delivered (see
+    /// [`Barrier`]).
+    barrier: Option<Barrier>,
     stats: EngineStats,
 }
 
@@ -153,6 +184,7 @@ impl Engine {
             dropped_cost: 0,
             out: VecDeque::new(),
             dispatched: 0,
+            barrier: None,
             stats: EngineStats::default(),
         }
     }
@@ -589,8 +621,17 @@ impl Engine {
                     RingMsg::GroupLeave { handle, groups } => {
                         self.view.leave(d.sender, handle, &groups)
                     }
-                    RingMsg::GroupSync { first, entries } => {
-                        self.view.sync(d.sender, first, &entries)
+                    RingMsg::GroupSync {
+                        first,
+                        last,
+                        entries,
+                    } => {
+                        let deltas = self.view.sync(d.sender, first, &entries);
+                        self.deliver_deltas(deltas);
+                        if last {
+                            self.synced(d.sender);
+                        }
+                        return;
                     }
                 };
                 self.deliver_deltas(deltas);
@@ -614,8 +655,26 @@ impl Engine {
                     self.membership = (c.ring_id, c.members.clone());
                 }
                 let members = c.members.clone();
+                let merged = !c.joined.is_empty();
                 self.out.push_back(Output::Config(c));
                 if regular {
+                    if merged || self.barrier.is_some() {
+                        // Members came from elsewhere (a merge, a start), or from a ring whose
+                        // barrier was not reached: their views differ until every sync is
+                        // delivered. Group changes, the departed nodes' included, are applied
+                        // at once but reported at the barrier, as the net change since the
+                        // first unfinished barrier began. (Members agree on this: either every
+                        // one has someone joined or none has, since members without anyone
+                        // joined all came from one ring together, where they delivered the
+                        // same syncs.)
+                        let before = self.barrier.take().map(|b| b.before).unwrap_or_default();
+                        self.barrier = Some(Barrier {
+                            waiting: members.iter().copied().collect(),
+                            before,
+                        });
+                    }
+                    // Otherwise every member holds the same view: the departed nodes' handles
+                    // leave at the configuration itself.
                     let deltas = self.view.retain_nodes(&members);
                     self.deliver_deltas(deltas);
                     self.send_sync();
@@ -625,30 +684,81 @@ impl Engine {
     }
 
     /// Outputs each group change, then gives it to this node's handles that are (or just were)
-    /// in the group.
+    /// in the group; during a barrier, records the group's members before it instead (the
+    /// first time), for the report at the barrier.
     fn deliver_deltas(&mut self, deltas: Vec<GroupDelta>) {
         for d in deltas {
-            let mut targets: Vec<HandleId> = d
-                .members
-                .iter()
-                .chain(d.left.iter())
-                .filter(|(n, _)| *n == self.me)
-                .map(|&(_, h)| h)
-                .collect();
-            targets.sort_unstable();
-            targets.dedup();
-            for &id in &targets {
-                self.emit(
-                    id,
-                    Event::GroupChange {
-                        group: d.group.clone(),
-                        members: d.members.clone(),
-                        joined: d.joined.clone(),
-                        left: d.left.clone(),
-                    },
-                );
+            if let Some(b) = &mut self.barrier {
+                b.before.entry(d.group.clone()).or_insert_with(|| {
+                    let mut was: BTreeSet<(NodeId, HandleId)> = d.members.iter().copied().collect();
+                    for e in &d.joined {
+                        was.remove(e);
+                    }
+                    was.extend(d.left.iter().copied());
+                    was.into_iter().collect()
+                });
+                self.out.push_back(Output::Group(d));
+                continue;
             }
+            self.report(&d);
             self.out.push_back(Output::Group(d));
+        }
+    }
+
+    /// The last sync part of `node` was delivered: the barrier ends once every member's was.
+    fn synced(&mut self, node: NodeId) {
+        let Some(b) = &mut self.barrier else {
+            return;
+        };
+        b.waiting.remove(&node);
+        if b.waiting.is_empty() {
+            self.end_barrier();
+        }
+    }
+
+    /// Reports, for each group that changed since the barrier began, the net change from its
+    /// members then to its members now (one group change per group, in name order).
+    fn end_barrier(&mut self) {
+        let Some(b) = self.barrier.take() else {
+            return;
+        };
+        for (group, was) in b.before {
+            let now = self.view.members(&group);
+            if now == was {
+                continue;
+            }
+            let joined: Vec<_> = now.iter().filter(|e| !was.contains(e)).copied().collect();
+            let left: Vec<_> = was.iter().filter(|e| !now.contains(e)).copied().collect();
+            self.report(&GroupDelta {
+                group,
+                members: now,
+                joined,
+                left,
+            });
+        }
+    }
+
+    /// Gives a group change to this node's handles that are (or just were) in the group.
+    fn report(&mut self, d: &GroupDelta) {
+        let mut targets: Vec<HandleId> = d
+            .members
+            .iter()
+            .chain(d.left.iter())
+            .filter(|(n, _)| *n == self.me)
+            .map(|&(_, h)| h)
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for &id in &targets {
+            self.emit(
+                id,
+                Event::GroupChange {
+                    group: d.group.clone(),
+                    members: d.members.clone(),
+                    joined: d.joined.clone(),
+                    left: d.left.clone(),
+                },
+            );
         }
     }
 

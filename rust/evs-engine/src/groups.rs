@@ -21,14 +21,15 @@
 //! App:        handle u32, group list, then the application data to the end
 //! GroupJoin:  handle u32, group list                    (nothing may follow)
 //! GroupLeave: handle u32, group list                    (nothing may follow)
-//! GroupSync:  flags u8 (bit 0: first part), entries u16, then per entry
+//! GroupSync:  flags u8 (bit 0: first part, bit 1: last part), entries u16, then per entry
 //!             handle u32, group list                    (nothing may follow)
 //! group list: count u8 (1..=255), then per group len u8 (1..=32) and the name bytes
 //! ```
 //!
 //! A `GroupSync` with the first-part flag replaces every entry of its sender; further parts
-//! (a sync too large for one message is split) add to it. Parts are consecutive in the
-//! sender's FIFO order, so no other message of the sender falls between them.
+//! (a sync too large for one message is split) add to it, the last one flagged as such (a sync
+//! of one part carries both flags). Parts are consecutive in the sender's FIFO order, so no
+//! other message of the sender falls between them. Unknown flag bits are ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -45,6 +46,7 @@ const KIND_JOIN: u8 = 2;
 const KIND_LEAVE: u8 = 3;
 const KIND_SYNC: u8 = 4;
 const SYNC_FIRST: u8 = 1;
+const SYNC_LAST: u8 = 2;
 
 /// Bytes an App message adds to the application data: version, kind, handle, group count.
 pub const APP_FIXED_OVERHEAD: usize = 2 + 4 + 1;
@@ -79,6 +81,7 @@ pub enum RingMsg {
     },
     GroupSync {
         first: bool,
+        last: bool,
         entries: Vec<(HandleId, Vec<Bytes>)>,
     },
 }
@@ -143,7 +146,7 @@ pub fn encode_membership(join: bool, handle: HandleId, groups: &[Bytes]) -> Byte
 }
 
 /// Encodes a node's membership sync as one or more parts of at most `max` bytes each (at least
-/// one part, the first flagged as such, even when `entries` is empty). A handle whose groups
+/// one part, the first and the last flagged as such, even when `entries` is empty). A handle whose groups
 /// do not fit one part is split over several entries; entries add up on the receiving side.
 pub fn encode_sync(entries: &[(HandleId, Vec<Bytes>)], max: usize) -> Vec<Bytes> {
     const HEAD: usize = 2 + 1 + 2;
@@ -157,8 +160,11 @@ pub fn encode_sync(entries: &[(HandleId, Vec<Bytes>)], max: usize) -> Vec<Bytes>
         b.put_u16_le(0);
         b
     };
-    let finish = |mut b: BytesMut, count: u16| {
+    let finish = |mut b: BytesMut, count: u16, last: bool| {
         b[3..5].copy_from_slice(&count.to_le_bytes());
+        if last {
+            b[2] |= SYNC_LAST;
+        }
         b.freeze()
     };
     let mut cur = start(true);
@@ -179,7 +185,11 @@ pub fn encode_sync(entries: &[(HandleId, Vec<Bytes>)], max: usize) -> Vec<Bytes>
                     // anyway; the submit is refused as too large and counted.
                     take = 1;
                 } else {
-                    parts.push(finish(std::mem::replace(&mut cur, start(false)), count));
+                    parts.push(finish(
+                        std::mem::replace(&mut cur, start(false)),
+                        count,
+                        false,
+                    ));
                     count = 0;
                     continue;
                 }
@@ -190,7 +200,7 @@ pub fn encode_sync(entries: &[(HandleId, Vec<Bytes>)], max: usize) -> Vec<Bytes>
             rest = &rest[take..];
         }
     }
-    parts.push(finish(cur, count));
+    parts.push(finish(cur, count, true));
     parts
 }
 
@@ -278,7 +288,8 @@ pub fn decode(buf: &Bytes) -> Result<RingMsg, PayloadError> {
             })
         }
         KIND_SYNC => {
-            let first = r.u8()? & SYNC_FIRST != 0;
+            let flags = r.u8()?;
+            let (first, last) = (flags & SYNC_FIRST != 0, flags & SYNC_LAST != 0);
             let n = r.u16()? as usize;
             // Each entry takes at least 7 bytes: cap the allocation by what the buffer can hold.
             let mut entries = Vec::with_capacity(n.min(buf.len() / 7));
@@ -287,7 +298,11 @@ pub fn decode(buf: &Bytes) -> Result<RingMsg, PayloadError> {
                 entries.push((handle, r.groups()?));
             }
             r.end()?;
-            Ok(RingMsg::GroupSync { first, entries })
+            Ok(RingMsg::GroupSync {
+                first,
+                last,
+                entries,
+            })
         }
         _ => Err(PayloadError::BadKind),
     }
@@ -529,6 +544,7 @@ mod tests {
             decode(&parts[0]).unwrap(),
             RingMsg::GroupSync {
                 first: true,
+                last: true,
                 entries: entries.clone()
             }
         );
@@ -537,6 +553,7 @@ mod tests {
             decode(&empty[0]).unwrap(),
             RingMsg::GroupSync {
                 first: true,
+                last: true,
                 entries: vec![]
             }
         );
@@ -553,10 +570,16 @@ mod tests {
         v.join(5, 1, &[b("stale")]);
         for (i, p) in parts.iter().enumerate() {
             assert!(p.len() <= 300);
-            let RingMsg::GroupSync { first, entries } = decode(p).unwrap() else {
+            let RingMsg::GroupSync {
+                first,
+                last,
+                entries,
+            } = decode(p).unwrap()
+            else {
                 panic!()
             };
             assert_eq!(first, i == 0);
+            assert_eq!(last, i == parts.len() - 1);
             v.sync(5, first, &entries);
         }
         assert_eq!(v.members(b"stale"), vec![]);

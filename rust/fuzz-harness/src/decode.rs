@@ -103,7 +103,7 @@ fn ring_payload(node: u32, bytes: &Bytes, view: &mut GroupView) {
         RingMsg::App { .. } => Vec::new(),
         RingMsg::GroupJoin { handle, groups } => view.join(node, *handle, groups),
         RingMsg::GroupLeave { handle, groups } => view.leave(node, *handle, groups),
-        RingMsg::GroupSync { first, entries } => view.sync(node, *first, entries),
+        RingMsg::GroupSync { first, entries, .. } => view.sync(node, *first, entries),
     };
     for d in deltas {
         assert!(
