@@ -137,7 +137,13 @@ class ConfigChange:
 
 @final
 class GroupChange:
-    """The membership of a group this handle belongs to (or just left) changed."""
+    """The membership of a group this handle belongs to (or just left) changed.
+
+    Every member sees it at the same point of the stream with the same ``members``. After a
+    configuration that brought nodes from elsewhere (a merge, a start), the changes until every
+    node's group state has arrived come together, one per group; ``joined`` and ``left`` are
+    relative to what this node held before, so after a merge they differ by side.
+    """
 
     def __new__(
         cls,

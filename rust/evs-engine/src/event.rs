@@ -65,8 +65,12 @@ pub enum Event {
         joined: Vec<NodeId>,
     },
     /// The membership of a group this handle belongs to (or just left) changed. Delivered in
-    /// agreed order, at the point where the join, leave, node departure or membership sync that
-    /// caused it was delivered. `members` is the view after the change, sorted.
+    /// agreed order, at the point where the join, leave or node departure that caused it was
+    /// delivered; after a configuration that brought nodes from elsewhere (a merge, a start),
+    /// the changes until every member's membership sync is delivered come together at that
+    /// point, one per group. Every member reports the same `members` (the view after the
+    /// change, sorted) at the same point; `joined` and `left` are relative to what this node
+    /// held before, so after a merge they differ by side.
     GroupChange {
         group: Bytes,
         members: Vec<(NodeId, HandleId)>,
