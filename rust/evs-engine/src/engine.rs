@@ -368,6 +368,12 @@ impl Engine {
             )));
         }
         let data = groups::encode_membership(true, id, &new);
+        self.submit_membership(now, data, Intent::Join(id, new));
+        Ok(())
+    }
+
+    /// Submits an encoded join or leave with its intent, charged like any message.
+    fn submit_membership(&mut self, now: Instant, data: Bytes, intent: Intent) {
         let cost = data.len();
         self.submit(
             now,
@@ -375,10 +381,9 @@ impl Engine {
                 data,
                 guarantee: Guarantee::Agreed,
                 cost,
-                intent: Intent::Join(id, new),
+                intent,
             },
         );
-        Ok(())
     }
 
     /// Leaves `groups` for open handle `id`: every one must be intended, else nothing is left
@@ -395,16 +400,7 @@ impl Engine {
             return Err(EvsError::NotJoined);
         }
         let data = groups::encode_membership(false, id, &list);
-        let cost = data.len();
-        self.submit(
-            now,
-            Submission {
-                data,
-                guarantee: Guarantee::Agreed,
-                cost,
-                intent: Intent::Leave(id, list),
-            },
-        );
+        self.submit_membership(now, data, Intent::Leave(id, list));
         Ok(())
     }
 

@@ -680,8 +680,8 @@ fn group_history(net: &Net, id: NodeId, h: HandleId, group: &[u8]) -> Vec<Vec<(N
         .collect()
 }
 
-#[test]
-fn views_agree_again_once_every_members_sync_of_a_merge_is_delivered() {
+/// Nodes 1-4 with handle 1 of each in "g", split into rings {1, 2} and {3, 4}.
+fn four_in_g_split_in_two() -> Net {
     let mut net = Net::with(&[1, 2, 3, 4]);
     for id in [1, 2, 3, 4] {
         net.open(id, 1);
@@ -695,6 +695,12 @@ fn views_agree_again_once_every_members_sync_of_a_merge_is_delivered() {
             .all(|e| e.processor().state() == State::Operational && e.membership().1.len() == 2)
     });
     net.run_for(Duration::from_millis(100));
+    net
+}
+
+#[test]
+fn views_agree_again_once_every_members_sync_of_a_merge_is_delivered() {
+    let mut net = four_in_g_split_in_two();
     assert_eq!(group_members(&net, 1, "g"), vec![(1, 1), (2, 1)]);
     assert_eq!(group_members(&net, 3, "g"), vec![(3, 1), (4, 1)]);
     // Each side changes its groups while apart.
@@ -765,19 +771,7 @@ fn views_agree_again_once_every_members_sync_of_a_merge_is_delivered() {
 
 #[test]
 fn a_barrier_cut_short_by_a_crash_reports_the_same_changes_everywhere() {
-    let mut net = Net::with(&[1, 2, 3, 4]);
-    for id in [1, 2, 3, 4] {
-        net.open(id, 1);
-        net.join(id, 1, "g");
-    }
-    net.run_for(Duration::from_millis(100));
-    net.partition(&[3, 4]);
-    net.run_until("two rings", |n| {
-        n.nodes
-            .values()
-            .all(|e| e.processor().state() == State::Operational && e.membership().1.len() == 2)
-    });
-    net.run_for(Duration::from_millis(100));
+    let mut net = four_in_g_split_in_two();
     let marks: BTreeMap<NodeId, usize> = [1, 2, 3]
         .iter()
         .map(|&id| (id, net.events(id, 1).len()))
