@@ -1,0 +1,309 @@
+//! RECOVERY (re-sending the old ring's messages on the new ring) and installation of the new
+//! ring with the delivery order extended virtual synchrony requires.
+
+use crate::types::{Guarantee, Instant, NodeId};
+use crate::wire::{self, CommitToken, Decoded, OrfToken, Packet};
+
+use super::membership::Quarantine;
+use super::sort_queue::{Slot, SortQueue};
+use super::{ConfigChange, ConfigKind, Event, Processor, State};
+
+/// What a processor remembers of its old ring while it forms a new one, so that a failed
+/// attempt can be undone and the old ring's messages delivered at installation.
+#[derive(Copy, Clone, Debug)]
+pub(super) struct OldRingState {
+    pub(super) aru: u64,
+    pub(super) high_seq: u64,
+}
+
+impl Processor {
+    /// RECOVERY completion (Corosync's retrans_flg / install_seq / rotation counter logic).
+    /// Returns true when the new configuration must be installed.
+    pub(super) fn recovery_progress(&mut self, tok: &mut OrfToken) -> bool {
+        if !self.retrans_queue.is_empty() {
+            if !tok.retrans_flg {
+                tok.retrans_flg = true;
+                self.set_retrans_flg = true;
+            }
+        } else if tok.retrans_flg && self.set_retrans_flg {
+            tok.retrans_flg = false;
+            self.set_retrans_flg = false;
+        }
+        if tok.retrans_flg {
+            self.retrans_flg_count = 0;
+        } else {
+            self.retrans_flg_count = self.retrans_flg_count.saturating_add(1);
+        }
+        if self.retrans_flg_count == 2 {
+            self.install_seq = tok.seq;
+        }
+        if self.retrans_flg_count >= 3 && self.install_seq <= tok.aru {
+            self.rotation_counter += 1;
+        } else {
+            self.rotation_counter = 0;
+        }
+        if self.rotation_counter == 2 {
+            self.rotation_counter = 0;
+            self.retrans_flg_count = 0;
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn recovery_enter(&mut self, now: Instant, ct: CommitToken) {
+        let Some(old) = self.old_state else {
+            return;
+        };
+        self.new_epoch();
+        self.state = State::Recovery;
+        self.new_memb = ct.members.iter().map(|m| m.node).collect();
+        self.trans_memb = ct
+            .members
+            .iter()
+            .filter(|m| m.old_ring_id == self.regular_ring && self.memb.contains(&m.node))
+            .map(|m| m.node)
+            .collect();
+
+        // Every old-ring message some transitional member may lack is re-sent by everyone
+        // holding it: from the lowest aru of the transitional members to our highest seq.
+        let mut low = old.high_seq;
+        let mut high_delivered = self.cfg.initial_seq;
+        for m in &ct.members {
+            if self.trans_memb.contains(&m.node) {
+                low = low.min(m.aru);
+                high_delivered = high_delivered.max(m.high_delivered);
+            }
+        }
+        self.high_ring_delivered = high_delivered;
+        // Nothing at or below the released point is held, and a commit token cannot make us
+        // walk further back than that.
+        let low = low.max(self.regular.base);
+        self.retrans_queue.clear();
+        let mut seq = low + 1;
+        while seq <= old.high_seq {
+            if let Some(slot) = self.regular.get(seq) {
+                self.retrans_queue.push_back(slot.raw.clone());
+            }
+            seq += 1;
+        }
+
+        let s0 = self.cfg.initial_seq;
+        self.recovery = SortQueue::new(s0);
+        self.aru = s0;
+        self.high_seq = s0;
+        self.install_seq = s0;
+        self.last_aru = s0;
+        self.safe_bound = s0;
+        self.aru_count = 0;
+        self.seq_unchanged = 0;
+        self.last_token_seq_value = None;
+        self.token_seq_seen = None;
+        self.retrans_flg_count = 0;
+        self.rotation_counter = 0;
+        self.set_retrans_flg = false;
+        self.originated_orf_token = false;
+        self.forward_commit(now, ct);
+    }
+
+    /// Moves one recovered (encapsulated) message of our old ring into the old ring's queue,
+    /// and extends the saved old-ring state over it: we now hold it, whatever happens to the
+    /// ring being formed.
+    pub(super) fn unwrap_recovered(&mut self, slot: &Slot) {
+        let Ok(Decoded {
+            sender,
+            packet: Packet::Mcast(inner),
+        }) = wire::decode(&slot.payload)
+        else {
+            return;
+        };
+        if inner.ring_id != self.regular_ring || inner.encapsulated {
+            // Another partition's history, or garbage: not ours to deliver.
+            return;
+        }
+        let seq = inner.seq;
+        let restored = Slot {
+            sender,
+            guarantee: inner.guarantee,
+            encapsulated: false,
+            payload: inner.payload,
+            raw: slot.payload.clone(),
+            resent: 0,
+        };
+        if self
+            .regular
+            .insert(seq, restored, self.cfg.sort_queue_capacity)
+            .is_ok()
+        {
+            if let Some(old) = self.old_state.as_mut() {
+                old.high_seq = old.high_seq.max(seq);
+                while self.regular.has(old.aru + 1) {
+                    old.aru += 1;
+                }
+            }
+        }
+    }
+
+    /// RECOVERY keeps every recovery message until installation, so a large recovery would
+    /// fill the sort queue and stall (flow control refuses to send beyond it). Recovery
+    /// messages every member holds (the same two-visit rule as garbage collection) are
+    /// unwrapped into the old ring's queue now and released. Only the leading run of
+    /// encapsulated messages is released: a regular message of a member that already
+    /// installed must stay until we install and deliver it.
+    pub(super) fn release_recovered(&mut self, to: u64) {
+        let to = to.min(self.aru);
+        while self.recovery.base < to {
+            let seq = self.recovery.base + 1;
+            let Some(slot) = self.recovery.get(seq).cloned() else {
+                break;
+            };
+            if !slot.encapsulated {
+                break;
+            }
+            self.unwrap_recovered(&slot);
+            self.recovery.release_to(seq);
+        }
+    }
+
+    /// Installs the new ring in the order extended virtual synchrony requires: old-ring
+    /// messages up to the first gap (regular configuration), the transitional configuration,
+    /// the remaining old-ring messages of transitional members, the regular configuration.
+    pub(super) fn install(&mut self, now: Instant) {
+        let old_ring = self.regular_ring;
+
+        // 1. Unwrap the recovered messages still in the recovery queue into the old ring's
+        // queue (those all members held were unwrapped and released during RECOVERY). Recovery
+        // traffic is the leading run of encapsulated messages of the new ring; new messages of
+        // members that installed before us may already follow it.
+        let mut boundary = self.recovery.base;
+        let mut leading = true;
+        let mut seq = self.recovery.base + 1;
+        while seq <= self.high_seq {
+            let slot = self.recovery.get(seq).cloned();
+            leading &= slot.as_ref().is_some_and(|s| s.encapsulated);
+            if leading {
+                boundary = seq;
+            }
+            if let Some(slot) = slot {
+                if slot.encapsulated {
+                    self.unwrap_recovered(&slot);
+                }
+            }
+            seq += 1;
+        }
+        // The old-ring state saved at COMMIT, extended over everything recovered.
+        let old_high = self
+            .old_state
+            .take()
+            .map_or(self.high_seq, |old| old.high_seq);
+
+        // 2. Deliver in the old regular configuration up to the first gap, and no SAFE message
+        // that no transitional member delivered before the failure.
+        while self.high_delivered < old_high {
+            let seq = self.high_delivered + 1;
+            let Some(slot) = self.regular.get(seq) else {
+                break;
+            };
+            if slot.guarantee == Guarantee::Safe
+                && seq > self.high_ring_delivered
+                && !self.cfg.inject_no_install_holdback()
+            {
+                break;
+            }
+            let slot = slot.clone();
+            self.high_delivered = seq;
+            self.deliver_slot(old_ring, seq, &slot);
+        }
+
+        // 3-5. The transitional configuration.
+        let left: Vec<NodeId> = self
+            .memb
+            .iter()
+            .filter(|n| !self.trans_memb.contains(n))
+            .copied()
+            .collect();
+        let joined: Vec<NodeId> = self
+            .new_memb
+            .iter()
+            .filter(|n| !self.trans_memb.contains(n))
+            .copied()
+            .collect();
+        if self.installed_any {
+            self.events.push_back(Event::ConfigChange(ConfigChange {
+                kind: ConfigKind::Transitional,
+                ring_id: self.ring_id,
+                members: self.trans_memb.clone(),
+                left,
+                joined: Vec::new(),
+            }));
+        }
+
+        // 7. Remaining old-ring messages. Up to the first gap every message is delivered (they
+        // were only held back for SAFE); after it, only messages of transitional members, whose
+        // messages are all here (each holds its own), so skipping cannot break a sender's order.
+        let mut seq = self.high_delivered + 1;
+        let mut gap = false;
+        while seq <= old_high {
+            match self.regular.get(seq) {
+                Some(slot) if !gap || self.trans_memb.contains(&slot.sender) => {
+                    let slot = slot.clone();
+                    self.deliver_slot(old_ring, seq, &slot);
+                }
+                Some(_) => {}
+                None => gap = true,
+            }
+            seq += 1;
+        }
+        // No message spans two rings: partial fragments are dropped here and re-sent whole.
+        self.stats.partial_messages_dropped += self.reasm.pending() as u64;
+        self.reasm.reset();
+        self.packer.restart_partial();
+
+        // 8. The regular configuration.
+        self.events.push_back(Event::ConfigChange(ConfigChange {
+            kind: ConfigKind::Regular,
+            ring_id: self.ring_id,
+            members: self.new_memb.clone(),
+            left: Vec::new(),
+            joined,
+        }));
+
+        // 9. The recovery queue becomes the regular queue; recovery traffic counts as delivered.
+        self.regular = std::mem::replace(&mut self.recovery, SortQueue::new(self.cfg.initial_seq));
+        self.regular_ring = self.ring_id;
+        self.high_delivered = boundary;
+        self.safe_bound = boundary;
+        self.retrans_queue.clear();
+        // Processors we heard in this round but failed because links between us are broken
+        // are quarantined: their traffic is no reason for another round until they show
+        // two-way contact. (Not those failed for silence or disagreement: nothing says we
+        // cannot form a ring with them.)
+        let base = self.cfg.join;
+        let seen = self.round_seen();
+        // (Kept across the attempts of one round: a processor failed in an earlier attempt stays
+        // failed in the fail set, so the reason stays with it.)
+        let excluded = std::mem::take(&mut self.link_failed);
+        for q in excluded.intersection(&seen) {
+            if *q == self.me || self.new_memb.contains(q) {
+                continue;
+            }
+            let backoff = self.quarantine.get(q).map_or(base, |e| e.backoff);
+            self.quarantine.insert(
+                *q,
+                Quarantine {
+                    next_probe: now + backoff,
+                    backoff,
+                },
+            );
+        }
+        for q in &self.new_memb {
+            self.quarantine.remove(q);
+        }
+        self.memb = self.new_memb.clone();
+        self.proc_set = self.memb.iter().copied().collect();
+        self.fail_set.clear();
+        self.installed_any = true;
+        self.new_epoch();
+        self.state = State::Operational;
+        self.stats.rings_formed += 1;
+    }
+}
