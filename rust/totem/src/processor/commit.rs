@@ -16,7 +16,7 @@ impl Processor {
             .filter(|n| !self.fail_set.contains(n))
             .copied()
             .collect();
-        let high = self.ring_seq_high.max(self.ring_id.seq);
+        let high = self.ring_seq_high.max(self.latest_ring.seq);
         // A processor that knows nothing of its past (`Start::ring_seq` 0) cannot tell which
         // ids its earlier incarnations created: from the same high-water mark of the others,
         // or of nobody when alone, it would create the same `(me, high + 4)` again, and packets
@@ -52,7 +52,7 @@ impl Processor {
         let Some(entry) = ct.members.get_mut(idx) else {
             return;
         };
-        entry.old_ring_id = self.regular_ring;
+        entry.old_ring_id = self.installed_ring;
         entry.aru = old.aru;
         entry.high_delivered = self.high_delivered;
         entry.received_flg = old.aru == old.high_seq;
@@ -60,9 +60,9 @@ impl Processor {
 
         self.new_epoch();
         self.state = State::Commit;
-        self.ring_id = ct.ring_id;
+        self.latest_ring = ct.ring_id;
         self.ring_seq_high = self.ring_seq_high.max(ct.ring_id.seq);
-        self.new_memb = ct.members.iter().map(|m| m.node).collect();
+        self.forming_memb = ct.members.iter().map(|m| m.node).collect();
         self.cancel(TimerKind::Join);
         self.cancel(TimerKind::Consensus);
         self.cancel_token_timers();
@@ -110,7 +110,7 @@ impl Processor {
                 let listed: Vec<NodeId> = ct.members.iter().map(|m| m.node).collect();
                 let idx = usize::from(ct.memb_index);
                 if listed == expect
-                    && ct.ring_id.seq > self.ring_id.seq
+                    && ct.ring_id.seq > self.latest_ring.seq
                     && idx < n
                     && ct.members[idx].node == self.me
                 {
@@ -120,7 +120,7 @@ impl Processor {
                 }
             }
             State::Commit => {
-                if ct.ring_id != self.ring_id || usize::from(ct.memb_index) != n {
+                if ct.ring_id != self.latest_ring || usize::from(ct.memb_index) != n {
                     self.ignore(Ignored::WrongState);
                 } else if self.own_commit_entry_intact(&ct) {
                     self.recovery_enter(now, ct);
@@ -136,14 +136,14 @@ impl Processor {
                 }
             }
             State::Recovery => {
-                if ct.ring_id == self.ring_id
-                    && self.ring_id.rep == self.me
+                if ct.ring_id == self.latest_ring
+                    && self.latest_ring.rep == self.me
                     && !self.originated_orf_token
                 {
                     self.originated_orf_token = true;
                     let s0 = self.cfg.initial_seq;
                     let tok = OrfToken {
-                        ring_id: self.ring_id,
+                        ring_id: self.latest_ring,
                         token_seq: 0,
                         seq: s0,
                         aru: s0,
@@ -170,7 +170,7 @@ impl Processor {
         };
         ct.members.iter().any(|m| {
             m.node == self.me
-                && m.old_ring_id == self.regular_ring
+                && m.old_ring_id == self.installed_ring
                 && m.aru == old.aru
                 && m.received_flg == (old.aru == old.high_seq)
         })

@@ -17,8 +17,8 @@ impl Processor {
         }
         let into_regular = matches!(self.state, State::Operational | State::Gather)
             && self.old_state.is_none()
-            && m.ring_id == self.regular_ring;
-        let into_recovery = self.state == State::Recovery && m.ring_id == self.ring_id;
+            && m.ring_id == self.installed_ring;
+        let into_recovery = self.state == State::Recovery && m.ring_id == self.latest_ring;
         if !into_regular && !into_recovery {
             self.on_foreign(now, sender, m.ring_id);
             return;
@@ -34,9 +34,9 @@ impl Processor {
         };
         let cap = self.cfg.sort_queue_capacity;
         let queue = if into_recovery {
-            &mut self.recovery
+            &mut self.recovery_queue
         } else {
-            &mut self.regular
+            &mut self.regular_queue
         };
         if let Err(why) = queue.insert(seq, slot, cap) {
             self.ignore(why);
@@ -54,7 +54,7 @@ impl Processor {
     pub(super) fn deliver_ready(&mut self) {
         while self.high_delivered < self.aru {
             let seq = self.high_delivered + 1;
-            let Some(slot) = self.regular.get(seq) else {
+            let Some(slot) = self.regular_queue.get(seq) else {
                 break;
             };
             if slot.guarantee == Guarantee::Safe
@@ -65,7 +65,7 @@ impl Processor {
             }
             let slot = slot.clone();
             self.high_delivered = seq;
-            let ring = self.regular_ring;
+            let ring = self.installed_ring;
             self.deliver_slot(ring, seq, &slot);
         }
     }

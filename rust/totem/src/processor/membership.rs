@@ -106,7 +106,7 @@ impl Processor {
         // Rings we create must be numbered above every ring we have heard of, and our joins
         // tell others how recent our knowledge is.
         self.ring_seq_high = self.ring_seq_high.max(ring.seq);
-        if ring == self.ring_id || ring == self.regular_ring || self.is_stale(sender, ring) {
+        if ring == self.latest_ring || ring == self.installed_ring || self.is_stale(sender, ring) {
             self.ignore(Ignored::ForeignRing);
             return;
         }
@@ -139,7 +139,7 @@ impl Processor {
     }
 
     pub(super) fn is_stale(&self, sender: NodeId, ring: RingId) -> bool {
-        self.memb.contains(&sender) && ring.seq < self.regular_ring.seq
+        self.installed_memb.contains(&sender) && ring.seq < self.installed_ring.seq
     }
 
     pub(super) fn on_merge_detect(&mut self, now: Instant, sender: NodeId, ring: RingId) {
@@ -165,7 +165,7 @@ impl Processor {
                 self.aru = old.aru;
                 self.high_seq = old.high_seq;
             }
-            self.recovery = SortQueue::new(self.cfg.initial_seq);
+            self.recovery_queue = SortQueue::new(self.cfg.initial_seq);
             self.retrans_queue.clear();
         }
         self.new_epoch();
@@ -198,10 +198,10 @@ impl Processor {
     pub(super) fn send_join(&mut self, now: Instant) {
         self.last_join_sent = Some(now);
         let join = Join {
-            ring_seq: self.ring_id.seq,
+            ring_seq: self.latest_ring.seq,
             high_seq: self.ring_seq_high_water(),
             leave: false,
-            installed: self.installed_any && self.ring_id == self.regular_ring,
+            installed: self.installed_any && self.latest_ring == self.installed_ring,
             settled: self.settled,
             probe: false,
             proc_list: sorted(&self.proc_set),
@@ -472,14 +472,15 @@ impl Processor {
         match self.state {
             State::Operational => {
                 if j.fail_list.contains(&self.me)
-                    || (self.memb.contains(&sender) && j.ring_seq < self.regular_ring.seq)
-                    || (j.probe && self.memb.contains(&sender))
+                    || (self.installed_memb.contains(&sender)
+                        && j.ring_seq < self.installed_ring.seq)
+                    || (j.probe && self.installed_memb.contains(&sender))
                 {
                     self.ignore(Ignored::WrongState);
                     return;
                 }
                 if self.quarantine.contains_key(&sender) {
-                    if !self.shows_two_way_contact(now, sender, &j, &self.memb.clone()) {
+                    if !self.shows_two_way_contact(now, sender, &j, &self.installed_memb.clone()) {
                         self.ignore(Ignored::Quarantined);
                         self.answer_quarantined(now, &j);
                         return;
@@ -489,7 +490,7 @@ impl Processor {
                 self.join_process(now, sender, &j);
             }
             State::Gather => {
-                if self.memb.contains(&sender) && j.ring_seq < self.regular_ring.seq {
+                if self.installed_memb.contains(&sender) && j.ring_seq < self.installed_ring.seq {
                     // A ring-mate's join from before our current ring: stale.
                     self.ignore(Ignored::WrongState);
                     return;
@@ -506,8 +507,8 @@ impl Processor {
             }
             State::Recovery
                 if j.installed
-                    && j.ring_seq == self.ring_id.seq
-                    && self.new_memb.contains(&sender) =>
+                    && j.ring_seq == self.latest_ring.seq
+                    && self.forming_memb.contains(&sender) =>
             {
                 // A member already installed the ring we are recovering: it saw every member
                 // hold every recovery message, so our recovery is complete too. Install it
@@ -517,7 +518,7 @@ impl Processor {
                 self.on_join(now, sender, j);
             }
             State::Commit | State::Recovery
-                if self.new_memb.contains(&sender)
+                if self.forming_memb.contains(&sender)
                     && j.fail_list.contains(&self.me)
                     && !j.leave =>
             {
@@ -531,7 +532,7 @@ impl Processor {
                 }
             }
             State::Commit | State::Recovery => {
-                if self.new_memb.contains(&sender) && j.ring_seq >= self.ring_id.seq {
+                if self.forming_memb.contains(&sender) && j.ring_seq >= self.latest_ring.seq {
                     self.join_process(now, sender, &j);
                     if self.state != State::Gather {
                         self.gather_enter(now);
@@ -550,7 +551,7 @@ impl Processor {
         // the round that formed our ring, arriving late) judges a configuration we have left:
         // its processors still count, its failures do not. Mixed into the current round, such
         // stale failures made groups exclude each other round after round.
-        let stale = j.high_seq < self.regular_ring.seq;
+        let stale = j.high_seq < self.installed_ring.seq;
         let jf: BTreeSet<NodeId> = if stale {
             BTreeSet::new()
         } else {
@@ -597,12 +598,12 @@ impl Processor {
         // (`ring_layer`). Adopting both sides' failures would leave the processors that hear
         // both alone.
         if !jf.contains(&self.me) && !jf.is_empty() {
-            let ring_mate = self.memb.contains(&sender);
+            let ring_mate = self.installed_memb.contains(&sender);
             let heard = self.round_heard();
             let adopted: Vec<NodeId> = jf
                 .iter()
                 .copied()
-                .filter(|&n| ring_mate || !self.memb.contains(&n))
+                .filter(|&n| ring_mate || !self.installed_memb.contains(&n))
                 .filter(|&n| {
                     let link_broken =
                         !has(&j.heard, n) || self.row(n).is_some_and(|r| !has(&r.heard, sender));
@@ -733,13 +734,13 @@ impl Processor {
         self.last_probe = Some(now);
         self.stats.probes_sent += 1;
         let probe = Join {
-            ring_seq: self.regular_ring.seq,
+            ring_seq: self.installed_ring.seq,
             high_seq: self.ring_seq_high_water(),
             leave: false,
             installed: self.installed_any,
             settled: true,
             probe: true,
-            proc_list: self.memb.clone(),
+            proc_list: self.installed_memb.clone(),
             fail_list: Vec::new(),
             heard: sorted(&self.recently_heard(now)),
             padding: 0,

@@ -143,18 +143,24 @@ pub struct Processor {
     /// Bumped at every membership state change; timers armed earlier are stale.
     epoch: u64,
 
-    /// The ring this processor works on: the regular ring when OPERATIONAL, the ring being
-    /// formed in COMMIT and RECOVERY (Corosync's `my_ring_id`).
-    ring_id: RingId,
-    /// Ring of the regular queue: the last installed ring (or the start pseudo-ring).
-    regular_ring: RingId,
+    /// The newest ring this processor entered (Corosync's `my_ring_id`): the ring being formed
+    /// in COMMIT and RECOVERY, the installed ring (`installed_ring`) when OPERATIONAL. In
+    /// GATHER it is whichever of the two came last: a failed attempt's ring stays here until
+    /// the next commit token. Tokens, hold cancels and merge detects are of this ring.
+    latest_ring: RingId,
+    /// The last installed regular ring (or the start pseudo-ring): the ring of
+    /// `installed_memb` and of `regular_queue`, the one the application was told of. It
+    /// changes only at installation; `latest_ring` equals it unless a new ring is being formed
+    /// (or an attempt failed) since.
+    installed_ring: RingId,
     /// Highest ring sequence number adopted or seen (Corosync's `token_ring_id_seq`).
     ring_seq_high: u64,
     /// Set when the driver knew no ring sequence number (`Start::ring_seq` 0): the rings this
     /// processor creates are numbered with a random step (see `create_commit_token`).
     ring_salt: Option<u64>,
-    /// Members of the last installed regular configuration (initially just this processor).
-    memb: Vec<NodeId>,
+    /// Members of `installed_ring`, the last installed regular configuration (initially just
+    /// this processor). Corosync's `my_memb`.
+    installed_memb: Vec<NodeId>,
     installed_any: bool,
 
     proc_set: BTreeSet<NodeId>,
@@ -166,9 +172,11 @@ pub struct Processor {
     /// that the membership treats them as a cut one-way link.
     deaf_from: BTreeSet<NodeId>,
 
-    /// Members of the ring being formed (from the commit token).
-    new_memb: Vec<NodeId>,
-    /// Members of the new ring that come from this processor's old regular ring.
+    /// Members of the ring being formed, `latest_ring` in COMMIT and RECOVERY (from the commit
+    /// token). Corosync's `my_new_memb`. Stale outside those states.
+    forming_memb: Vec<NodeId>,
+    /// Members of the ring being formed that come from this processor's installed ring: the
+    /// transitional configuration.
     trans_memb: Vec<NodeId>,
     old_state: Option<OldRingState>,
     /// Old-ring packets to re-send, encapsulated, during RECOVERY.
@@ -182,8 +190,11 @@ pub struct Processor {
     /// failure: SAFE messages up to it were safe in the old regular configuration.
     high_ring_delivered: u64,
 
-    regular: SortQueue,
-    recovery: SortQueue,
+    /// Messages of `installed_ring`.
+    regular_queue: SortQueue,
+    /// Messages of the ring being formed, during RECOVERY (empty in every other state); it
+    /// becomes the regular queue at installation.
+    recovery_queue: SortQueue,
     /// All-received-up-to in the current queue (regular, or recovery in RECOVERY).
     aru: u64,
     high_seq: u64,
@@ -307,17 +318,17 @@ impl Processor {
             state: State::Gather,
             rng: start.seed ^ 0x9E37_79B9_7F4A_7C15,
             epoch: 0,
-            ring_id: pseudo,
-            regular_ring: pseudo,
+            latest_ring: pseudo,
+            installed_ring: pseudo,
             ring_seq_high: start.ring_seq,
             ring_salt: (start.ring_seq == 0).then(|| mix64(start.seed ^ 0xD1B5_4A32_D192_ED03)),
-            memb: vec![id],
+            installed_memb: vec![id],
             installed_any: false,
             proc_set: BTreeSet::new(),
             fail_set: BTreeSet::new(),
             consensus: BTreeSet::new(),
             deaf_from: BTreeSet::new(),
-            new_memb: Vec::new(),
+            forming_memb: Vec::new(),
             trans_memb: Vec::new(),
             old_state: None,
             retrans_queue: VecDeque::new(),
@@ -327,8 +338,8 @@ impl Processor {
             rotation_counter: 0,
             originated_orf_token: false,
             high_ring_delivered: s0,
-            regular: SortQueue::new(s0),
-            recovery: SortQueue::new(s0),
+            regular_queue: SortQueue::new(s0),
+            recovery_queue: SortQueue::new(s0),
             aru: s0,
             high_seq: s0,
             high_delivered: s0,
@@ -383,20 +394,19 @@ impl Processor {
     }
 
     /// The ring of the last installed regular configuration.
-    #[allow(clippy::misnamed_getters)] // `self.ring_id` is the ring being formed, not installed
     pub fn ring_id(&self) -> RingId {
-        self.regular_ring
+        self.installed_ring
     }
 
     /// Members of the last installed regular configuration, ascending.
     pub fn members(&self) -> &[NodeId] {
-        &self.memb
+        &self.installed_memb
     }
 
     /// The highest ring sequence number this processor has adopted or seen (what its joins
     /// announce). To persist, use [`Self::ring_seq_to_persist`].
     pub fn ring_seq_high_water(&self) -> u64 {
-        self.ring_seq_high.max(self.ring_id.seq)
+        self.ring_seq_high.max(self.latest_ring.seq)
     }
 
     /// What a driver persists (or otherwise guarantees never goes down) and hands back in
@@ -422,11 +432,11 @@ impl Processor {
 
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
-        s.ring_id = self.regular_ring;
-        s.members = self.memb.len();
+        s.ring_id = self.installed_ring;
+        s.members = self.installed_memb.len();
         s.send_queue_messages = self.packer.queued_messages();
         s.send_queue_bytes = self.packer.queued_bytes();
-        s.sort_queue_len = self.regular.len() + self.recovery.len();
+        s.sort_queue_len = self.regular_queue.len() + self.recovery_queue.len();
         s.quarantined = self.quarantine.len();
         s
     }
@@ -461,13 +471,13 @@ impl Processor {
         let no = self.packer.push(data, guarantee)?;
         self.stats.messages_submitted += 1;
         if self.state == State::Operational && self.token_held {
-            if self.ring_id.rep == self.me {
+            if self.latest_ring.rep == self.me {
                 if self.holding {
                     self.release_held_token(now);
                 }
             } else if !self.hold_cancel_sent {
                 self.hold_cancel_sent = true;
-                let ring_id = self.ring_id;
+                let ring_id = self.latest_ring;
                 self.send(Destination::Multicast, &Packet::HoldCancel { ring_id });
                 self.expect_token_soon(now);
             }
@@ -485,17 +495,17 @@ impl Processor {
         let proc_list: Vec<NodeId> = self
             .proc_set
             .iter()
-            .chain(self.memb.iter())
+            .chain(self.installed_memb.iter())
             .copied()
             .filter(|&n| n != self.me)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let join = Join {
-            ring_seq: self.ring_id.seq,
+            ring_seq: self.latest_ring.seq,
             high_seq: self.ring_seq_high_water(),
             leave: true,
-            installed: self.installed_any && self.ring_id == self.regular_ring,
+            installed: self.installed_any && self.latest_ring == self.installed_ring,
             settled: self.settled,
             probe: false,
             proc_list,
@@ -613,8 +623,8 @@ impl Processor {
 
     fn ring_members(&self) -> &[NodeId] {
         match self.state {
-            State::Recovery | State::Commit => &self.new_memb,
-            _ => &self.memb,
+            State::Recovery | State::Commit => &self.forming_memb,
+            _ => &self.installed_memb,
         }
     }
 

@@ -56,11 +56,13 @@ impl Processor {
         };
         self.new_epoch();
         self.state = State::Recovery;
-        self.new_memb = ct.members.iter().map(|m| m.node).collect();
+        self.forming_memb = ct.members.iter().map(|m| m.node).collect();
         self.trans_memb = ct
             .members
             .iter()
-            .filter(|m| m.old_ring_id == self.regular_ring && self.memb.contains(&m.node))
+            .filter(|m| {
+                m.old_ring_id == self.installed_ring && self.installed_memb.contains(&m.node)
+            })
             .map(|m| m.node)
             .collect();
 
@@ -77,18 +79,18 @@ impl Processor {
         self.high_ring_delivered = high_delivered;
         // Nothing at or below the released point is held, and a commit token cannot make us
         // walk further back than that.
-        let low = low.max(self.regular.base);
+        let low = low.max(self.regular_queue.base);
         self.retrans_queue.clear();
         let mut seq = low + 1;
         while seq <= old.high_seq {
-            if let Some(slot) = self.regular.get(seq) {
+            if let Some(slot) = self.regular_queue.get(seq) {
                 self.retrans_queue.push_back(slot.raw.clone());
             }
             seq += 1;
         }
 
         let s0 = self.cfg.initial_seq;
-        self.recovery = SortQueue::new(s0);
+        self.recovery_queue = SortQueue::new(s0);
         self.aru = s0;
         self.high_seq = s0;
         self.install_seq = s0;
@@ -116,7 +118,7 @@ impl Processor {
         else {
             return;
         };
-        if inner.ring_id != self.regular_ring || inner.encapsulated {
+        if inner.ring_id != self.installed_ring || inner.encapsulated {
             // Another partition's history, or garbage: not ours to deliver.
             return;
         }
@@ -130,13 +132,13 @@ impl Processor {
             resent: 0,
         };
         if self
-            .regular
+            .regular_queue
             .insert(seq, restored, self.cfg.sort_queue_capacity)
             .is_ok()
         {
             if let Some(old) = self.old_state.as_mut() {
                 old.high_seq = old.high_seq.max(seq);
-                while self.regular.has(old.aru + 1) {
+                while self.regular_queue.has(old.aru + 1) {
                     old.aru += 1;
                 }
             }
@@ -151,16 +153,16 @@ impl Processor {
     /// installed must stay until we install and deliver it.
     pub(super) fn release_recovered(&mut self, to: u64) {
         let to = to.min(self.aru);
-        while self.recovery.base < to {
-            let seq = self.recovery.base + 1;
-            let Some(slot) = self.recovery.get(seq).cloned() else {
+        while self.recovery_queue.base < to {
+            let seq = self.recovery_queue.base + 1;
+            let Some(slot) = self.recovery_queue.get(seq).cloned() else {
                 break;
             };
             if !slot.encapsulated {
                 break;
             }
             self.unwrap_recovered(&slot);
-            self.recovery.release_to(seq);
+            self.recovery_queue.release_to(seq);
         }
     }
 
@@ -168,17 +170,17 @@ impl Processor {
     /// messages up to the first gap (regular configuration), the transitional configuration,
     /// the remaining old-ring messages of transitional members, the regular configuration.
     pub(super) fn install(&mut self, now: Instant) {
-        let old_ring = self.regular_ring;
+        let old_ring = self.installed_ring;
 
         // 1. Unwrap the recovered messages still in the recovery queue into the old ring's
         // queue (those all members held were unwrapped and released during RECOVERY). Recovery
         // traffic is the leading run of encapsulated messages of the new ring; new messages of
         // members that installed before us may already follow it.
-        let mut boundary = self.recovery.base;
+        let mut boundary = self.recovery_queue.base;
         let mut leading = true;
-        let mut seq = self.recovery.base + 1;
+        let mut seq = self.recovery_queue.base + 1;
         while seq <= self.high_seq {
-            let slot = self.recovery.get(seq).cloned();
+            let slot = self.recovery_queue.get(seq).cloned();
             leading &= slot.as_ref().is_some_and(|s| s.encapsulated);
             if leading {
                 boundary = seq;
@@ -200,7 +202,7 @@ impl Processor {
         // that no transitional member delivered before the failure.
         while self.high_delivered < old_high {
             let seq = self.high_delivered + 1;
-            let Some(slot) = self.regular.get(seq) else {
+            let Some(slot) = self.regular_queue.get(seq) else {
                 break;
             };
             if slot.guarantee == Guarantee::Safe
@@ -216,13 +218,13 @@ impl Processor {
 
         // 3-5. The transitional configuration.
         let left: Vec<NodeId> = self
-            .memb
+            .installed_memb
             .iter()
             .filter(|n| !self.trans_memb.contains(n))
             .copied()
             .collect();
         let joined: Vec<NodeId> = self
-            .new_memb
+            .forming_memb
             .iter()
             .filter(|n| !self.trans_memb.contains(n))
             .copied()
@@ -230,7 +232,7 @@ impl Processor {
         if self.installed_any {
             self.events.push_back(Event::ConfigChange(ConfigChange {
                 kind: ConfigKind::Transitional,
-                ring_id: self.ring_id,
+                ring_id: self.latest_ring,
                 members: self.trans_memb.clone(),
                 left,
                 joined: Vec::new(),
@@ -243,7 +245,7 @@ impl Processor {
         let mut seq = self.high_delivered + 1;
         let mut gap = false;
         while seq <= old_high {
-            match self.regular.get(seq) {
+            match self.regular_queue.get(seq) {
                 Some(slot) if !gap || self.trans_memb.contains(&slot.sender) => {
                     let slot = slot.clone();
                     self.deliver_slot(old_ring, seq, &slot);
@@ -261,15 +263,18 @@ impl Processor {
         // 8. The regular configuration.
         self.events.push_back(Event::ConfigChange(ConfigChange {
             kind: ConfigKind::Regular,
-            ring_id: self.ring_id,
-            members: self.new_memb.clone(),
+            ring_id: self.latest_ring,
+            members: self.forming_memb.clone(),
             left: Vec::new(),
             joined,
         }));
 
         // 9. The recovery queue becomes the regular queue; recovery traffic counts as delivered.
-        self.regular = std::mem::replace(&mut self.recovery, SortQueue::new(self.cfg.initial_seq));
-        self.regular_ring = self.ring_id;
+        self.regular_queue = std::mem::replace(
+            &mut self.recovery_queue,
+            SortQueue::new(self.cfg.initial_seq),
+        );
+        self.installed_ring = self.latest_ring;
         self.high_delivered = boundary;
         self.safe_bound = boundary;
         self.retrans_queue.clear();
@@ -283,7 +288,7 @@ impl Processor {
         // failed in the fail set, so the reason stays with it.)
         let excluded = std::mem::take(&mut self.link_failed);
         for q in excluded.intersection(&seen) {
-            if *q == self.me || self.new_memb.contains(q) {
+            if *q == self.me || self.forming_memb.contains(q) {
                 continue;
             }
             let backoff = self.quarantine.get(q).map_or(base, |e| e.backoff);
@@ -295,11 +300,11 @@ impl Processor {
                 },
             );
         }
-        for q in &self.new_memb {
+        for q in &self.forming_memb {
             self.quarantine.remove(q);
         }
-        self.memb = self.new_memb.clone();
-        self.proc_set = self.memb.iter().copied().collect();
+        self.installed_memb = self.forming_memb.clone();
+        self.proc_set = self.installed_memb.iter().copied().collect();
         self.fail_set.clear();
         self.installed_any = true;
         self.new_epoch();

@@ -29,7 +29,7 @@ impl Processor {
     /// `seqno_unchanged_const - 1` knows the token will come back after one plain rotation.
     pub(super) fn may_be_held(&self) -> bool {
         self.state == State::Operational
-            && self.ring_id.rep != self.me
+            && self.latest_ring.rep != self.me
             && self.seq_unchanged.saturating_add(1) >= self.cfg.seqno_unchanged_const
     }
 
@@ -77,7 +77,7 @@ impl Processor {
             return tok.seq;
         }
         match self.forwarded_seq {
-            Some((ring, seq)) if ring == self.ring_id => seq.min(tok.seq),
+            Some((ring, seq)) if ring == self.latest_ring => seq.min(tok.seq),
             // First visit on this ring: nothing was sent a rotation ago that we know of.
             _ => self.aru,
         }

@@ -119,17 +119,17 @@ impl Processor {
     /// regular queue otherwise.
     pub(super) fn current_queue(&self) -> &SortQueue {
         if self.state == State::Recovery {
-            &self.recovery
+            &self.recovery_queue
         } else {
-            &self.regular
+            &self.regular_queue
         }
     }
 
     pub(super) fn current_queue_mut(&mut self) -> &mut SortQueue {
         if self.state == State::Recovery {
-            &mut self.recovery
+            &mut self.recovery_queue
         } else {
-            &mut self.regular
+            &mut self.regular_queue
         }
     }
 

@@ -88,7 +88,7 @@ impl Processor {
                 // when the token does not come back to it in time it is lost, and a hold cancel
                 // tells every member to retransmit at the fast pace. A member with messages to
                 // send also asks again, in case its first hold cancel was lost.
-                let rep = self.ring_id.rep == self.me;
+                let rep = self.latest_ring.rep == self.me;
                 if self.state == State::Operational
                     && !self.holding
                     && (rep || (self.hold_cancel_sent && !self.packer.is_empty()))
@@ -96,7 +96,7 @@ impl Processor {
                     if rep {
                         self.seq_unchanged = 0;
                     }
-                    let ring_id = self.ring_id;
+                    let ring_id = self.latest_ring;
                     self.send(Destination::Multicast, &Packet::HoldCancel { ring_id });
                 }
                 let t = self.retransmit_interval();
@@ -120,8 +120,8 @@ impl Processor {
                 }
             }
             TimerKind::MergeDetect => {
-                if self.state == State::Operational && self.ring_id.rep == self.me {
-                    let ring_id = self.ring_id;
+                if self.state == State::Operational && self.latest_ring.rep == self.me {
+                    let ring_id = self.latest_ring;
                     self.send(Destination::Multicast, &Packet::MergeDetect { ring_id });
                 }
             }

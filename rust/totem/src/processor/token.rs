@@ -20,7 +20,7 @@ impl Processor {
             self.ignore(Ignored::OwnPacket);
             return;
         }
-        if ring != self.ring_id || !matches!(self.state, State::Operational | State::Recovery) {
+        if ring != self.latest_ring || !matches!(self.state, State::Operational | State::Recovery) {
             self.ignore(Ignored::ForeignRing);
             return;
         }
@@ -37,7 +37,7 @@ impl Processor {
             self.ignore(Ignored::WrongState);
             return;
         }
-        if tok.ring_id != self.ring_id {
+        if tok.ring_id != self.latest_ring {
             self.ignore(Ignored::ForeignRing);
             return;
         }
@@ -89,7 +89,7 @@ impl Processor {
         // Rotation time, measured by every member between its own visits on one ring (a
         // visit on a new ring starts over: the gap across a membership change is no rotation).
         if let Some((ring, prev)) = self.last_token_at {
-            if ring == self.ring_id {
+            if ring == self.latest_ring {
                 let rot = now - prev;
                 self.stats.last_rotation = rot;
                 self.stats.mean_rotation = if self.stats.mean_rotation.is_zero() {
@@ -100,7 +100,7 @@ impl Processor {
                 self.stats.token_rotations += 1;
             }
         }
-        self.last_token_at = Some((self.ring_id, now));
+        self.last_token_at = Some((self.latest_ring, now));
 
         // Idle detection drives token hold and merge detection.
         if self.last_token_seq_value == Some(tok.seq) {
@@ -113,7 +113,7 @@ impl Processor {
             self.cancel(TimerKind::MergeDetect);
         }
         self.last_token_seq_value = Some(tok.seq);
-        let rep = self.ring_id.rep == self.me;
+        let rep = self.latest_ring.rep == self.me;
         let threshold = self.cfg.seqno_unchanged_const;
         self.token_held = if rep {
             self.seq_unchanged > threshold
@@ -128,7 +128,7 @@ impl Processor {
         let prev_aru = self.last_aru;
         if operational {
             let to = tok.aru.min(prev_aru).min(self.high_delivered);
-            self.regular.release_to(to);
+            self.regular_queue.release_to(to);
             self.safe_bound = if self.cfg.inject_safe_one_visit() {
                 tok.aru
             } else {
@@ -221,8 +221,12 @@ impl Processor {
             // host with a dead receive path, and quarantine keeps us off until padded probes
             // show the path carries full-size datagrams again.
             self.stats.failed_to_receive += 1;
-            self.deaf_from
-                .extend(self.memb.iter().copied().filter(|&n| n != self.me));
+            self.deaf_from.extend(
+                self.installed_memb
+                    .iter()
+                    .copied()
+                    .filter(|&n| n != self.me),
+            );
             self.aru_count = 0;
             self.gather_enter(now);
             return;
@@ -272,7 +276,7 @@ impl Processor {
             };
             self.send_raw(Destination::Node(to), data, PacketType::OrfToken);
             self.transmits.extend(post);
-            self.forwarded_seq = Some((self.ring_id, tok.seq));
+            self.forwarded_seq = Some((self.latest_ring, tok.seq));
             // A rotation that the representative may hold is no sample of the rotation time.
             self.forwarded_at = (!self.may_be_held()).then_some(now);
             self.reset_token_timers(now);
@@ -341,7 +345,7 @@ impl Processor {
             tok.seq += 1;
             let seq = tok.seq;
             let m = Mcast {
-                ring_id: self.ring_id,
+                ring_id: self.latest_ring,
                 seq,
                 guarantee,
                 encapsulated,
