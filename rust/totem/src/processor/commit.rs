@@ -6,7 +6,7 @@ use crate::wire::{CommitMember, CommitToken, OrfToken, Packet, PacketType};
 
 use super::recovery::OldRingState;
 use super::timers::TimerKind;
-use super::{mix64, Destination, Processor, State};
+use super::{mix64, Destination, Phase, Processor, State};
 
 impl Processor {
     pub(super) fn create_commit_token(&mut self, now: Instant) {
@@ -59,10 +59,11 @@ impl Processor {
         ct.memb_index += 1;
 
         self.new_epoch();
-        self.state = State::Commit;
+        self.phase = Phase::Commit {
+            forming_memb: ct.members.iter().map(|m| m.node).collect(),
+        };
         self.latest_ring = ct.ring_id;
         self.ring_seq_high = self.ring_seq_high.max(ct.ring_id.seq);
-        self.forming_memb = ct.members.iter().map(|m| m.node).collect();
         self.cancel(TimerKind::Join);
         self.cancel(TimerKind::Consensus);
         self.cancel_token_timers();
@@ -99,7 +100,7 @@ impl Processor {
             self.ignore(Ignored::WrongState);
             return;
         }
-        match self.state {
+        match self.state() {
             State::Gather => {
                 let expect: Vec<NodeId> = self
                     .proc_set
@@ -138,9 +139,11 @@ impl Processor {
             State::Recovery => {
                 if ct.ring_id == self.latest_ring
                     && self.latest_ring.rep == self.me
-                    && !self.originated_orf_token
+                    && self.recovery().is_some_and(|r| !r.originated_orf_token)
                 {
-                    self.originated_orf_token = true;
+                    if let Some(r) = self.recovery_mut() {
+                        r.originated_orf_token = true;
+                    }
                     let s0 = self.cfg.initial_seq;
                     let tok = OrfToken {
                         ring_id: self.latest_ring,

@@ -7,7 +7,7 @@ use crate::types::{Guarantee, Instant, NodeId, RingId};
 use crate::wire::Mcast;
 
 use super::sort_queue::Slot;
-use super::{Delivery, Event, Processor, State};
+use super::{Delivery, Event, Phase, Processor, State};
 
 impl Processor {
     pub(super) fn on_mcast(&mut self, now: Instant, sender: NodeId, m: Mcast, raw: Bytes) {
@@ -15,10 +15,10 @@ impl Processor {
             self.ignore(Ignored::OwnPacket);
             return;
         }
-        let into_regular = matches!(self.state, State::Operational | State::Gather)
+        let into_regular = matches!(self.state(), State::Operational | State::Gather)
             && self.old_state.is_none()
             && m.ring_id == self.installed_ring;
-        let into_recovery = self.state == State::Recovery && m.ring_id == self.latest_ring;
+        let into_recovery = self.state() == State::Recovery && m.ring_id == self.latest_ring;
         if !into_regular && !into_recovery {
             self.on_foreign(now, sender, m.ring_id);
             return;
@@ -33,10 +33,9 @@ impl Processor {
             resent: 0,
         };
         let cap = self.cfg.sort_queue_capacity;
-        let queue = if into_recovery {
-            &mut self.recovery_queue
-        } else {
-            &mut self.regular_queue
+        let queue = match &mut self.phase {
+            Phase::Recovery(r) if into_recovery => &mut r.queue,
+            _ => &mut self.regular_queue,
         };
         if let Err(why) = queue.insert(seq, slot, cap) {
             self.ignore(why);
@@ -44,7 +43,7 @@ impl Processor {
         }
         self.high_seq = self.high_seq.max(seq);
         self.advance_aru();
-        if self.state == State::Operational {
+        if self.state() == State::Operational {
             self.deliver_ready();
         }
     }

@@ -8,9 +8,8 @@ use crate::stats::Ignored;
 use crate::types::{Instant, NodeId, RingId};
 use crate::wire::{self, Join, Packet};
 
-use super::sort_queue::SortQueue;
 use super::timers::TimerKind;
-use super::{Destination, Processor, State};
+use super::{Destination, Phase, Processor, State};
 
 /// The latest join of one processor in the current membership round.
 #[derive(Clone, Debug)]
@@ -116,7 +115,7 @@ impl Processor {
                 .probe_rings
                 .iter()
                 .any(|(q, r)| *r == ring && self.quarantine.contains_key(q));
-        match self.state {
+        match self.state() {
             State::Operational if quarantined => {
                 // Not a reason to merge: the sender was excluded for lack of two-way contact.
                 // Ask it (and its ring) to show two-way contact instead.
@@ -151,7 +150,7 @@ impl Processor {
     }
 
     pub(super) fn gather_enter(&mut self, now: Instant) {
-        let regather = self.state == State::Gather;
+        let regather = self.state() == State::Gather;
         if !regather {
             // A new membership round: whom we heard and what the others reported before it says
             // nothing about the links now (a ring that lost its token, or an attempt that failed,
@@ -159,17 +158,16 @@ impl Processor {
             self.round_start = now;
             self.settled = false;
         }
-        if self.state == State::Recovery {
+        if self.state() == State::Recovery {
             // Undo the failed recovery: the old ring's queue is intact, its counters come back.
             if let Some(old) = self.old_state {
                 self.aru = old.aru;
                 self.high_seq = old.high_seq;
             }
-            self.recovery_queue = SortQueue::new(self.cfg.initial_seq);
-            self.retrans_queue.clear();
+            // (The recovery queue and the messages left to re-send go with the RECOVERY state.)
         }
         self.new_epoch();
-        self.state = State::Gather;
+        self.phase = Phase::Gather;
         self.stats.gather_entered += 1;
         self.proc_set.insert(self.me);
         self.consensus.clear();
@@ -416,7 +414,7 @@ impl Processor {
     }
 
     pub(super) fn check_consensus(&mut self, now: Instant) {
-        if self.state != State::Gather || !self.consensus_agreed() {
+        if self.state() != State::Gather || !self.consensus_agreed() {
             return;
         }
         let lowest = self
@@ -469,7 +467,7 @@ impl Processor {
                 },
             );
         }
-        match self.state {
+        match self.state() {
             State::Operational => {
                 if j.fail_list.contains(&self.me)
                     || (self.installed_memb.contains(&sender)
@@ -508,7 +506,7 @@ impl Processor {
             State::Recovery
                 if j.installed
                     && j.ring_seq == self.latest_ring.seq
-                    && self.forming_memb.contains(&sender) =>
+                    && self.forming_memb().contains(&sender) =>
             {
                 // A member already installed the ring we are recovering: it saw every member
                 // hold every recovery message, so our recovery is complete too. Install it
@@ -518,7 +516,7 @@ impl Processor {
                 self.on_join(now, sender, j);
             }
             State::Commit | State::Recovery
-                if self.forming_memb.contains(&sender)
+                if self.forming_memb().contains(&sender)
                     && j.fail_list.contains(&self.me)
                     && !j.leave =>
             {
@@ -527,14 +525,14 @@ impl Processor {
                 // Whatever ring its join names, waiting for the token timeout only delays the
                 // next round.
                 self.join_process(now, sender, &j);
-                if self.state != State::Gather {
+                if self.state() != State::Gather {
                     self.gather_enter(now);
                 }
             }
             State::Commit | State::Recovery => {
-                if self.forming_memb.contains(&sender) && j.ring_seq >= self.latest_ring.seq {
+                if self.forming_memb().contains(&sender) && j.ring_seq >= self.latest_ring.seq {
                     self.join_process(now, sender, &j);
-                    if self.state != State::Gather {
+                    if self.state() != State::Gather {
                         self.gather_enter(now);
                     }
                 } else {
@@ -557,7 +555,7 @@ impl Processor {
         } else {
             j.fail_list.iter().copied().collect()
         };
-        if self.state == State::Gather && jp == self.proc_set && jf == self.fail_set {
+        if self.state() == State::Gather && jp == self.proc_set && jf == self.fail_set {
             if !j.leave {
                 self.consensus.insert(sender);
             }
@@ -575,7 +573,7 @@ impl Processor {
         }
         let knows_less = jp.is_subset(&self.proc_set) && jf.is_subset(&self.fail_set);
         if knows_less || self.fail_set.contains(&sender) {
-            if self.state == State::Operational {
+            if self.state() == State::Operational {
                 self.gather_enter(now);
             }
             return;
@@ -626,7 +624,7 @@ impl Processor {
         // joins teach each other nothing would otherwise answer each other's joins forever; the
         // consensus timeout settles their disagreement instead.
         let changed = (self.proc_set.len(), self.fail_set.len()) != before;
-        if changed || self.state != State::Gather {
+        if changed || self.state() != State::Gather {
             self.gather_enter(now);
         }
     }

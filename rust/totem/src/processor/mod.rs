@@ -40,7 +40,7 @@ mod token;
 
 use membership::Quarantine;
 use membership::{sorted, Row};
-use recovery::OldRingState;
+use recovery::{OldRingState, Recovery};
 use retransmit::ROTATION_SAMPLES;
 use sort_queue::SortQueue;
 use timers::{Timer, TIMER_KINDS};
@@ -133,12 +133,28 @@ pub enum State {
     Left,
 }
 
+/// The membership state with the data that exists only in it: what only COMMIT and RECOVERY
+/// need cannot be read (or left stale) in another state. [`Processor::state`] names it.
+#[derive(Debug)]
+enum Phase {
+    Operational,
+    Gather,
+    Commit {
+        /// Members of the ring being formed (`latest_ring`), from the commit token; Corosync's
+        /// `my_new_memb`.
+        forming_memb: Vec<NodeId>,
+    },
+    Recovery(Recovery),
+    Left,
+}
+
 /// One Totem processor.
 #[derive(Debug)]
 pub struct Processor {
     cfg: Config,
     me: NodeId,
-    state: State,
+    /// The membership state, with the data that exists only in it (see [`Phase`]).
+    phase: Phase,
     rng: u64,
     /// Bumped at every membership state change; timers armed earlier are stale.
     epoch: u64,
@@ -172,29 +188,15 @@ pub struct Processor {
     /// that the membership treats them as a cut one-way link.
     deaf_from: BTreeSet<NodeId>,
 
-    /// Members of the ring being formed, `latest_ring` in COMMIT and RECOVERY (from the commit
-    /// token). Corosync's `my_new_memb`. Stale outside those states.
-    forming_memb: Vec<NodeId>,
-    /// Members of the ring being formed that come from this processor's installed ring: the
-    /// transitional configuration.
-    trans_memb: Vec<NodeId>,
+    /// The installed ring's aru and high seq when this processor first entered COMMIT since
+    /// the last installation. Kept across failed attempts (GATHER included) until the next
+    /// installation: a failed RECOVERY restores them, and while it is set multicasts of the
+    /// installed ring no longer go into the regular queue.
     old_state: Option<OldRingState>,
-    /// Old-ring packets to re-send, encapsulated, during RECOVERY.
-    retrans_queue: VecDeque<Bytes>,
-    set_retrans_flg: bool,
-    retrans_flg_count: u32,
-    install_seq: u64,
-    rotation_counter: u32,
-    originated_orf_token: bool,
-    /// Highest old-ring sequence number delivered by any transitional member before the
-    /// failure: SAFE messages up to it were safe in the old regular configuration.
-    high_ring_delivered: u64,
 
-    /// Messages of `installed_ring`.
+    /// Messages of `installed_ring`. (The ring being formed has its queue in
+    /// [`Recovery::queue`].)
     regular_queue: SortQueue,
-    /// Messages of the ring being formed, during RECOVERY (empty in every other state); it
-    /// becomes the regular queue at installation.
-    recovery_queue: SortQueue,
     /// All-received-up-to in the current queue (regular, or recovery in RECOVERY).
     aru: u64,
     high_seq: u64,
@@ -315,7 +317,7 @@ impl Processor {
         let mut p = Processor {
             cfg: config,
             me: id,
-            state: State::Gather,
+            phase: Phase::Gather,
             rng: start.seed ^ 0x9E37_79B9_7F4A_7C15,
             epoch: 0,
             latest_ring: pseudo,
@@ -328,18 +330,8 @@ impl Processor {
             fail_set: BTreeSet::new(),
             consensus: BTreeSet::new(),
             deaf_from: BTreeSet::new(),
-            forming_memb: Vec::new(),
-            trans_memb: Vec::new(),
             old_state: None,
-            retrans_queue: VecDeque::new(),
-            set_retrans_flg: false,
-            retrans_flg_count: 0,
-            install_seq: s0,
-            rotation_counter: 0,
-            originated_orf_token: false,
-            high_ring_delivered: s0,
             regular_queue: SortQueue::new(s0),
-            recovery_queue: SortQueue::new(s0),
             aru: s0,
             high_seq: s0,
             high_delivered: s0,
@@ -390,7 +382,13 @@ impl Processor {
     }
 
     pub fn state(&self) -> State {
-        self.state
+        match self.phase {
+            Phase::Operational => State::Operational,
+            Phase::Gather => State::Gather,
+            Phase::Commit { .. } => State::Commit,
+            Phase::Recovery(_) => State::Recovery,
+            Phase::Left => State::Left,
+        }
     }
 
     /// The ring of the last installed regular configuration.
@@ -436,7 +434,7 @@ impl Processor {
         s.members = self.installed_memb.len();
         s.send_queue_messages = self.packer.queued_messages();
         s.send_queue_bytes = self.packer.queued_bytes();
-        s.sort_queue_len = self.regular_queue.len() + self.recovery_queue.len();
+        s.sort_queue_len = self.regular_queue.len() + self.recovery().map_or(0, |r| r.queue.len());
         s.quarantined = self.quarantine.len();
         s
     }
@@ -470,7 +468,7 @@ impl Processor {
     ) -> Result<u64, SubmitError> {
         let no = self.packer.push(data, guarantee)?;
         self.stats.messages_submitted += 1;
-        if self.state == State::Operational && self.token_held {
+        if self.state() == State::Operational && self.token_held {
             if self.latest_ring.rep == self.me {
                 if self.holding {
                     self.release_held_token(now);
@@ -487,7 +485,7 @@ impl Processor {
 
     /// Leaves the ring: multicasts a leave message and ignores all further input.
     pub fn leave(&mut self, _now: Instant) {
-        if self.state == State::Left {
+        if self.state() == State::Left {
             return;
         }
         let mut fail = self.fail_set.clone();
@@ -517,14 +515,14 @@ impl Processor {
         for _ in 0..2 {
             self.send(Destination::Multicast, &Packet::Join(join.clone()));
         }
-        self.state = State::Left;
+        self.phase = Phase::Left;
         self.timers = [None; TIMER_KINDS.len()];
     }
 
     /// Feeds one received datagram (already authenticated). Never panics on any input; every
     /// packet that is rejected or not used is counted in [`Stats`].
     pub fn handle_packet(&mut self, now: Instant, data: Bytes) {
-        if self.state == State::Left {
+        if self.state() == State::Left {
             return;
         }
         let decoded = match wire::decode(&data) {
@@ -542,7 +540,7 @@ impl Processor {
             // during a membership round counts as seen, and a foreign multicast that starts one
             // is recorded in `on_foreign`.
             let mcast = decoded.packet.packet_type() == PacketType::Mcast;
-            if !mcast || self.state != State::Operational {
+            if !mcast || self.state() != State::Operational {
                 self.last_seen.insert(sender, now);
             }
             // A full-size datagram, or a join padded to its sender's packet size: the path from
@@ -576,7 +574,7 @@ impl Processor {
         }
         // Our join tells the others whom we hear: a processor heard for the first time in this
         // round is news for them, unless a join went out while handling its packet.
-        if joined_first && self.state == State::Gather && self.last_join_sent == joins_sent {
+        if joined_first && self.state() == State::Gather && self.last_join_sent == joins_sent {
             self.join_soon(now);
         }
     }
@@ -621,10 +619,37 @@ impl Processor {
         z ^ (z >> 31)
     }
 
+    /// Members of the ring this processor works on: the ring being formed in COMMIT and
+    /// RECOVERY, the installed ring otherwise.
     fn ring_members(&self) -> &[NodeId] {
-        match self.state {
-            State::Recovery | State::Commit => &self.forming_memb,
+        match &self.phase {
+            Phase::Commit { forming_memb } => forming_memb,
+            Phase::Recovery(r) => &r.forming_memb,
             _ => &self.installed_memb,
+        }
+    }
+
+    /// Members of the ring being formed: empty outside COMMIT and RECOVERY.
+    fn forming_memb(&self) -> &[NodeId] {
+        match &self.phase {
+            Phase::Commit { forming_memb } => forming_memb,
+            Phase::Recovery(r) => &r.forming_memb,
+            _ => &[],
+        }
+    }
+
+    /// The RECOVERY state's data, in RECOVERY.
+    fn recovery(&self) -> Option<&Recovery> {
+        match &self.phase {
+            Phase::Recovery(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn recovery_mut(&mut self) -> Option<&mut Recovery> {
+        match &mut self.phase {
+            Phase::Recovery(r) => Some(r),
+            _ => None,
         }
     }
 

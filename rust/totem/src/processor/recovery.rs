@@ -1,12 +1,16 @@
 //! RECOVERY (re-sending the old ring's messages on the new ring) and installation of the new
 //! ring with the delivery order extended virtual synchrony requires.
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
 use crate::types::{Guarantee, Instant, NodeId};
 use crate::wire::{self, CommitToken, Decoded, OrfToken, Packet};
 
 use super::membership::Quarantine;
 use super::sort_queue::{Slot, SortQueue};
-use super::{ConfigChange, ConfigKind, Event, Processor, State};
+use super::{ConfigChange, ConfigKind, Event, Phase, Processor};
 
 /// What a processor remembers of its old ring while it forms a new one, so that a failed
 /// attempt can be undone and the old ring's messages delivered at installation.
@@ -16,10 +20,36 @@ pub(super) struct OldRingState {
     pub(super) high_seq: u64,
 }
 
-impl Processor {
+/// What exists only in RECOVERY: the queue of the ring being formed, the old ring's messages
+/// left to re-send on it, and the progress towards installation. Created by `recovery_enter`,
+/// consumed by `install`, dropped when the attempt fails.
+#[derive(Debug)]
+pub(super) struct Recovery {
+    /// Members of the ring being formed (`latest_ring`); Corosync's `my_new_memb`.
+    pub(super) forming_memb: Vec<NodeId>,
+    /// Members of the ring being formed that come from this processor's installed ring: the
+    /// transitional configuration.
+    pub(super) trans_memb: Vec<NodeId>,
+    /// Messages of the ring being formed (recovery traffic first); the regular queue once the
+    /// ring is installed.
+    pub(super) queue: SortQueue,
+    /// Old-ring packets to re-send, encapsulated.
+    pub(super) retrans_queue: VecDeque<Bytes>,
+    pub(super) set_retrans_flg: bool,
+    pub(super) retrans_flg_count: u32,
+    pub(super) install_seq: u64,
+    pub(super) rotation_counter: u32,
+    /// The representative created the ring's first ORF token.
+    pub(super) originated_orf_token: bool,
+    /// Highest old-ring sequence number delivered by any transitional member before the
+    /// failure: SAFE messages up to it were safe in the old regular configuration.
+    pub(super) high_ring_delivered: u64,
+}
+
+impl Recovery {
     /// RECOVERY completion (Corosync's retrans_flg / install_seq / rotation counter logic).
     /// Returns true when the new configuration must be installed.
-    pub(super) fn recovery_progress(&mut self, tok: &mut OrfToken) -> bool {
+    fn progress(&mut self, tok: &mut OrfToken) -> bool {
         if !self.retrans_queue.is_empty() {
             if !tok.retrans_flg {
                 tok.retrans_flg = true;
@@ -49,15 +79,22 @@ impl Processor {
         }
         false
     }
+}
+
+impl Processor {
+    /// RECOVERY completion, on a token visit: true when the new configuration must be
+    /// installed (never outside RECOVERY).
+    pub(super) fn recovery_progress(&mut self, tok: &mut OrfToken) -> bool {
+        self.recovery_mut().is_some_and(|r| r.progress(tok))
+    }
 
     pub(super) fn recovery_enter(&mut self, now: Instant, ct: CommitToken) {
         let Some(old) = self.old_state else {
             return;
         };
         self.new_epoch();
-        self.state = State::Recovery;
-        self.forming_memb = ct.members.iter().map(|m| m.node).collect();
-        self.trans_memb = ct
+        let forming_memb: Vec<NodeId> = ct.members.iter().map(|m| m.node).collect();
+        let trans_memb: Vec<NodeId> = ct
             .members
             .iter()
             .filter(|m| {
@@ -71,39 +108,44 @@ impl Processor {
         let mut low = old.high_seq;
         let mut high_delivered = self.cfg.initial_seq;
         for m in &ct.members {
-            if self.trans_memb.contains(&m.node) {
+            if trans_memb.contains(&m.node) {
                 low = low.min(m.aru);
                 high_delivered = high_delivered.max(m.high_delivered);
             }
         }
-        self.high_ring_delivered = high_delivered;
         // Nothing at or below the released point is held, and a commit token cannot make us
         // walk further back than that.
         let low = low.max(self.regular_queue.base);
-        self.retrans_queue.clear();
+        let mut retrans_queue = VecDeque::new();
         let mut seq = low + 1;
         while seq <= old.high_seq {
             if let Some(slot) = self.regular_queue.get(seq) {
-                self.retrans_queue.push_back(slot.raw.clone());
+                retrans_queue.push_back(slot.raw.clone());
             }
             seq += 1;
         }
 
         let s0 = self.cfg.initial_seq;
-        self.recovery_queue = SortQueue::new(s0);
+        self.phase = Phase::Recovery(Recovery {
+            forming_memb,
+            trans_memb,
+            queue: SortQueue::new(s0),
+            retrans_queue,
+            set_retrans_flg: false,
+            retrans_flg_count: 0,
+            install_seq: s0,
+            rotation_counter: 0,
+            originated_orf_token: false,
+            high_ring_delivered: high_delivered,
+        });
         self.aru = s0;
         self.high_seq = s0;
-        self.install_seq = s0;
         self.last_aru = s0;
         self.safe_bound = s0;
         self.aru_count = 0;
         self.seq_unchanged = 0;
         self.last_token_seq_value = None;
         self.token_seq_seen = None;
-        self.retrans_flg_count = 0;
-        self.rotation_counter = 0;
-        self.set_retrans_flg = false;
-        self.originated_orf_token = false;
         self.forward_commit(now, ct);
     }
 
@@ -153,16 +195,18 @@ impl Processor {
     /// installed must stay until we install and deliver it.
     pub(super) fn release_recovered(&mut self, to: u64) {
         let to = to.min(self.aru);
-        while self.recovery_queue.base < to {
-            let seq = self.recovery_queue.base + 1;
-            let Some(slot) = self.recovery_queue.get(seq).cloned() else {
+        while let Some(r) = self.recovery().filter(|r| r.queue.base < to) {
+            let seq = r.queue.base + 1;
+            let Some(slot) = r.queue.get(seq).cloned() else {
                 break;
             };
             if !slot.encapsulated {
                 break;
             }
             self.unwrap_recovered(&slot);
-            self.recovery_queue.release_to(seq);
+            if let Some(r) = self.recovery_mut() {
+                r.queue.release_to(seq);
+            }
         }
     }
 
@@ -170,17 +214,23 @@ impl Processor {
     /// messages up to the first gap (regular configuration), the transitional configuration,
     /// the remaining old-ring messages of transitional members, the regular configuration.
     pub(super) fn install(&mut self, now: Instant) {
+        // The RECOVERY state's data ends here: the state is OPERATIONAL from now on (nothing
+        // below depends on the state).
+        let Phase::Recovery(rec) = std::mem::replace(&mut self.phase, Phase::Operational) else {
+            debug_assert!(false, "install outside RECOVERY");
+            return;
+        };
         let old_ring = self.installed_ring;
 
         // 1. Unwrap the recovered messages still in the recovery queue into the old ring's
         // queue (those all members held were unwrapped and released during RECOVERY). Recovery
         // traffic is the leading run of encapsulated messages of the new ring; new messages of
         // members that installed before us may already follow it.
-        let mut boundary = self.recovery_queue.base;
+        let mut boundary = rec.queue.base;
         let mut leading = true;
-        let mut seq = self.recovery_queue.base + 1;
+        let mut seq = rec.queue.base + 1;
         while seq <= self.high_seq {
-            let slot = self.recovery_queue.get(seq).cloned();
+            let slot = rec.queue.get(seq).cloned();
             leading &= slot.as_ref().is_some_and(|s| s.encapsulated);
             if leading {
                 boundary = seq;
@@ -206,7 +256,7 @@ impl Processor {
                 break;
             };
             if slot.guarantee == Guarantee::Safe
-                && seq > self.high_ring_delivered
+                && seq > rec.high_ring_delivered
                 && !self.cfg.inject_no_install_holdback()
             {
                 break;
@@ -220,20 +270,20 @@ impl Processor {
         let left: Vec<NodeId> = self
             .installed_memb
             .iter()
-            .filter(|n| !self.trans_memb.contains(n))
+            .filter(|n| !rec.trans_memb.contains(n))
             .copied()
             .collect();
-        let joined: Vec<NodeId> = self
+        let joined: Vec<NodeId> = rec
             .forming_memb
             .iter()
-            .filter(|n| !self.trans_memb.contains(n))
+            .filter(|n| !rec.trans_memb.contains(n))
             .copied()
             .collect();
         if self.installed_any {
             self.events.push_back(Event::ConfigChange(ConfigChange {
                 kind: ConfigKind::Transitional,
                 ring_id: self.latest_ring,
-                members: self.trans_memb.clone(),
+                members: rec.trans_memb.clone(),
                 left,
                 joined: Vec::new(),
             }));
@@ -246,7 +296,7 @@ impl Processor {
         let mut gap = false;
         while seq <= old_high {
             match self.regular_queue.get(seq) {
-                Some(slot) if !gap || self.trans_memb.contains(&slot.sender) => {
+                Some(slot) if !gap || rec.trans_memb.contains(&slot.sender) => {
                     let slot = slot.clone();
                     self.deliver_slot(old_ring, seq, &slot);
                 }
@@ -264,20 +314,16 @@ impl Processor {
         self.events.push_back(Event::ConfigChange(ConfigChange {
             kind: ConfigKind::Regular,
             ring_id: self.latest_ring,
-            members: self.forming_memb.clone(),
+            members: rec.forming_memb.clone(),
             left: Vec::new(),
             joined,
         }));
 
         // 9. The recovery queue becomes the regular queue; recovery traffic counts as delivered.
-        self.regular_queue = std::mem::replace(
-            &mut self.recovery_queue,
-            SortQueue::new(self.cfg.initial_seq),
-        );
+        self.regular_queue = rec.queue;
         self.installed_ring = self.latest_ring;
         self.high_delivered = boundary;
         self.safe_bound = boundary;
-        self.retrans_queue.clear();
         // Processors we heard in this round but failed because links between us are broken
         // are quarantined: their traffic is no reason for another round until they show
         // two-way contact. (Not those failed for silence or disagreement: nothing says we
@@ -288,7 +334,7 @@ impl Processor {
         // failed in the fail set, so the reason stays with it.)
         let excluded = std::mem::take(&mut self.link_failed);
         for q in excluded.intersection(&seen) {
-            if *q == self.me || self.forming_memb.contains(q) {
+            if *q == self.me || rec.forming_memb.contains(q) {
                 continue;
             }
             let backoff = self.quarantine.get(q).map_or(base, |e| e.backoff);
@@ -300,15 +346,14 @@ impl Processor {
                 },
             );
         }
-        for q in &self.forming_memb {
+        for q in &rec.forming_memb {
             self.quarantine.remove(q);
         }
-        self.installed_memb = self.forming_memb.clone();
+        self.installed_memb = rec.forming_memb;
         self.proc_set = self.installed_memb.iter().copied().collect();
         self.fail_set.clear();
         self.installed_any = true;
         self.new_epoch();
-        self.state = State::Operational;
         self.stats.rings_formed += 1;
     }
 }

@@ -28,7 +28,7 @@ impl Processor {
     /// representative's count exceeds ours by at most one. So a processor whose count is below
     /// `seqno_unchanged_const - 1` knows the token will come back after one plain rotation.
     pub(super) fn may_be_held(&self) -> bool {
-        self.state == State::Operational
+        self.state() == State::Operational
             && self.latest_ring.rep != self.me
             && self.seq_unchanged.saturating_add(1) >= self.cfg.seqno_unchanged_const
     }
@@ -50,7 +50,7 @@ impl Processor {
     /// known to circulate (not held, ORF token) the wait follows the measured rotation instead.
     pub(super) fn retransmit_interval(&self) -> Duration {
         let slow = self.timeouts().token_retransmit;
-        if !matches!(self.state, State::Operational | State::Recovery) || self.may_be_held() {
+        if !matches!(self.state(), State::Operational | State::Recovery) || self.may_be_held() {
             return slow;
         }
         self.fast_retransmit().unwrap_or(slow)
@@ -73,7 +73,7 @@ impl Processor {
     /// in the operational state, the seq this processor forwarded a rotation ago (messages
     /// after it may have been sent after the token and still be in flight).
     pub(super) fn request_limit(&self, tok: &OrfToken) -> u64 {
-        if self.cfg.accelerated_window == 0 || self.state != State::Operational {
+        if self.cfg.accelerated_window == 0 || self.state() != State::Operational {
             return tok.seq;
         }
         match self.forwarded_seq {

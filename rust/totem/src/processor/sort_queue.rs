@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::stats::Ignored;
 use crate::types::{Guarantee, NodeId};
 
-use super::{Processor, State};
+use super::{Phase, Processor};
 
 /// A message held in a sort queue: what delivery needs, and the packet as received, which is
 /// what a retransmission sends again.
@@ -118,18 +118,16 @@ impl Processor {
     /// The queue of the ring this processor works on: the recovery queue in RECOVERY, the
     /// regular queue otherwise.
     pub(super) fn current_queue(&self) -> &SortQueue {
-        if self.state == State::Recovery {
-            &self.recovery_queue
-        } else {
-            &self.regular_queue
+        match &self.phase {
+            Phase::Recovery(r) => &r.queue,
+            _ => &self.regular_queue,
         }
     }
 
     pub(super) fn current_queue_mut(&mut self) -> &mut SortQueue {
-        if self.state == State::Recovery {
-            &mut self.recovery_queue
-        } else {
-            &mut self.regular_queue
+        match &mut self.phase {
+            Phase::Recovery(r) => &mut r.queue,
+            _ => &mut self.regular_queue,
         }
     }
 

@@ -15,7 +15,7 @@ fn timer_armed_in_an_older_epoch_is_a_no_op() {
     let mut p = lone_processor();
     // Alone, the processor created a commit token and waits in COMMIT with its token-loss
     // timer armed.
-    assert_eq!(p.state, State::Commit);
+    assert_eq!(p.state(), State::Commit);
     let loss = p.timers[TimerKind::TokenLoss as usize].expect("armed");
     // The ring moves on without re-arming that timer (as a state change would).
     p.new_epoch();
@@ -26,7 +26,7 @@ fn timer_armed_in_an_older_epoch_is_a_no_op() {
         p.stats.token_lost, 0,
         "a stale token-loss timer must not fire"
     );
-    assert_eq!(p.state, State::Commit);
+    assert_eq!(p.state(), State::Commit);
 }
 
 fn set(v: &[NodeId]) -> BTreeSet<NodeId> {

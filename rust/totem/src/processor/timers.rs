@@ -55,7 +55,7 @@ impl Processor {
     }
 
     pub(super) fn timeouts(&self) -> Timeouts {
-        let n = match self.state {
+        let n = match self.state() {
             State::Gather => self.proc_set.len().saturating_sub(self.fail_set.len()),
             _ => self.ring_members().len(),
         };
@@ -64,7 +64,7 @@ impl Processor {
 
     pub(super) fn fire(&mut self, now: Instant, kind: TimerKind) {
         match kind {
-            TimerKind::TokenLoss => match self.state {
+            TimerKind::TokenLoss => match self.state() {
                 State::Operational | State::Commit | State::Recovery => {
                     self.stats.token_lost += 1;
                     self.gather_enter(now);
@@ -74,7 +74,7 @@ impl Processor {
             TimerKind::TokenRetransmit => {
                 if let Some((to, data, kind)) = self.last_token.clone() {
                     if matches!(
-                        self.state,
+                        self.state(),
                         State::Operational | State::Commit | State::Recovery
                     ) && !self.holding
                     {
@@ -89,7 +89,7 @@ impl Processor {
                 // tells every member to retransmit at the fast pace. A member with messages to
                 // send also asks again, in case its first hold cancel was lost.
                 let rep = self.latest_ring.rep == self.me;
-                if self.state == State::Operational
+                if self.state() == State::Operational
                     && !self.holding
                     && (rep || (self.hold_cancel_sent && !self.packer.is_empty()))
                 {
@@ -108,19 +108,19 @@ impl Processor {
                 }
             }
             TimerKind::Join => {
-                if self.state == State::Gather {
+                if self.state() == State::Gather {
                     self.send_join(now);
                     let at = now + self.cfg.join + self.join_jitter();
                     self.arm(TimerKind::Join, at);
                 }
             }
             TimerKind::Consensus => {
-                if self.state == State::Gather {
+                if self.state() == State::Gather {
                     self.consensus_timeout(now);
                 }
             }
             TimerKind::MergeDetect => {
-                if self.state == State::Operational && self.latest_ring.rep == self.me {
+                if self.state() == State::Operational && self.latest_ring.rep == self.me {
                     let ring_id = self.latest_ring;
                     self.send(Destination::Multicast, &Packet::MergeDetect { ring_id });
                 }

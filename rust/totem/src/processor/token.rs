@@ -20,20 +20,21 @@ impl Processor {
             self.ignore(Ignored::OwnPacket);
             return;
         }
-        if ring != self.latest_ring || !matches!(self.state, State::Operational | State::Recovery) {
+        if ring != self.latest_ring || !matches!(self.state(), State::Operational | State::Recovery)
+        {
             self.ignore(Ignored::ForeignRing);
             return;
         }
         self.seq_unchanged = 0;
         if self.holding {
             self.release_held_token(now);
-        } else if self.state == State::Operational {
+        } else if self.state() == State::Operational {
             self.expect_token_soon(now);
         }
     }
 
     pub(super) fn on_token(&mut self, now: Instant, sender: NodeId, tok: OrfToken) {
-        if !matches!(self.state, State::Operational | State::Recovery) {
+        if !matches!(self.state(), State::Operational | State::Recovery) {
             self.ignore(Ignored::WrongState);
             return;
         }
@@ -74,7 +75,7 @@ impl Processor {
     }
 
     pub(super) fn process_token(&mut self, now: Instant, mut tok: OrfToken) {
-        let operational = self.state == State::Operational;
+        let operational = self.state() == State::Operational;
         self.token_seq_seen = Some(tok.token_seq);
         if let Some(at) = self.forwarded_at.take() {
             if self.rotations.len() == ROTATION_SAMPLES {
@@ -233,7 +234,7 @@ impl Processor {
         }
 
         let mut install = false;
-        if self.state == State::Recovery {
+        if self.state() == State::Recovery {
             install = self.recovery_progress(&mut tok);
         }
 
@@ -281,7 +282,7 @@ impl Processor {
             self.forwarded_at = (!self.may_be_held()).then_some(now);
             self.reset_token_timers(now);
         }
-        if self.state == State::Operational {
+        if self.state() == State::Operational {
             self.deliver_ready();
         }
     }
@@ -297,10 +298,9 @@ impl Processor {
     }
 
     pub(super) fn backlog(&self) -> u32 {
-        let n = if self.state == State::Recovery {
-            self.retrans_queue.len()
-        } else {
-            self.packer.backlog_packets(self.cfg.payload_budget())
+        let n = match self.recovery() {
+            Some(r) => r.retrans_queue.len(),
+            None => self.packer.backlog_packets(self.cfg.payload_budget()),
         };
         u32::try_from(n).unwrap_or(u32::MAX)
     }
@@ -328,8 +328,8 @@ impl Processor {
         let mut sent = 0;
         let budget = self.cfg.payload_budget();
         while sent < allowed {
-            let (guarantee, payload, encapsulated) = if self.state == State::Recovery {
-                match self.retrans_queue.pop_front() {
+            let (guarantee, payload, encapsulated) = if let Some(r) = self.recovery_mut() {
+                match r.retrans_queue.pop_front() {
                     Some(inner) => {
                         self.stats.recovery_messages_originated += 1;
                         (Guarantee::Agreed, inner, true)
