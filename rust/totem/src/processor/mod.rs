@@ -27,6 +27,20 @@ use crate::stats::{Ignored, Stats};
 use crate::types::{Guarantee, Instant, NodeId, RingId};
 use crate::wire::{self, Join, Packet, PacketType};
 
+/// Checks an invariant of the processor: always with the `invariants` feature of this crate
+/// (which the simulator and the fuzz harness enable, so their release builds check too), and
+/// otherwise like `debug_assert!` (debug builds only). The product's release build (`evs`, which
+/// does not enable the feature) checks nothing.
+macro_rules! invariant {
+    ($($arg:tt)*) => {
+        if cfg!(feature = "invariants") {
+            assert!($($arg)*);
+        } else {
+            debug_assert!($($arg)*);
+        }
+    };
+}
+
 mod commit;
 mod delivery;
 mod membership;
@@ -39,7 +53,7 @@ mod timers;
 mod token;
 
 use membership::Quarantine;
-use membership::{sorted, Row};
+use membership::{has, sorted, Row};
 use recovery::{OldRingState, Recovery};
 use retransmit::ROTATION_SAMPLES;
 use sort_queue::SortQueue;
@@ -468,6 +482,7 @@ impl Processor {
     ) -> Result<u64, SubmitError> {
         let no = self.packer.push(data, guarantee)?;
         self.stats.messages_submitted += 1;
+        self.check_invariants();
         if self.state() == State::Operational && self.token_held {
             if self.latest_ring.rep == self.me {
                 if self.holding {
@@ -522,6 +537,11 @@ impl Processor {
     /// Feeds one received datagram (already authenticated). Never panics on any input; every
     /// packet that is rejected or not used is counted in [`Stats`].
     pub fn handle_packet(&mut self, now: Instant, data: Bytes) {
+        self.handle_packet_inner(now, data);
+        self.check_invariants();
+    }
+
+    fn handle_packet_inner(&mut self, now: Instant, data: Bytes) {
         if self.state() == State::Left {
             return;
         }
@@ -581,6 +601,11 @@ impl Processor {
 
     /// Runs every timer that expired at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timeout_inner(now);
+        self.check_invariants();
+    }
+
+    fn handle_timeout_inner(&mut self, now: Instant) {
         for (i, kind) in TIMER_KINDS.iter().enumerate() {
             let Some(t) = self.timers[i] else { continue };
             if t.at > now {
@@ -592,6 +617,76 @@ impl Processor {
                 continue;
             }
             self.fire(now, *kind);
+        }
+    }
+
+    /// The invariants that hold between any two calls, in every state (see [`invariant!`]).
+    fn check_invariants(&self) {
+        let state = self.state();
+        invariant!(
+            self.aru <= self.high_seq,
+            "{}: aru {} above high seq {} in {state:?}",
+            self.me,
+            self.aru,
+            self.high_seq
+        );
+        let base = self.current_queue().base;
+        invariant!(
+            base <= self.aru,
+            "{}: aru {} below the released point {base} in {state:?}",
+            self.me,
+            self.aru
+        );
+        // Outside RECOVERY, `aru` is the installed ring's (in RECOVERY it is the new ring's).
+        invariant!(
+            state == State::Recovery || self.high_delivered <= self.aru,
+            "{}: delivered {} above aru {} in {state:?}",
+            self.me,
+            self.high_delivered,
+            self.aru
+        );
+        invariant!(
+            self.regular_queue.base <= self.high_delivered,
+            "{}: released {} beyond delivered {}",
+            self.me,
+            self.regular_queue.base,
+            self.high_delivered
+        );
+        invariant!(
+            self.latest_ring.seq >= self.installed_ring.seq,
+            "{}: latest ring {:?} older than installed ring {:?}",
+            self.me,
+            self.latest_ring,
+            self.installed_ring
+        );
+        invariant!(
+            self.installed_memb.windows(2).all(|w| w[0] < w[1])
+                && has(&self.installed_memb, self.me),
+            "{}: installed members {:?}",
+            self.me,
+            self.installed_memb
+        );
+        match &self.phase {
+            Phase::Operational => invariant!(
+                self.latest_ring == self.installed_ring && self.old_state.is_none(),
+                "{}: operational on {:?} with installed ring {:?}, old state {:?}",
+                self.me,
+                self.latest_ring,
+                self.installed_ring,
+                self.old_state
+            ),
+            Phase::Commit { .. } | Phase::Recovery(_) => invariant!(
+                self.old_state.is_some() && self.forming_memb().contains(&self.me),
+                "{}: {state:?} on {:?} without old state or membership",
+                self.me,
+                self.latest_ring
+            ),
+            Phase::Gather => {}
+            Phase::Left => invariant!(
+                self.poll_timeout().is_none(),
+                "{}: timers armed after leaving",
+                self.me
+            ),
         }
     }
 

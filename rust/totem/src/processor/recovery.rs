@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::types::{Guarantee, Instant, NodeId};
 use crate::wire::{self, CommitToken, Decoded, OrfToken, Packet};
 
-use super::membership::Quarantine;
+use super::membership::{has, Quarantine};
 use super::sort_queue::{Slot, SortQueue};
 use super::{ConfigChange, ConfigKind, Event, Phase, Processor};
 
@@ -217,9 +217,32 @@ impl Processor {
         // The RECOVERY state's data ends here: the state is OPERATIONAL from now on (nothing
         // below depends on the state).
         let Phase::Recovery(rec) = std::mem::replace(&mut self.phase, Phase::Operational) else {
-            debug_assert!(false, "install outside RECOVERY");
+            invariant!(false, "{}: install outside RECOVERY", self.me);
             return;
         };
+        // Preconditions: a ring newer than the installed one, the old ring's state saved at
+        // COMMIT, and a transitional configuration of members of both rings that includes this
+        // processor (our own commit token entry named our installed ring).
+        invariant!(
+            self.latest_ring.seq > self.installed_ring.seq && self.old_state.is_some(),
+            "{}: installing {:?} over {:?} (old state {:?})",
+            self.me,
+            self.latest_ring,
+            self.installed_ring,
+            self.old_state
+        );
+        invariant!(
+            rec.trans_memb.contains(&self.me)
+                && rec
+                    .trans_memb
+                    .iter()
+                    .all(|n| has(&rec.forming_memb, *n) && has(&self.installed_memb, *n)),
+            "{}: transitional members {:?} of {:?} (installed {:?})",
+            self.me,
+            rec.trans_memb,
+            rec.forming_memb,
+            self.installed_memb
+        );
         let old_ring = self.installed_ring;
 
         // 1. Unwrap the recovered messages still in the recovery queue into the old ring's

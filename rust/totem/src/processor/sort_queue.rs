@@ -83,6 +83,7 @@ impl SortQueue {
             return Err(Ignored::DuplicateMcast);
         }
         self.slots[i] = Some(slot);
+        invariant!(self.slots.len() == self.misses.len());
         Ok(())
     }
 

@@ -238,6 +238,15 @@ impl Processor {
             install = self.recovery_progress(&mut tok);
         }
 
+        invariant!(
+            tok.aru <= tok.seq && self.aru <= tok.seq && self.high_seq <= tok.seq,
+            "{}: forwarding a token with aru {} and seq {} (own aru {}, high seq {})",
+            self.me,
+            tok.aru,
+            tok.seq,
+            self.aru,
+            self.high_seq
+        );
         tok.token_seq = tok.token_seq.saturating_add(1);
         let to = self.successor();
         let data = Bytes::from(wire::encode(self.me, &Packet::Token(tok.clone())));
