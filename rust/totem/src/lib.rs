@@ -9,6 +9,11 @@
 //! Layers inside the crate: [`wire`] (the packet codec), [`pack`] (packing and fragmentation of
 //! application messages, Corosync's `totempg`), and [`processor`] (ordering, flow control,
 //! membership and the EVS delivery rules).
+//!
+//! The processor's invariants (aru <= high seq, delivered <= aru, install preconditions, ...)
+//! are checked like `debug_assert!` in debug builds, and in every build with the `invariants`
+//! feature, which the simulator (`totem-sim`) and the fuzz harness enable; the runtime (`evs`)
+//! does not, so its release build carries no checks.
 
 pub mod config;
 pub mod pack;
