@@ -184,19 +184,24 @@ fn main() -> ExitCode {
     }
     let args = match parse_args(&argv) {
         Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("totem-sim: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_exit(&e),
     };
     install_quiet_panic_hook();
     match args.mode {
         Mode::One(seed) => run_one(seed, &args.opts),
         Mode::Range(start, end) => run_range(start, end, &args.opts, args.jobs),
+    }
+}
+
+/// A command line that did not parse: an empty error is a request for help (usage, status
+/// 0); any other is printed with the usage (status 2).
+fn usage_exit(e: &str) -> ExitCode {
+    if e.is_empty() {
+        println!("{USAGE}");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("totem-sim: {e}\n\n{USAGE}");
+        ExitCode::from(2)
     }
 }
 
@@ -230,16 +235,8 @@ fn check_trace(argv: &[String]) -> ExitCode {
         }
         Ok(())
     })();
-    match parsed {
-        Ok(()) => {}
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("totem-sim: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    if let Err(e) = parsed {
+        return usage_exit(&e);
     }
     let report = match check_files(&paths, &opts) {
         Ok(r) => r,
