@@ -107,3 +107,39 @@ fn a_restart_in_the_middle_of_a_commit_token_rotation_passes() {
     // what we wrote now starts a new round.
     pinned_restart_seeds_pass(&[38091, 40041]);
 }
+
+#[test]
+fn groups_that_failed_each_other_out_of_phase_merge() {
+    // Two groups gathering out of phase failed each other for not agreeing; the one still
+    // gathering ignored the joins the other sent after installing the ring it had formed
+    // meanwhile, formed its own, and by then the other was gathering again and failed it in
+    // turn: rings re-formed every consensus period and never merged (D9, seeds 78358 and
+    // 99656 of the third 100,000-seed soak; both restart processors, which is how the groups
+    // fell out of phase). A failed processor whose join shows a newer ring and that it hears
+    // every processor we propose is now taken back (`Processor::moved_on`).
+    pinned_restart_seeds_pass(&[78358, 99656]);
+}
+
+#[test]
+fn long_runs_that_split_on_partial_evidence_settle() {
+    // Under a held one-way cut, a processor whose consensus timer expired first split the
+    // processors by the broken links the settled joins showed so far, before the others had
+    // settled and reported theirs; it excluded a different side than they did, and the two
+    // sides excluded each other every round (S1, long seeds 66 classic and 188 accelerated).
+    // The first consensus timeout now decides nothing while a processor heard in the round
+    // has not settled.
+    for (seed, accelerated) in [(66, false), (188, true), (32, true)] {
+        let opts = Options {
+            long: true,
+            accelerated,
+            ..Options::default()
+        };
+        let r = run_seed(seed, &opts);
+        assert!(
+            r.passed(),
+            "seed {seed}: {}\n    replay: {}",
+            r.outcome.unwrap_err(),
+            opts.replay_command(seed)
+        );
+    }
+}

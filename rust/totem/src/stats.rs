@@ -106,6 +106,9 @@ pub struct Stats {
     pub gather_entered: u64,
     pub token_lost: u64,
     pub consensus_timeouts: u64,
+    /// Processors taken back out of the fail set because they installed a ring since they
+    /// were failed and showed that they hear us.
+    pub unfailed: u64,
     pub stale_timers: u64,
     pub token_warnings: u64,
     pub recovery_messages_originated: u64,

@@ -19,6 +19,8 @@ pub(super) struct Row {
     /// Ascending, no duplicates.
     pub(super) heard: Vec<NodeId>,
     pub(super) settled: bool,
+    /// The ring its sender was on.
+    pub(super) ring_seq: u64,
 }
 
 /// Membership test in an ascending list.
@@ -285,15 +287,26 @@ impl Processor {
             .collect();
         // 2. Links that the joins show broken (one way or both, our own included): everyone
         // who sees the same joins splits the processors the same way.
-        let broken = self.broken_links(&among);
-        let layer = ring_layer(self.me, &among, &broken);
-        let cut_off: Vec<NodeId> = among.difference(&layer).copied().collect();
+        // On the first timeout, not while a processor we heard has not settled: the links its
+        // join will show missing are not known yet, and a split computed without them differs
+        // from the one the others compute once they know them (each side then excludes the
+        // other, round after round).
+        let unsettled = among
+            .iter()
+            .any(|&n| n != self.me && self.row(n).is_some_and(|r| !r.settled));
+        let cut_off: Vec<NodeId> = if first && unsettled {
+            Vec::new()
+        } else {
+            let broken = self.broken_links(&among);
+            let layer = ring_layer(self.me, &among, &broken);
+            among.difference(&layer).copied().collect()
+        };
         self.link_failed.extend(cut_off.iter().copied());
         self.link_failed.extend(absent.iter().copied());
         let mut failed: Vec<NodeId> = dead.into_iter().collect();
         failed.extend(cut_off);
         failed.extend(absent);
-        if failed.is_empty() {
+        if failed.is_empty() && !(first && unsettled) {
             // 3. Only disagreement is left (all heard, no link known broken): as Corosync, fail
             // whoever did not agree with us. On the first timeout, not a processor whose own
             // consensus timer has not expired yet: its report of whom it hears may not be
@@ -305,8 +318,45 @@ impl Processor {
                 .copied()
                 .collect();
         }
-        self.fail_set.extend(failed);
+        self.fail(failed);
         self.gather_enter(now);
+    }
+
+    /// Puts `failed` into the fail set, remembering for each the ring its latest join named
+    /// (see `moved_on`).
+    pub(super) fn fail(&mut self, failed: impl IntoIterator<Item = NodeId>) {
+        for n in failed {
+            if self.fail_set.insert(n) {
+                if let Some(r) = self.rows.get(&n) {
+                    self.failed_at.insert(n, r.ring_seq);
+                }
+            }
+        }
+    }
+
+    /// A join from `sender`, in our fail set, shows that it installed a ring since we failed
+    /// it and that it hears every processor we propose: the state we failed it in is gone (it
+    /// formed a ring without us, or restarted), and so is the reason. It is taken back into
+    /// this round.
+    ///
+    /// Without this, two groups whose consensus timers expire out of phase excluded each other
+    /// for ever: one, still gathering with the other in its fail set, ignored the joins the
+    /// other sent after installing the ring it formed meanwhile, formed its own ring, and by
+    /// then the other, gathering again, failed it in turn for not agreeing (simulator seeds
+    /// 78358 and 99656). One that does not hear all of our proposed members stays failed: its
+    /// new ring may be the other side of a one-way or non-transitive cut, which re-admitting
+    /// it each time it re-forms would turn into flapping (long seed 16, accelerated).
+    pub(super) fn moved_on(&self, sender: NodeId, j: &Join) -> bool {
+        !j.leave
+            && !j.probe
+            && self
+                .failed_at
+                .get(&sender)
+                .is_some_and(|&seq| j.ring_seq > seq)
+            && self
+                .proposed_members()
+                .iter()
+                .all(|&m| m == sender || has(&j.heard, m))
     }
 
     /// The members this processor proposes: its processor set minus its fail set, ascending.
@@ -464,6 +514,7 @@ impl Processor {
                     at: now,
                     heard: j.heard.clone(),
                     settled: j.settled,
+                    ring_seq: j.ring_seq,
                 },
             );
         }
@@ -491,6 +542,17 @@ impl Processor {
                 if self.installed_memb.contains(&sender) && j.ring_seq < self.installed_ring.seq {
                     // A ring-mate's join from before our current ring: stale.
                     self.ignore(Ignored::WrongState);
+                    return;
+                }
+                if self.fail_set.contains(&sender) && self.moved_on(sender, &j) {
+                    self.fail_set.remove(&sender);
+                    self.failed_at.remove(&sender);
+                    self.link_failed.remove(&sender);
+                    self.stats.unfailed += 1;
+                    // Our proposal changed: the consensus gathered so far is void, and the
+                    // others hear of the change from our join.
+                    self.gather_enter(now);
+                    self.join_process(now, sender, &j);
                     return;
                 }
                 if self.quarantine.contains_key(&sender) && !self.proc_set.contains(&sender) {
@@ -568,6 +630,7 @@ impl Processor {
         if j.leave && !self.fail_set.contains(&sender) {
             // It left: it is failed here whatever its own lists say.
             self.fail_set.insert(sender);
+            self.failed_at.insert(sender, j.ring_seq);
             self.gather_enter(now);
             return;
         }
@@ -618,7 +681,7 @@ impl Processor {
                     self.link_failed.insert(n);
                 }
             }
-            self.fail_set.extend(adopted);
+            self.fail(adopted);
         }
         // Re-enter GATHER (re-sending our join) only when our sets grew. Two processors whose
         // joins teach each other nothing would otherwise answer each other's joins forever; the

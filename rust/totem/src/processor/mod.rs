@@ -195,6 +195,9 @@ pub struct Processor {
 
     proc_set: BTreeSet<NodeId>,
     fail_set: BTreeSet<NodeId>,
+    /// For members of `fail_set`: the ring sequence number of the latest join they had sent
+    /// when they were failed (`Processor::moved_on`).
+    failed_at: BTreeMap<NodeId, u64>,
     consensus: BTreeSet<NodeId>,
     /// Processors whose full-size datagrams do not reach us: set when we failed to receive
     /// (our aru stuck for `fail_recv_const` rotations while their small packets still came),
@@ -342,6 +345,7 @@ impl Processor {
             installed_any: false,
             proc_set: BTreeSet::new(),
             fail_set: BTreeSet::new(),
+            failed_at: BTreeMap::new(),
             consensus: BTreeSet::new(),
             deaf_from: BTreeSet::new(),
             old_state: None,

@@ -375,6 +375,7 @@ impl Processor {
         self.installed_memb = rec.forming_memb;
         self.proc_set = self.installed_memb.iter().copied().collect();
         self.fail_set.clear();
+        self.failed_at.clear();
         self.installed_any = true;
         self.new_epoch();
         self.stats.rings_formed += 1;
