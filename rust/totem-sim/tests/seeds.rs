@@ -69,17 +69,22 @@ fn a_processor_refusing_to_start_fails_the_run() {
     }
 }
 
+/// Runs `seed` and fails the test, with the command that replays it, unless it passes.
+fn pinned_seed_passes(seed: u64, opts: &Options) -> totem_sim::RunResult {
+    let r = run_seed(seed, opts);
+    if let Err(e) = &r.outcome {
+        panic!(
+            "seed {seed}: {e}\n    replay: {}",
+            opts.replay_command(seed)
+        );
+    }
+    r
+}
+
 /// Each seed passes and still restarts a processor (what the fix it pins is about).
 fn pinned_restart_seeds_pass(seeds: &[u64]) {
     for &seed in seeds {
-        let opts = Options::default();
-        let r = run_seed(seed, &opts);
-        assert!(
-            r.passed(),
-            "seed {seed}: {}\n    replay: {}",
-            r.outcome.unwrap_err(),
-            opts.replay_command(seed)
-        );
+        let r = pinned_seed_passes(seed, &Options::default());
         assert!(
             r.summary.restarts > 0,
             "seed {seed}: no restart left to test"
@@ -127,19 +132,14 @@ fn long_runs_that_split_on_partial_evidence_settle() {
     // settled and reported theirs; it excluded a different side than they did, and the two
     // sides excluded each other every round (S1, long seeds 66 classic and 188 accelerated).
     // The first consensus timeout now decides nothing while a processor heard in the round
-    // has not settled.
+    // has not settled. (Long seed 32, accelerated, pins the other side of the rule above: it
+    // flapped when a failed processor was taken back without hearing all we propose.)
     for (seed, accelerated) in [(66, false), (188, true), (32, true)] {
         let opts = Options {
             long: true,
             accelerated,
             ..Options::default()
         };
-        let r = run_seed(seed, &opts);
-        assert!(
-            r.passed(),
-            "seed {seed}: {}\n    replay: {}",
-            r.outcome.unwrap_err(),
-            opts.replay_command(seed)
-        );
+        pinned_seed_passes(seed, &opts);
     }
 }
