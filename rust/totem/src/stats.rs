@@ -106,8 +106,8 @@ pub struct Stats {
     pub gather_entered: u64,
     pub token_lost: u64,
     pub consensus_timeouts: u64,
-    /// Processors taken back out of the fail set because they installed a ring since they
-    /// were failed and showed that they hear us.
+    /// Processors taken back out of the fail set because their joins named a newer ring than
+    /// when they were failed and showed that they hear every processor we propose.
     pub unfailed: u64,
     pub stale_timers: u64,
     pub token_warnings: u64,

@@ -334,10 +334,10 @@ impl Processor {
         }
     }
 
-    /// A join from `sender`, in our fail set, shows that it installed a ring since we failed
-    /// it and that it hears every processor we propose: the state we failed it in is gone (it
-    /// formed a ring without us, or restarted), and so is the reason. It is taken back into
-    /// this round.
+    /// A join from `sender`, in our fail set, names a newer ring than its join did when we
+    /// failed it, and shows that it hears every processor we propose: the state we failed it in
+    /// is gone (it formed or attempted a ring without us, or restarted), and so is the reason.
+    /// It is taken back into this round.
     ///
     /// Without this, two groups whose consensus timers expire out of phase excluded each other
     /// for ever: one, still gathering with the other in its fail set, ignored the joins the
