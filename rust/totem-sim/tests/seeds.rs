@@ -144,3 +144,32 @@ fn long_runs_that_split_on_partial_evidence_settle() {
         pinned_seed_passes(seed, &opts);
     }
 }
+
+#[test]
+fn long_runs_that_decided_before_the_others_settle() {
+    // Two more ways a processor decided on partial evidence, both found by long seeds beyond
+    // the CI range on `4c89cbb` (S1: the excluded processors re-formed rings for the rest of the
+    // fault).
+    // - Its second consensus timeout came when another's first had not yet: a processor whose
+    //   timer was pushed back by a change of sets settled one period later, and the split was
+    //   computed without its report (123: two non-transitive pairs; 348, 542, 688, 752, 787).
+    //   (402 and 449 accelerated.) Processors heard in the round now get up to two timeouts
+    //   to settle.
+    // - It failed for disagreeing a processor that had settled a moment before and that, at its
+    //   own next timeout, excluded the same processor it had (391). A disagreeing
+    //   processor that settled less than two consensus periods ago is now waited for.
+    // Seed 52 passes on `4c89cbb` and failed with these two waits alone: two processors that
+    // a ring had excluded counted its members, operational again, as taking part in their round
+    // (on the joins of the round that formed it) and failed them only for disagreeing, which
+    // quarantines nobody. A processor that probed from a ring newer than its latest join's is
+    // now absent.
+    let classic = [123, 348, 391, 542, 688, 752, 787, 52].map(|s| (s, false));
+    for (seed, accelerated) in classic.into_iter().chain([(402, true), (449, true)]) {
+        let opts = Options {
+            long: true,
+            accelerated,
+            ..Options::default()
+        };
+        pinned_seed_passes(seed, &opts);
+    }
+}

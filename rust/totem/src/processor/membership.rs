@@ -18,7 +18,10 @@ pub(super) struct Row {
     pub(super) at: Instant,
     /// Ascending, no duplicates.
     pub(super) heard: Vec<NodeId>,
-    pub(super) settled: bool,
+    /// When the first of its sender's consecutive settled joins arrived; `None` while its
+    /// consensus timer has not expired in its round. A settled processor decides its split at
+    /// its next consensus timeout after that.
+    pub(super) settled_since: Option<Instant>,
     /// The ring its sender was on.
     pub(super) ring_seq: u64,
 }
@@ -100,6 +103,14 @@ pub(super) fn greedy_cover(
     out
 }
 
+/// How many consensus timeouts of a round wait for the processors heard in it to settle before
+/// splitting on the links their joins show broken (see `Processor::consensus_timeout`).
+const SETTLE_WAIT: u32 = 2;
+
+/// How many consensus timeouts of a round wait for a processor that settled recently, and
+/// disagrees, before failing it for disagreeing.
+const SPLIT_WAIT: u32 = 4;
+
 impl Processor {
     /// A packet of another ring: a reason to merge, unless it is a straggler of an older ring
     /// from a member of this one.
@@ -158,7 +169,7 @@ impl Processor {
             // nothing about the links now (a ring that lost its token, or an attempt that failed,
             // may have lost a link).
             self.round_start = now;
-            self.settled = false;
+            self.expiries = 0;
         }
         if self.state() == State::Recovery {
             // Undo the failed recovery: the old ring's queue is intact, its counters come back.
@@ -202,7 +213,7 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: false,
             installed: self.installed_any && self.latest_ring == self.installed_ring,
-            settled: self.settled,
+            settled: self.expiries > 0,
             probe: false,
             proc_list: sorted(&self.proc_set),
             fail_list: sorted(&self.fail_set),
@@ -241,8 +252,7 @@ impl Processor {
         self.stats.consensus_timeouts += 1;
         // A whole consensus period has passed in this round: whom we have not heard by now we
         // cannot hear, and our joins say so from here on.
-        let first = !self.settled;
-        self.settled = true;
+        self.expiries = self.expiries.saturating_add(1);
         if self.consensus_agreed() {
             // Everyone agreed but no commit token came: its creator may be gone. Start over.
             self.consensus.clear();
@@ -274,11 +284,16 @@ impl Processor {
             .copied()
             .filter(|&c| !alive(c))
             .partition(|c| seen.contains(c));
-        // Those that only probed us are operational in a ring of their own, not in our round.
+        // Those that only probed us are operational in a ring of their own, not in our round;
+        // so are those that probed us from a ring newer than their latest join's (they
+        // installed it since). Counting the latter as taking part, on the rows
+        // of the round that formed their ring, left processors that their ring had excluded
+        // waiting for them and failing them only for disagreeing, which quarantines nobody,
+        // so that their ring's traffic started the next round at once (long seed 52).
         absent.extend(
             candidates
                 .iter()
-                .filter(|&&n| n != self.me && heard.contains(&n) && self.row(n).is_none()),
+                .filter(|&&n| n != self.me && heard.contains(&n) && !self.in_round(n)),
         );
         let among: BTreeSet<NodeId> = candidates
             .iter()
@@ -287,14 +302,16 @@ impl Processor {
             .collect();
         // 2. Links that the joins show broken (one way or both, our own included): everyone
         // who sees the same joins splits the processors the same way.
-        // On the first timeout, not while a processor we heard has not settled: the links its
-        // join will show missing are not known yet, and a split computed without them differs
-        // from the one the others compute once they know them (each side then excludes the
-        // other, round after round).
-        let unsettled = among
-            .iter()
-            .any(|&n| n != self.me && self.row(n).is_some_and(|r| !r.settled));
-        let cut_off: Vec<NodeId> = if first && unsettled {
+        // Not while a processor we heard has not settled, for up to `SETTLE_WAIT` expiries:
+        // the links its join will show missing are not known yet, and a split computed without
+        // them differs from the one the others compute once they know them (each side then
+        // excludes the other, round after round). The wait is bounded: a processor whose
+        // consensus timer keeps being pushed back must not hold the round for ever.
+        let wait = self.expiries <= SETTLE_WAIT
+            && among
+                .iter()
+                .any(|&n| n != self.me && self.row(n).is_some_and(|r| r.settled_since.is_none()));
+        let cut_off: Vec<NodeId> = if wait {
             Vec::new()
         } else {
             let broken = self.broken_links(&among);
@@ -306,15 +323,27 @@ impl Processor {
         let mut failed: Vec<NodeId> = dead.into_iter().collect();
         failed.extend(cut_off);
         failed.extend(absent);
-        if failed.is_empty() && !(first && unsettled) {
+        // A processor that disagrees with us and settled less than two consensus periods ago
+        // has not decided its split yet: its proposal may still come to ours (it fails a
+        // processor we failed for a link it does not share with us, and so does not adopt
+        // from our joins). Failing it now for disagreeing separated two processors that a
+        // moment later proposed the same ring (long seed 391).
+        let c = self.timeouts().consensus;
+        let deciding = self.expiries <= SPLIT_WAIT
+            && among.iter().any(|&n| {
+                n != self.me
+                    && !self.consensus.contains(&n)
+                    && self
+                        .row(n)
+                        .and_then(|r| r.settled_since)
+                        .is_some_and(|t| now.saturating_duration_since(t) < c * 2)
+            });
+        if failed.is_empty() && !wait && !deciding {
             // 3. Only disagreement is left (all heard, no link known broken): as Corosync, fail
-            // whoever did not agree with us. On the first timeout, not a processor whose own
-            // consensus timer has not expired yet: its report of whom it hears may not be
-            // final.
+            // whoever did not agree with us.
             failed = among
                 .iter()
                 .filter(|&&n| n != self.me && !self.consensus.contains(&n))
-                .filter(|&&n| !first || self.row(n).is_none_or(|r| r.settled))
                 .copied()
                 .collect();
         }
@@ -397,6 +426,17 @@ impl Processor {
         self.rows.get(&n).filter(|r| r.at >= self.round_start)
     }
 
+    /// Has `n` joined this round, and not probed from a ring newer than the one its latest join
+    /// named? (Only operational processors probe, naming the ring they installed; comparing
+    /// rings rather than arrival times is not fooled by a probe that overtook a later join.)
+    pub(super) fn in_round(&self, n: NodeId) -> bool {
+        self.row(n).is_some_and(|r| {
+            self.probe_rings
+                .get(&n)
+                .is_none_or(|ring| ring.seq <= r.ring_seq)
+        })
+    }
+
     /// Processors whose joins reached us since the current round began: the `heard` list of
     /// our joins.
     pub(super) fn round_heard(&self) -> BTreeSet<NodeId> {
@@ -451,7 +491,9 @@ impl Processor {
             let report = if a == self.me {
                 Some(&heard)
             } else {
-                self.row(a).filter(|r| r.settled).map(|r| &r.heard)
+                self.row(a)
+                    .filter(|r| r.settled_since.is_some())
+                    .map(|r| &r.heard)
             };
             let Some(report) = report else { continue };
             for &b in among {
@@ -508,12 +550,18 @@ impl Processor {
             self.deaf_from.remove(&sender);
         } else if !j.probe {
             // (A probe reports whom its sender heard recently, not in our round.)
+            let settled_since = j.settled.then(|| {
+                self.rows
+                    .get(&sender)
+                    .and_then(|r| r.settled_since)
+                    .unwrap_or(now)
+            });
             self.rows.insert(
                 sender,
                 Row {
                     at: now,
                     heard: j.heard.clone(),
-                    settled: j.settled,
+                    settled_since,
                     ring_seq: j.ring_seq,
                 },
             );

@@ -252,8 +252,9 @@ pub struct Processor {
     sender_was_quiet: bool,
     /// Each processor's latest join.
     rows: BTreeMap<NodeId, Row>,
-    /// The consensus timer expired at least once in this round.
-    settled: bool,
+    /// How many times the consensus timer expired in this round. Once it has, the round is
+    /// settled: whom we have not heard by then we cannot hear, and our joins say so.
+    expiries: u32,
     /// Processors failed since the last installation because joins showed links to them
     /// broken (or because they never joined while their packets reached us).
     link_failed: BTreeSet<NodeId>,
@@ -367,7 +368,7 @@ impl Processor {
             last_seen: BTreeMap::new(),
             sender_was_quiet: false,
             rows: BTreeMap::new(),
-            settled: false,
+            expiries: 0,
             link_failed: BTreeSet::new(),
             reports: BTreeMap::new(),
             probe_rings: BTreeMap::new(),
@@ -523,7 +524,7 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: true,
             installed: self.installed_any && self.latest_ring == self.installed_ring,
-            settled: self.settled,
+            settled: self.expiries > 0,
             probe: false,
             proc_list,
             fail_list: sorted(&fail),
