@@ -19,8 +19,11 @@ pub(super) struct Row {
     /// Ascending, no duplicates.
     pub(super) heard: Vec<NodeId>,
     /// When the first of its sender's consecutive settled joins arrived; `None` while its
-    /// consensus timer has not expired in its round. A settled processor decides its split at
-    /// its next consensus timeout after that.
+    /// consensus timer has not expired in its round. A settled processor usually makes its
+    /// split within a consensus period after that, but not always: its own waits, and any
+    /// change of its sets (which restarts its timer), can delay it. (Carried over from the
+    /// previous row whatever round that row belonged to: if every unsettled join of a new
+    /// round is lost, the old time is kept and the processor counts as long settled.)
     pub(super) settled_since: Option<Instant>,
     /// The ring its sender was on.
     pub(super) ring_seq: u64,
@@ -324,10 +327,11 @@ impl Processor {
         failed.extend(cut_off);
         failed.extend(absent);
         // A processor that disagrees with us and settled less than two consensus periods ago
-        // has not decided its split yet: its proposal may still come to ours (it fails a
+        // may not have decided its split yet: its proposal may still come to ours (it fails a
         // processor we failed for a link it does not share with us, and so does not adopt
         // from our joins). Failing it now for disagreeing separated two processors that a
-        // moment later proposed the same ring (long seed 391).
+        // moment later proposed the same ring (long seed 391). While one such processor is
+        // heard, nobody is failed for disagreeing at this timeout (up to `SPLIT_WAIT`).
         let c = self.timeouts().consensus;
         let deciding = self.expiries <= SPLIT_WAIT
             && among.iter().any(|&n| {
