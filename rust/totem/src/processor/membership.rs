@@ -216,7 +216,7 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: false,
             installed: self.installed_any && self.latest_ring == self.installed_ring,
-            settled: self.expiries > 0,
+            settled: self.settled(),
             probe: false,
             proc_list: sorted(&self.proc_set),
             fail_list: sorted(&self.fail_set),
@@ -423,6 +423,11 @@ impl Processor {
             self.row(n)
                 .is_some_and(|r| members.iter().all(|&m| m == n || has(&r.heard, m)))
         })
+    }
+
+    /// Has the consensus timer expired in this round? (What our joins' `settled` flag says.)
+    pub(super) fn settled(&self) -> bool {
+        self.expiries > 0
     }
 
     /// `n`'s latest join in this round.

@@ -524,7 +524,7 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: true,
             installed: self.installed_any && self.latest_ring == self.installed_ring,
-            settled: self.expiries > 0,
+            settled: self.settled(),
             probe: false,
             proc_list,
             fail_list: sorted(&fail),
