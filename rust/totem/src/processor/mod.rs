@@ -198,6 +198,10 @@ pub struct Processor {
     /// For members of `fail_set`: the ring sequence number of the latest join they had sent
     /// when they were failed (`Processor::moved_on`).
     failed_at: BTreeMap<NodeId, u64>,
+    /// Processors taken back into this round by `moved_on` (cleared when a round starts and at
+    /// installation): a ring-mate's failure of one of them is not adopted again in this round
+    /// (`Processor::join_process`).
+    taken_back: BTreeSet<NodeId>,
     consensus: BTreeSet<NodeId>,
     /// Processors whose full-size datagrams do not reach us: set when we failed to receive
     /// (our aru stuck for `fail_recv_const` rotations while their small packets still came),
@@ -347,6 +351,7 @@ impl Processor {
             proc_set: BTreeSet::new(),
             fail_set: BTreeSet::new(),
             failed_at: BTreeMap::new(),
+            taken_back: BTreeSet::new(),
             consensus: BTreeSet::new(),
             deaf_from: BTreeSet::new(),
             old_state: None,

@@ -376,6 +376,7 @@ impl Processor {
         self.proc_set = self.installed_memb.iter().copied().collect();
         self.fail_set.clear();
         self.failed_at.clear();
+        self.taken_back.clear();
         self.installed_any = true;
         self.new_epoch();
         self.stats.rings_formed += 1;
