@@ -24,6 +24,9 @@ cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}" --accelera
 step "deterministic simulation, long runs: connectivity faults held for tens of seconds, S1-S3 checked while each lasts (seeds ${SIM_LONG_SEEDS:-0..40})"
 cargo run --release -q -p totem-sim -- --seeds "${SIM_LONG_SEEDS:-0..40}" --long
 cargo run --release -q -p totem-sim -- --seeds "${SIM_LONG_SEEDS:-0..40}" --long --accelerated
+step "deterministic simulation with the service engine: handles open, close, join, leave and send to groups; G1-G4 checked besides the EVS properties (seeds ${SIM_SEEDS:-0..500}, both modes)"
+cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}" --groups
+cargo run --release -q -p totem-sim -- --seeds "${SIM_SEEDS:-0..500}" --groups --accelerated
 
 # ---- Python package -------------------------------------------------------------------------
 # A virtualenv of its own (.venv, reused between runs) with the package installed editable by

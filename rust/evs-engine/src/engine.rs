@@ -97,6 +97,47 @@ pub enum Output {
     /// view that applies these ([`GroupView::apply`]) equals [`Engine::view`] whenever
     /// `poll_event` has returned `None`: it is the view routing uses.
     Group(GroupDelta),
+    /// The processor's own event, before the engine dispatches it: only when asked for
+    /// ([`Engine::set_core_events`]), for a checker of the ring's stream (the simulator's
+    /// oracle).
+    Core(totem::Event),
+    /// The processor accepted a submission and numbered it `msg_no` (only with
+    /// [`Engine::set_core_events`]): every message the processor will deliver from this
+    /// node, the engine's own (syncs, leaves of closed handles) included.
+    Submitted {
+        msg_no: u64,
+        guarantee: Guarantee,
+        data: Bytes,
+    },
+}
+
+/// Known-wrong variants of the service logic (feature `fault-injection`, tests only): each
+/// breaks one group property that the simulator's group checker must report. The runtime
+/// never enables the feature.
+#[cfg(feature = "fault-injection")]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineFaults {
+    /// A message goes to every open handle of the node, whatever groups it names (G2).
+    pub misroute: bool,
+    /// A message with several local targets misses the last one (G2).
+    pub drop_last_target: bool,
+    /// The node with the lowest id ignores other nodes' leaves (G1).
+    pub ignore_leaves: bool,
+    /// A regular configuration keeps the departed nodes' handles in the view (G4).
+    pub keep_departed: bool,
+    /// A group change is reported with the members before it, not after (G3).
+    pub stale_report: bool,
+}
+
+/// Without the feature: every bug off, and the checks compile away.
+#[cfg(not(feature = "fault-injection"))]
+#[derive(Copy, Clone, Default)]
+struct EngineFaults {
+    misroute: bool,
+    drop_last_target: bool,
+    ignore_leaves: bool,
+    keep_departed: bool,
+    stale_report: bool,
 }
 
 /// Counters of the engine.
@@ -161,6 +202,10 @@ pub struct Engine {
     /// From a regular configuration until every member's sync is delivered (see
     /// [`Barrier`]).
     barrier: Option<Barrier>,
+    /// Whether `poll_event` also outputs the processor's events ([`Output::Core`]).
+    core_events: bool,
+    #[cfg(feature = "fault-injection")]
+    faults: EngineFaults,
     stats: EngineStats,
 }
 
@@ -185,8 +230,39 @@ impl Engine {
             out: VecDeque::new(),
             dispatched: 0,
             barrier: None,
+            core_events: false,
+            #[cfg(feature = "fault-injection")]
+            faults: EngineFaults::default(),
             stats: EngineStats::default(),
         }
+    }
+
+    /// Also outputs every processor event ([`Output::Core`]), just before the outputs it
+    /// leads to. Off by default.
+    pub fn set_core_events(&mut self, on: bool) {
+        self.core_events = on;
+    }
+
+    /// Switches on deliberate bugs (tests of the simulator's group checker only).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject(&mut self, faults: EngineFaults) {
+        self.faults = faults;
+    }
+
+    /// The injected bugs (none without the `fault-injection` feature).
+    #[inline]
+    fn bugs(&self) -> EngineFaults {
+        #[cfg(feature = "fault-injection")]
+        return self.faults;
+        #[cfg(not(feature = "fault-injection"))]
+        EngineFaults::default()
+    }
+
+    /// Whether a barrier after a merge is open: from a regular configuration with members that
+    /// came from elsewhere until every member's sync is delivered. Members' views may differ
+    /// meanwhile (see the module docs).
+    pub fn in_barrier(&self) -> bool {
+        self.barrier.is_some()
     }
 
     /// This node's id.
@@ -321,7 +397,13 @@ impl Engine {
     /// next regular configuration).
     pub fn submit(&mut self, now: Instant, s: Submission) {
         self.now = now;
-        match &s.intent {
+        self.record_intent(&s.intent);
+        self.push_submission(s);
+    }
+
+    /// Records what a submission changes in its handle's intended groups.
+    fn record_intent(&mut self, intent: &Intent) {
+        match intent {
             Intent::None => {}
             Intent::Join(h, groups) => {
                 if self.handles.contains(h) {
@@ -342,7 +424,21 @@ impl Engine {
                 }
             }
         }
-        self.push_submission(s);
+    }
+
+    /// Hands a submission to the processor now, or refuses it: [`SubmitError::Full`] when the
+    /// processor has no room or earlier submissions wait for it (nothing overtakes them).
+    /// Returns the processor's message number. For a caller that keeps what is refused
+    /// (backpressure at the source) and needs to know each message's number.
+    pub fn try_submit(&mut self, now: Instant, s: Submission) -> Result<u64, SubmitError> {
+        self.now = now;
+        if !self.pending.is_empty() {
+            return Err(SubmitError::Full);
+        }
+        let msg_no = self.processor.submit(now, s.data.clone(), s.guarantee)?;
+        self.record_intent(&s.intent);
+        self.accepted(msg_no, s);
+        Ok(msg_no)
     }
 
     /// Joins `groups` for open handle `id`, validating as the runtime's `Handle::join` does:
@@ -471,13 +567,17 @@ impl Engine {
             match self.processor.poll_event() {
                 Some(ev) => {
                     self.dispatched += 1;
+                    if self.core_events {
+                        self.out.push_back(Output::Core(ev.clone()));
+                    }
                     self.dispatch(ev);
                 }
                 None => {
                     if !self.pending.is_empty() {
                         self.retry_pending();
                     }
-                    return None;
+                    // (Retries output only what `set_core_events` asks for.)
+                    return self.out.pop_front();
                 }
             }
         }
@@ -536,7 +636,7 @@ impl Engine {
             return;
         }
         match self.processor.submit(self.now, s.data.clone(), s.guarantee) {
-            Ok(_) => self.inflight.push_back(s.cost),
+            Ok(msg_no) => self.accepted(msg_no, s),
             Err(SubmitError::Full) => self.pending.push_back(s),
             Err(SubmitError::TooLarge { .. }) => self.drop_too_large(s.cost),
         }
@@ -545,10 +645,10 @@ impl Engine {
     fn retry_pending(&mut self) {
         while let Some(p) = self.pending.front() {
             match self.processor.submit(self.now, p.data.clone(), p.guarantee) {
-                Ok(_) => {
-                    let cost = p.cost;
-                    self.pending.pop_front();
-                    self.inflight.push_back(cost);
+                Ok(msg_no) => {
+                    if let Some(s) = self.pending.pop_front() {
+                        self.accepted(msg_no, s);
+                    }
                 }
                 Err(SubmitError::Full) => return,
                 Err(SubmitError::TooLarge { .. }) => {
@@ -557,6 +657,18 @@ impl Engine {
                     self.drop_too_large(cost);
                 }
             }
+        }
+    }
+
+    /// The processor accepted `s` as message `msg_no`.
+    fn accepted(&mut self, msg_no: u64, s: Submission) {
+        self.inflight.push_back(s.cost);
+        if self.core_events {
+            self.out.push_back(Output::Submitted {
+                msg_no,
+                guarantee: s.guarantee,
+                data: s.data,
+            });
         }
     }
 
@@ -588,8 +700,15 @@ impl Engine {
                             .iter()
                             .flat_map(|g| self.view.node_handles(g, self.me))
                             .collect();
+                        let bugs = self.bugs();
+                        if bugs.misroute {
+                            targets = self.handles.iter().copied().collect();
+                        }
                         targets.sort_unstable();
                         targets.dedup();
+                        if bugs.drop_last_target && targets.len() > 1 {
+                            targets.pop();
+                        }
                         // The last target takes the decoded message itself: with one handle
                         // per node (the common case) nothing is copied.
                         let Some(last) = targets.pop() else {
@@ -613,6 +732,13 @@ impl Engine {
                     }
                     RingMsg::GroupJoin { handle, groups } => {
                         self.view.join(d.sender, handle, &groups)
+                    }
+                    RingMsg::GroupLeave { .. }
+                        if self.bugs().ignore_leaves
+                            && d.sender != self.me
+                            && self.membership.1.first() == Some(&self.me) =>
+                    {
+                        return;
                     }
                     RingMsg::GroupLeave { handle, groups } => {
                         self.view.leave(d.sender, handle, &groups)
@@ -671,8 +797,10 @@ impl Engine {
                     }
                     // Otherwise every member holds the same view: the departed nodes' handles
                     // leave at the configuration itself.
-                    let deltas = self.view.retain_nodes(&members);
-                    self.deliver_deltas(deltas);
+                    if !self.bugs().keep_departed {
+                        let deltas = self.view.retain_nodes(&members);
+                        self.deliver_deltas(deltas);
+                    }
                     self.send_sync();
                 }
             }
@@ -745,12 +873,25 @@ impl Engine {
             .collect();
         targets.sort_unstable();
         targets.dedup();
+        let members = if self.bugs().stale_report {
+            let mut was: Vec<(NodeId, HandleId)> = d
+                .members
+                .iter()
+                .filter(|e| !d.joined.contains(e))
+                .chain(d.left.iter())
+                .copied()
+                .collect();
+            was.sort_unstable();
+            was
+        } else {
+            d.members.clone()
+        };
         for &id in &targets {
             self.emit(
                 id,
                 Event::GroupChange {
                     group: d.group.clone(),
-                    members: d.members.clone(),
+                    members: members.clone(),
                     joined: d.joined.clone(),
                     left: d.left.clone(),
                 },

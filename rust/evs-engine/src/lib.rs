@@ -8,9 +8,9 @@
 //! It has no sockets, clock, threads, locks or crypto: inputs are method calls with the time
 //! (`handle_packet`, `handle_timeout`, `submit`, `open_handle`, `close_handle`, ...), outputs
 //! are polled (`poll_transmit`, `poll_event`, `poll_timeout`), as in `totem` itself and in
-//! quinn-proto. The runtime crate (`evs`) drives it with sockets, crypto and queues. (The
-//! simulator, `totem-sim`, still drives bare processors; driving engines, with an oracle of
-//! group properties, is the next step: see `docs/groups.md`.)
+//! quinn-proto. The runtime crate (`evs`) drives it with sockets, crypto and queues; the
+//! simulator (`totem-sim --groups`) drives it over its network model and checks the group
+//! properties of its outputs.
 //!
 //! Dependencies run one way: [`event`] (the public value types), [`groups`] (the ring payload
 //! codec and the view), then [`engine`].
@@ -19,6 +19,8 @@ pub mod engine;
 pub mod event;
 pub mod groups;
 
+#[cfg(feature = "fault-injection")]
+pub use engine::EngineFaults;
 pub use engine::{Engine, EngineStats, Intent, Output, Submission};
 pub use event::{ConfigKind, Event, EvsError, Guarantee, HandleId, NodeId, Overflow, RingId};
 pub use groups::{GroupDelta, GroupView};

@@ -815,3 +815,89 @@ fn a_barrier_cut_short_by_a_crash_reports_the_same_changes_everywhere() {
         assert_eq!(group_members(&net, id, "g"), vec![(1, 1), (2, 1), (3, 1)]);
     }
 }
+
+#[test]
+fn try_submit_refuses_behind_waiting_submissions_and_core_events_number_every_message() {
+    let mut net = Net::with(&[1, 2]);
+    net.engine(1).set_core_events(true);
+    net.open(1, 1);
+    net.join(1, 1, "g");
+    net.run_for(Duration::from_millis(100));
+    let g = [Bytes::from("g")];
+    let submission = |i: usize| {
+        let data = evs_engine::groups::encode_app(1, &g, format!("{i:05}").as_bytes());
+        evs_engine::Submission {
+            cost: data.len(),
+            data,
+            guarantee: Guarantee::Agreed,
+            intent: evs_engine::Intent::None,
+        }
+    };
+    // Accepted at once while the processor has room, each with its message number.
+    let now = net.now;
+    let mut numbers = Vec::new();
+    let mut i = 0;
+    let refused = loop {
+        match net.engine(1).try_submit(now, submission(i)) {
+            Ok(n) => numbers.push(n),
+            Err(e) => break e,
+        }
+        i += 1;
+        assert!(i < 100_000, "the processor never filled");
+    };
+    assert_eq!(refused, totem::SubmitError::Full);
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+    // Behind a waiting submission nothing is accepted, even once there is room.
+    net.engine(1)
+        .mcast(now, 1, None, b"waits", Guarantee::Agreed)
+        .unwrap();
+    assert_eq!(net.engine(1).stats().pending_submits, 1);
+    net.run_until("the waiting one went", |n| {
+        n.nodes[&1].stats().pending_submits == 0
+    });
+    let now = net.now;
+    assert!(net.engine(1).try_submit(now, submission(i)).is_ok());
+    net.pump(1);
+    net.run_until("all delivered", |n| n.messages(1, 1).len() == i + 2);
+    // Every delivery of node 1 comes as the processor's own event first, and every message of
+    // node 1's own is numbered by a `Submitted` output before it is delivered.
+    let outs = &net.outputs[&1];
+    let mut submitted = std::collections::BTreeSet::new();
+    let mut core_delivered = 0;
+    for (k, o) in outs.iter().enumerate() {
+        match o {
+            Output::Submitted { msg_no, .. } => {
+                submitted.insert(*msg_no);
+            }
+            Output::Core(totem::Event::Deliver(d)) => {
+                core_delivered += 1;
+                if d.sender == 1 {
+                    assert!(
+                        submitted.contains(&d.msg_no),
+                        "{} delivered before it was numbered",
+                        d.msg_no
+                    );
+                }
+            }
+            Output::Handle(1, Event::Message { seq, .. }) => {
+                let core = outs[..k].iter().rev().find_map(|o| match o {
+                    Output::Core(totem::Event::Deliver(d)) => Some(d.seq),
+                    _ => None,
+                });
+                assert_eq!(
+                    core,
+                    Some(*seq),
+                    "a handle's message follows its core event"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(core_delivered >= i + 2);
+    // try_submit's numbers are the ones the outputs give.
+    assert!(numbers.iter().all(|n| submitted.contains(n)));
+    // Node 2 was not asked: no core events there.
+    assert!(!net.outputs[&2]
+        .iter()
+        .any(|o| matches!(o, Output::Core(_) | Output::Submitted { .. })));
+}

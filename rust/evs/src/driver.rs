@@ -711,6 +711,8 @@ impl Driver {
         match o {
             Output::Handle(id, ev) => self.push(id, ev),
             Output::Group(delta) => self.view_deltas.push(delta),
+            // (Not asked for: the driver's checks read the handles' streams.)
+            Output::Core(_) | Output::Submitted { .. } => {}
             Output::Config(c) => {
                 tracing::info!(node = self.me, kind = ?c.kind, ring = %c.ring_id,
                     members = ?c.members, left = ?c.left, joined = ?c.joined,

@@ -11,6 +11,7 @@
 //! [`scenario`] (the test builder), [`oracle`] (the checker), [`trace_check`] (the same checklist
 //! over the JSON-lines traces of real node processes: `totem-sim check-trace`).
 
+pub mod groups_check;
 pub mod net;
 pub mod oracle;
 pub mod plan;

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant as WallInstant};
 
-use totem_sim::plan::{inject_by_name, FaultKinds, Options, Plan, TraceMode};
+use totem_sim::plan::{
+    inject_by_name, inject_engine_by_name, FaultKinds, Options, Plan, TraceMode,
+};
 use totem_sim::sim::{install_quiet_panic_hook, run_plan, run_seed, RunResult};
 
 const USAGE: &str = "\
@@ -34,6 +36,9 @@ flags that shape a seed's run (part of every replay command):
   --dup P              duplication probability on every link (0..1)
   --no-faults          no faults of any kind (no loss or duplication either)
   --accelerated        Accelerated Ring: accelerated_window 1..=max_messages, from the seed
+  --groups             every node runs the service engine (evs-engine) with handles that
+                       open, close, join, leave and send to groups; the group properties
+                       G1-G4 are checked besides the EVS ones
   --long               long-run mode: connectivity faults (one-way, non-transitive,
                        partition, a crash) each held for tens of seconds; after each fault
                        settles, a steady window checks S1-S3 (membership settled in rings
@@ -46,7 +51,9 @@ flags that shape a seed's run (part of every replay command):
   --no-crash-mid-send --no-clock
                        never use that fault kind
   --inject BUG         run with a deliberate protocol bug, to test the oracle (repeatable):
-                       safe-as-agreed | safe-one-visit | no-install-holdback
+                       safe-as-agreed | safe-one-visit | no-install-holdback; with --groups
+                       also group-misroute | group-drop-last-target | group-ignore-leaves |
+                       group-keep-departed | group-stale-report
 
 other flags:
   --trace              print every step of the run (with --seed)
@@ -131,6 +138,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--no-faults" => opts.faults = FaultKinds::NONE,
             "--accelerated" => opts.accelerated = true,
             "--long" => opts.long = true,
+            "--groups" => opts.groups = true,
             "--minutes" => {
                 let m = parse_u64(a, &value(a)?)?;
                 if m == 0 {
@@ -140,7 +148,9 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             }
             "--inject" => {
                 let v = value(a)?;
-                if !inject_by_name(&mut opts.inject, &v) {
+                if !inject_by_name(&mut opts.inject, &v)
+                    && !inject_engine_by_name(&mut opts.engine_bugs, &v)
+                {
                     return Err(format!("--inject: unknown bug {v}"));
                 }
             }
@@ -286,6 +296,12 @@ fn run_one(seed: u64, opts: &Options) -> ExitCode {
             .map(|ring| format!(", converged on ring {ring}"))
             .unwrap_or_default(),
     );
+    if opts.groups {
+        println!(
+            "seed {seed}: {} messages handed to handles, {} group changes reported",
+            s.handle_messages, s.group_changes
+        );
+    }
     match &r.outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -336,6 +352,7 @@ fn run_range(start: u64, end: u64, opts: &Options, jobs: usize) -> ExitCode {
     let mut failed: Vec<u64> = Vec::new();
     let mut delivered = 0u64;
     let mut configurations = 0u64;
+    let (mut handle_messages, mut group_changes) = (0u64, 0u64);
     let mut slowest = (0u64, Duration::ZERO);
     let mut seen = 0u64;
     let mut last_progress = WallInstant::now();
@@ -343,6 +360,8 @@ fn run_range(start: u64, end: u64, opts: &Options, jobs: usize) -> ExitCode {
         seen += 1;
         delivered += d.result.summary.delivered;
         configurations += d.result.summary.configurations;
+        handle_messages += d.result.summary.handle_messages;
+        group_changes += d.result.summary.group_changes;
         if d.wall > slowest.1 {
             slowest = (d.seed, d.wall);
         }
@@ -384,6 +403,11 @@ fn run_range(start: u64, end: u64, opts: &Options, jobs: usize) -> ExitCode {
         slowest.0,
         slowest.1.as_secs_f64()
     );
+    if opts.groups {
+        println!(
+            "totem-sim: {handle_messages} messages handed to handles, {group_changes} group changes reported"
+        );
+    }
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -181,11 +181,23 @@ pub enum Property {
     S2NoReconfiguration,
     /// In a steady window every processor delivers each of its own messages within a bound.
     S3OwnDelivery,
+    /// Groups (`--groups`, checked by [`crate::groups_check`]): processes that deliver the same
+    /// message, neither of them between a merge and the end of its membership syncs, hold the
+    /// same view of every group when they deliver it.
+    G1ViewAgreement,
+    /// A message sent to groups reaches exactly the open local handles that are in one of them
+    /// in the view where it is delivered, once each, and nothing else reaches a handle.
+    G2Routing,
+    /// Every group change reported to a handle at a point of the agreed stream is the same
+    /// change (members, joined, left) wherever it is reported there, and concerns the handle.
+    G3GroupChanges,
+    /// From a regular configuration on, no view holds a handle of a node outside it.
+    G4DepartedHandles,
 }
 
 impl Property {
     /// Every property, in checklist order.
-    pub const ALL: [Property; 18] = [
+    pub const ALL: [Property; 22] = [
         Property::C1SelfInclusion,
         Property::C2UniqueIds,
         Property::C3MonotoneIds,
@@ -204,9 +216,13 @@ impl Property {
         Property::S1SettledRings,
         Property::S2NoReconfiguration,
         Property::S3OwnDelivery,
+        Property::G1ViewAgreement,
+        Property::G2Routing,
+        Property::G3GroupChanges,
+        Property::G4DepartedHandles,
     ];
 
-    /// The checklist code: `C1` .. `C6`, `D1` .. `D9`, `S1` .. `S3`.
+    /// The checklist code: `C1` .. `C6`, `D1` .. `D9`, `S1` .. `S3`, `G1` .. `G4`.
     pub fn code(self) -> &'static str {
         match self {
             Property::C1SelfInclusion => "C1",
@@ -227,6 +243,10 @@ impl Property {
             Property::S1SettledRings => "S1",
             Property::S2NoReconfiguration => "S2",
             Property::S3OwnDelivery => "S3",
+            Property::G1ViewAgreement => "G1",
+            Property::G2Routing => "G2",
+            Property::G3GroupChanges => "G3",
+            Property::G4DepartedHandles => "G4",
         }
     }
 

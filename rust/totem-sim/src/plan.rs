@@ -15,6 +15,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use evs_engine::EngineFaults;
 use totem::wire::PacketType;
 use totem::{Config, FaultInjection, Guarantee, Instant, NodeId, State};
 
@@ -399,6 +400,45 @@ pub struct Options {
     /// Deliberate protocol bugs to run with (`--inject`), to test the oracle: copied into
     /// every processor's configuration; nothing else of the seed's plan changes.
     pub inject: FaultInjection,
+    /// Run every node's processor inside an `evs_engine::Engine`, with a workload of handles
+    /// (opened and closed, joining and leaving groups, sending to joined and other groups),
+    /// and check the group properties G1-G4 besides the EVS ones. Nothing else of the seed's
+    /// plan changes.
+    pub groups: bool,
+    /// Deliberate service-layer bugs (`--inject group-...`, with `groups`), to test the group
+    /// checker: switched on in every node's engine.
+    pub engine_bugs: EngineFaults,
+}
+
+/// The service-layer bugs `--inject` knows, by name.
+fn engine_bug<'a>(f: &'a mut EngineFaults, name: &str) -> Option<&'a mut bool> {
+    Some(match name {
+        "group-misroute" => &mut f.misroute,
+        "group-drop-last-target" => &mut f.drop_last_target,
+        "group-ignore-leaves" => &mut f.ignore_leaves,
+        "group-keep-departed" => &mut f.keep_departed,
+        "group-stale-report" => &mut f.stale_report,
+        _ => return None,
+    })
+}
+
+/// Switches on the service-layer bug `--inject name` names; false if there is no such bug.
+pub fn inject_engine_by_name(f: &mut EngineFaults, name: &str) -> bool {
+    engine_bug(f, name).map(|flag| *flag = true).is_some()
+}
+
+/// The `--inject` names of the service-layer bugs switched on in `f`.
+pub fn injected_engine_names(f: &EngineFaults) -> Vec<&'static str> {
+    [
+        (f.misroute, "group-misroute"),
+        (f.drop_last_target, "group-drop-last-target"),
+        (f.ignore_leaves, "group-ignore-leaves"),
+        (f.keep_departed, "group-keep-departed"),
+        (f.stale_report, "group-stale-report"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
 }
 
 /// Switches on the bug `--inject name` names; false if there is no such bug.
@@ -450,10 +490,16 @@ impl Options {
         if self.long {
             out += " --long";
         }
+        if self.groups {
+            out += " --groups";
+        }
         if let Some(m) = self.minutes {
             out += &format!(" --minutes {m}");
         }
         for name in injected_names(&self.inject) {
+            out += &format!(" --inject {name}");
+        }
+        for name in injected_engine_names(&self.engine_bugs) {
             out += &format!(" --inject {name}");
         }
         out

@@ -26,6 +26,9 @@ use totem::{
     SubmitError,
 };
 
+use evs_engine::{Engine, HandleId, Intent, Output};
+
+use crate::groups_check::GroupChecker;
 use crate::net::{Fate, InFlight, NetStats, Network};
 use crate::oracle::{MsgId, Oracle, ProcId, Property, Violation};
 use crate::plan::{Fault, Options, Plan, TraceMode};
@@ -104,6 +107,10 @@ pub struct Summary {
     pub steps: u64,
     /// Virtual time at which the run ended.
     pub end: Instant,
+    /// With `--groups`: messages handed to handles, and group changes reported to handles
+    /// (each checked by the group checker).
+    pub handle_messages: u64,
+    pub group_changes: u64,
 }
 
 /// One event a process emitted (kept when `Options::record` is set).
@@ -254,6 +261,10 @@ pub fn run_plan(plan: &Plan, opts: &Options) -> RunResult {
     sim.summary.net = sim.net.stats;
     sim.summary.end = sim.now;
     sim.summary.configurations = sim.configurations.len() as u64;
+    if let Some(g) = &sim.groups {
+        sim.summary.handle_messages = g.routed;
+        sim.summary.group_changes = g.reported;
+    }
     let live = sim.live();
     let clock_offsets = sim
         .slots
@@ -335,10 +346,22 @@ impl Clock {
 }
 
 /// One node: its current processor (if up) and what survives a crash.
+/// The groups of the `--groups` workload: few, so that handles share them.
+const GROUPS: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
+/// Most handles the `--groups` workload keeps open on one node.
+const MAX_HANDLES: usize = 3;
+
 #[derive(Debug)]
 struct Slot {
     id: NodeId,
-    proc: Option<Processor>,
+    /// The node's engine around its processor, while it is up. Without `--groups` only its
+    /// processor is used: the engine is never polled, so it adds nothing to the run.
+    proc: Option<Engine>,
+    /// With `--groups`: the handles the workload has open, the next handle id, and the
+    /// workload's choices of handles and groups.
+    handles: Vec<HandleId>,
+    next_handle: HandleId,
+    group_rng: Option<Rng>,
     started: bool,
     incarnation: u32,
     /// The persisted ring sequence number (`ring_seq_high_water`), kept across crashes.
@@ -473,6 +496,10 @@ struct Sim<'p> {
     unpacked: Vec<totem::pack::Unpacked>,
     /// The steady window in progress, if any (index into `Plan::steady`).
     steady: Option<usize>,
+    /// With `--groups`: the checker of G1-G4.
+    groups: Option<GroupChecker>,
+    out_buf: Vec<Output>,
+    ev_buf: Vec<Event>,
 }
 
 impl<'p> Sim<'p> {
@@ -483,6 +510,9 @@ impl<'p> Sim<'p> {
             .map(|&id| Slot {
                 id,
                 proc: None,
+                handles: Vec::new(),
+                next_handle: 1,
+                group_rng: None,
                 started: false,
                 incarnation: 0,
                 disk_ring_seq: plan.base_ring_seq,
@@ -543,6 +573,9 @@ impl<'p> Sim<'p> {
             reassembly: HashMap::new(),
             unpacked: Vec::new(),
             steady: None,
+            groups: opts.groups.then(GroupChecker::default),
+            out_buf: Vec::new(),
+            ev_buf: Vec::new(),
         };
         for s in &plan.schedule {
             sim.push_action(s.at, ActionKind::Fault(s.fault.clone()));
@@ -677,13 +710,38 @@ impl<'p> Sim<'p> {
     /// The pump: after every call into a processor, move its packets to the network and its
     /// events to the oracle, persist its ring sequence number, re-read its timer, and fire any
     /// state-triggered crash.
+    /// After every call into a processor: sends its packets, hands its events to the checkers,
+    /// then reads its timer and fires state-triggered crashes. With engines (`--groups`) this
+    /// is the engine's pump: it goes on while a pass sent or output anything (an output may
+    /// submit, and a submission may send).
     fn after_call(&mut self, i: usize) -> Result<(), Failure> {
+        let mut mid_send = None;
+        loop {
+            if self.slots[i].proc.is_none() {
+                return Ok(());
+            }
+            let (sent, crash) = self.transmit_phase(i)?;
+            let outputs = self.event_phase(i)?;
+            if crash.is_some() {
+                mid_send = crash;
+                break;
+            }
+            if self.groups.is_none() || (sent == 0 && outputs == 0) {
+                break;
+            }
+        }
+        self.post_call(i, mid_send)
+    }
+
+    /// Sends what the processor has to send (the first `cut` of it when a crash in the middle
+    /// of a send fires); returns how many packets left, and that crash.
+    fn transmit_phase(&mut self, i: usize) -> Result<(usize, Option<MidSendCrash>), Failure> {
         let now = self.now;
         let tracing = self.tracing();
         let slot = &mut self.slots[i];
         let pid = slot.pid();
         let Some(p) = slot.proc.as_mut() else {
-            return Ok(());
+            return Ok((0, None));
         };
         self.context = format!("{pid} poll_transmit");
         let mut txs = std::mem::take(&mut self.tx_buf);
@@ -806,80 +864,173 @@ impl<'p> Sim<'p> {
         }
         txs.clear();
         self.tx_buf = txs;
+        Ok((cut, mid_send))
+    }
+
+    /// Hands the processor's events (or, with engines, every output of the engine) to the
+    /// checkers; returns how many there were.
+    fn event_phase(&mut self, i: usize) -> Result<usize, Failure> {
+        let now = self.now;
+        let pid = self.slots[i].pid();
         self.context = format!("{pid} poll_event");
-        let steady = self.steady.map(|k| &self.plan.steady[k]);
         let mut steady_violation = None;
-        while let Some(ev) = p.poll_event() {
-            match &ev {
-                Event::Deliver(d) => {
-                    self.summary.delivered += 1;
-                    slot.delivered_since_regular += 1;
-                    if d.sender == slot.id {
-                        slot.own_pending.remove(&d.msg_no);
-                        if let (Some(w), Some(at)) = (steady, slot.own_steady.remove(&d.msg_no)) {
-                            if now - at > w.own_delivery && steady_violation.is_none() {
-                                steady_violation = Some(Violation {
-                                    property: Property::S3OwnDelivery,
-                                    at: now,
-                                    detail: format!(
-                                        "{pid} delivered its own m{}:{} {:?} after it was submitted, in a steady window ({w})",
-                                        slot.id,
-                                        d.msg_no,
-                                        now - at
-                                    ),
-                                });
+        let n;
+        if self.groups.is_some() {
+            let local = self.slots[i].clock.local(now);
+            let mut outs = std::mem::take(&mut self.out_buf);
+            if let Some(e) = self.slots[i].proc.as_mut() {
+                while let Some(o) = e.poll_event(local) {
+                    outs.push(o);
+                }
+            }
+            n = outs.len();
+            for o in outs.drain(..) {
+                match o {
+                    Output::Core(ev) => self.observe(i, ev, &mut steady_violation)?,
+                    Output::Submitted {
+                        msg_no,
+                        guarantee,
+                        data,
+                    } => self.accepted(i, msg_no, guarantee, data),
+                    other => {
+                        if self.tracing() {
+                            if let Output::Handle(h, ev) = &other {
+                                let line =
+                                    format!("{now} {pid} h{h} {}", describe_handle_event(ev));
+                                self.trace_line(line);
                             }
                         }
-                    }
-                }
-                Event::ConfigChange(c) => {
-                    if let Some(w) = steady {
-                        if steady_violation.is_none() {
-                            steady_violation = Some(Violation {
-                                property: Property::S2NoReconfiguration,
-                                at: now,
-                                detail: format!(
-                                    "{pid} installed {} in a steady window ({w})",
-                                    describe_event(&ev)
-                                ),
-                            });
+                        self.context = format!("groups.output({pid})");
+                        let checker = self.groups.as_mut().expect("groups mode");
+                        if let Err(v) = checker.output(pid, now, &other) {
+                            return Err(self.violation(v));
                         }
                     }
-                    slot.last_kind = Some(c.kind);
-                    if c.kind == ConfigKind::Regular {
-                        slot.regular = Some((c.ring_id, c.members.clone()));
-                        slot.delivered_since_regular = 0;
-                        self.configurations.insert(c.ring_id);
-                    }
                 }
             }
-            if tracing {
-                let line = format!("{now} {pid} {}", describe_event(&ev));
-                match self.opts.trace {
-                    TraceMode::Print => println!("{line}"),
-                    _ => self.trace.push(line),
+            self.out_buf = outs;
+            let checker = self.groups.as_mut().expect("groups mode");
+            if let Err(v) = checker.drained(pid, now) {
+                return Err(self.violation(v));
+            }
+        } else {
+            let mut evs = std::mem::take(&mut self.ev_buf);
+            if let Some(e) = self.slots[i].proc.as_mut() {
+                let p = e.processor_mut();
+                while let Some(ev) = p.poll_event() {
+                    evs.push(ev);
                 }
             }
-            self.context = format!("oracle.observe({pid})");
-            let verdict = self.oracle.observe(pid, now, &ev);
-            if self.opts.record {
-                self.events.push(Observed {
-                    at: now,
-                    proc: pid,
-                    event: ev,
-                });
+            n = evs.len();
+            for ev in evs.drain(..) {
+                self.observe(i, ev, &mut steady_violation)?;
             }
-            if let Err(v) = verdict {
-                return Err(Failure {
-                    at: v.at,
-                    kind: FailureKind::Violation(v),
-                });
-            }
-            self.context = format!("{pid} poll_event");
+            self.ev_buf = evs;
         }
         if let Some(v) = steady_violation {
             return Err(self.violation(v));
         }
+        Ok(n)
+    }
+
+    /// One event of the processor: the steady-window checks and the EVS oracle.
+    fn observe(
+        &mut self,
+        i: usize,
+        ev: Event,
+        steady_violation: &mut Option<Violation>,
+    ) -> Result<(), Failure> {
+        let now = self.now;
+        let tracing = self.tracing();
+        let plan = self.plan;
+        let steady = self.steady.map(|k| &plan.steady[k]);
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        match &ev {
+            Event::Deliver(d) => {
+                self.summary.delivered += 1;
+                slot.delivered_since_regular += 1;
+                if d.sender == slot.id {
+                    slot.own_pending.remove(&d.msg_no);
+                    if let (Some(w), Some(at)) = (steady, slot.own_steady.remove(&d.msg_no)) {
+                        if now - at > w.own_delivery && steady_violation.is_none() {
+                            *steady_violation = Some(Violation {
+                                property: Property::S3OwnDelivery,
+                                at: now,
+                                detail: format!(
+                                    "{pid} delivered its own m{}:{} {:?} after it was submitted, in a steady window ({w})",
+                                    slot.id,
+                                    d.msg_no,
+                                    now - at
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            Event::ConfigChange(c) => {
+                if let Some(w) = steady {
+                    if steady_violation.is_none() {
+                        *steady_violation = Some(Violation {
+                            property: Property::S2NoReconfiguration,
+                            at: now,
+                            detail: format!(
+                                "{pid} installed {} in a steady window ({w})",
+                                describe_event(&ev)
+                            ),
+                        });
+                    }
+                }
+                slot.last_kind = Some(c.kind);
+                if c.kind == ConfigKind::Regular {
+                    slot.regular = Some((c.ring_id, c.members.clone()));
+                    slot.delivered_since_regular = 0;
+                    self.configurations.insert(c.ring_id);
+                }
+            }
+        }
+        if tracing {
+            let line = format!("{now} {pid} {}", describe_event(&ev));
+            match self.opts.trace {
+                TraceMode::Print => println!("{line}"),
+                _ => self.trace.push(line),
+            }
+        }
+        self.context = format!("oracle.observe({pid})");
+        let verdict = self.oracle.observe(pid, now, &ev);
+        if let Some(g) = self.groups.as_mut() {
+            if let Err(v) = g.output(pid, now, &Output::Core(ev.clone())) {
+                return Err(self.violation(v));
+            }
+        }
+        if self.opts.record {
+            self.events.push(Observed {
+                at: now,
+                proc: pid,
+                event: ev,
+            });
+        }
+        if let Err(v) = verdict {
+            return Err(Failure {
+                at: v.at,
+                kind: FailureKind::Violation(v),
+            });
+        }
+        self.context = format!("{pid} poll_event");
+        Ok(())
+    }
+
+    /// After the outputs of a call: the processor's timer and persisted ring sequence number,
+    /// and the crashes the call triggers.
+    fn post_call(&mut self, i: usize, mid_send: Option<MidSendCrash>) -> Result<(), Failure> {
+        let now = self.now;
+        let tracing = self.tracing();
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        let Some(e) = slot.proc.as_mut() else {
+            return Ok(());
+        };
+        let p = e.processor();
         self.context = format!("{pid} poll_timeout");
         // (Kept on the processor's clock: a clock jump moves it in virtual time.)
         slot.timer = p.poll_timeout();
@@ -965,12 +1116,29 @@ impl<'p> Sim<'p> {
                 at: now,
                 kind: FailureKind::Setup(format!("Processor::new({pid}): {e}")),
             })?;
+        let max_payload = plan
+            .config
+            .max_message_size
+            .saturating_sub(evs_engine::groups::MAX_APP_HEADER)
+            .max(1);
+        let mut proc = Engine::new(proc, max_payload);
+        proc.set_core_events(self.opts.groups);
+        proc.inject(self.opts.engine_bugs);
         if slot.started {
             self.summary.restarts += 1;
         }
         slot.started = true;
         slot.incarnation = inc;
         slot.proc = Some(proc);
+        slot.handles.clear();
+        slot.next_handle = 1;
+        slot.group_rng = self.opts.groups.then(|| {
+            Rng::fork(
+                plan.seed,
+                "groups",
+                (u64::from(slot.id) << 32) | u64::from(inc),
+            )
+        });
         slot.timer = None;
         slot.timeouts_at_now = (now, 0);
         slot.own_pending.clear();
@@ -989,6 +1157,9 @@ impl<'p> Sim<'p> {
             self.oracle.lost_disk(slot.id);
         }
         self.oracle.started(pid, now);
+        if let Some(g) = self.groups.as_mut() {
+            g.started(pid);
+        }
         if self.tracing() {
             self.trace_line(format!(
                 "{now} {pid} start (ring_seq {}, first msg_no {:#x})",
@@ -1019,6 +1190,9 @@ impl<'p> Sim<'p> {
         self.summary.crashes += 1;
         self.context = format!("oracle.crashed({pid})");
         self.oracle.crashed(pid, now);
+        if let Some(g) = self.groups.as_mut() {
+            g.crashed(pid);
+        }
         if self.tracing() {
             self.trace_line(format!("{now} {pid} CRASH ({why})"));
         }
@@ -1109,16 +1283,82 @@ impl<'p> Sim<'p> {
 
     fn workload(&mut self, i: usize) -> Result<(), Failure> {
         let now = self.now;
-        let max = self.plan.config.max_message_size;
+        let max = if self.groups.is_some() {
+            // Room for the group header of an App message naming every group of the workload.
+            let names: Vec<Bytes> = GROUPS.iter().map(|g| Bytes::from_static(g)).collect();
+            self.plan.config.max_message_size
+                - evs_engine::groups::APP_FIXED_OVERHEAD
+                - evs_engine::groups::group_list_len(&names)
+        } else {
+            self.plan.config.max_message_size
+        };
         let batch = match self.slots[i].workload.as_mut() {
             Some(w) => w.next_batch(&self.plan.workload, max, now),
             None => return Ok(()),
         };
+        if self.groups.is_some() && !batch.is_empty() {
+            self.group_op(i)?;
+        }
         for (data, g) in batch {
             if self.slots[i].proc.is_none() {
                 break; // a state-triggered crash during the burst
             }
             self.submit(i, data, g)?;
+        }
+        Ok(())
+    }
+
+    /// With `--groups`, once per workload tick: opens, closes, joins or leaves, as an
+    /// application would, through the engine's own calls.
+    fn group_op(&mut self, i: usize) -> Result<(), Failure> {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        let local = slot.clock.local(now);
+        let (Some(e), Some(rng)) = (slot.proc.as_mut(), slot.group_rng.as_mut()) else {
+            return Ok(());
+        };
+        let roll = rng.below(100);
+        let mut line = None;
+        if slot.handles.is_empty() || (roll < 4 && slot.handles.len() < MAX_HANDLES) {
+            let id = slot.next_handle;
+            slot.next_handle += 1;
+            e.open_handle(id);
+            slot.handles.push(id);
+            if let Some(g) = self.groups.as_mut() {
+                g.opened(pid, id);
+            }
+            let group = *rng.pick(&GROUPS);
+            let _ = e.join(local, id, [group]);
+            line = Some(format!(
+                "h{id} open, join {:?}",
+                String::from_utf8_lossy(group)
+            ));
+        } else if roll < 7 && slot.handles.len() > 1 {
+            // Closed (as a handle that stops reading is, when its queue overflows).
+            let k = rng.below(slot.handles.len() as u64) as usize;
+            let id = slot.handles.swap_remove(k);
+            e.close_handle(local, id);
+            if let Some(g) = self.groups.as_mut() {
+                g.closed(pid, id);
+            }
+            line = Some(format!("h{id} close"));
+        } else if roll < 17 {
+            let id = *rng.pick(&slot.handles);
+            let group = *rng.pick(&GROUPS);
+            if e.intended(id).iter().any(|g| g[..] == group[..]) {
+                let _ = e.leave(local, id, [group]);
+                line = Some(format!("h{id} leave {:?}", String::from_utf8_lossy(group)));
+            } else {
+                let _ = e.join(local, id, [group]);
+                line = Some(format!("h{id} join {:?}", String::from_utf8_lossy(group)));
+            }
+        }
+        if let Some(l) = line {
+            if self.tracing() {
+                self.trace_line(format!("{now} {pid} {l}"));
+            }
+            return self.after_call(i);
         }
         Ok(())
     }
@@ -1130,37 +1370,35 @@ impl<'p> Sim<'p> {
         let len = data.len();
         self.context = format!("{pid} submit");
         let local = slot.clock.local(now);
-        let r = slot
-            .proc
-            .as_mut()
-            .expect("up")
-            .submit(local, data.clone(), g);
-        match r {
-            Ok(msg_no) => {
-                slot.own_pending.insert(msg_no);
-                if self.steady.is_some() {
-                    slot.own_steady.insert(msg_no, now);
+        let e = slot.proc.as_mut().expect("up");
+        let r = match slot.group_rng.as_mut() {
+            None => e
+                .processor_mut()
+                .submit(local, data.clone(), g)
+                .map(|msg_no| Some((msg_no, data))),
+            Some(rng) => {
+                // From one of the node's handles, to the groups it is in or to others.
+                let id = *rng.pick(&slot.handles);
+                let mut groups = e.intended(id);
+                if groups.is_empty() || rng.chance(0.3) {
+                    let group = GROUPS[rng.below(GROUPS.len() as u64) as usize];
+                    groups = vec![Bytes::from_static(group)];
                 }
-                self.summary.submitted += 1;
-                let id = MsgId {
-                    sender: slot.id,
-                    msg_no,
+                let data = evs_engine::groups::encode_app(id, &groups, &data);
+                let cost = data.len();
+                let s = evs_engine::Submission {
+                    data,
+                    guarantee: g,
+                    cost,
+                    intent: Intent::None,
                 };
-                self.context = format!("oracle.submitted({pid})");
-                self.oracle.submitted(pid, now, id, g, &data);
-                if self.opts.record {
-                    self.submissions.push(Submission {
-                        at: now,
-                        proc: pid,
-                        id,
-                        guarantee: g,
-                        data,
-                    });
-                }
-                if self.tracing() {
-                    self.trace_line(format!("{now} {pid} submit #{msg_no:#x} {g:?} {len}B"));
-                }
+                // (Reported by the engine's `Output::Submitted`, in order with its own.)
+                e.try_submit(local, s).map(|_| None)
             }
+        };
+        match r {
+            Ok(Some((msg_no, data))) => self.accepted(i, msg_no, g, data),
+            Ok(None) => {}
             Err(SubmitError::Full) => {
                 self.summary.refused_full += 1;
                 if self.tracing() {
@@ -1174,6 +1412,37 @@ impl<'p> Sim<'p> {
             }
         }
         self.after_call(i)
+    }
+
+    /// Slot `i`'s processor accepted a message as `msg_no`.
+    fn accepted(&mut self, i: usize, msg_no: u64, g: Guarantee, data: Bytes) {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        let pid = slot.pid();
+        let len = data.len();
+        slot.own_pending.insert(msg_no);
+        if self.steady.is_some() {
+            slot.own_steady.insert(msg_no, now);
+        }
+        self.summary.submitted += 1;
+        let id = MsgId {
+            sender: slot.id,
+            msg_no,
+        };
+        self.context = format!("oracle.submitted({pid})");
+        self.oracle.submitted(pid, now, id, g, &data);
+        if self.opts.record {
+            self.submissions.push(Submission {
+                at: now,
+                proc: pid,
+                id,
+                guarantee: g,
+                data,
+            });
+        }
+        if self.tracing() {
+            self.trace_line(format!("{now} {pid} submit #{msg_no:#x} {g:?} {len}B"));
+        }
     }
 
     fn drain(&mut self, i: usize) -> Result<(), Failure> {
@@ -1301,7 +1570,7 @@ impl<'p> Sim<'p> {
                         let local = self.slots[i].clock.local(now);
                         if let Some(p) = self.slots[i].proc.as_mut() {
                             self.context = format!("{pid} leave");
-                            p.leave(local);
+                            p.leave_ring(local);
                             self.after_call(i)?;
                             self.crash(i, "left");
                         }
@@ -1404,7 +1673,7 @@ impl<'p> Sim<'p> {
         let mut rings: BTreeMap<RingId, Vec<NodeId>> = BTreeMap::new();
         for s in self.slots.iter().filter(|s| s.proc.is_some()) {
             let pid = s.pid();
-            let state = s.proc.as_ref().map(Processor::state);
+            let state = s.proc.as_ref().map(|e| e.processor().state());
             let Some((ring, members)) = s.regular.as_ref().filter(|_| {
                 state == Some(State::Operational) && s.last_kind == Some(ConfigKind::Regular)
             }) else {
@@ -1548,7 +1817,8 @@ impl<'p> Sim<'p> {
         }
         for s in &live {
             let pid = s.pid();
-            let p = s.proc.as_ref().expect("live");
+            let e = s.proc.as_ref().expect("live");
+            let p = e.processor();
             if p.state() != State::Operational {
                 return Err(format!("{pid} is in {:?}", p.state()));
             }
@@ -1578,6 +1848,12 @@ impl<'p> Sim<'p> {
             let q = p.stats().send_queue_messages;
             if q != 0 {
                 return Err(format!("{pid} has {q} messages in its send queue"));
+            }
+            let w = e.stats().pending_submits;
+            if w != 0 {
+                return Err(format!(
+                    "{pid}'s engine has {w} submissions waiting for room"
+                ));
             }
             if *delivered.get_or_insert(s.delivered_since_regular) != s.delivered_since_regular {
                 return Err(format!(
@@ -1712,6 +1988,39 @@ pub fn describe(data: &Bytes) -> String {
 }
 
 /// One-line summary of an event for traces.
+/// One line for an event given to a handle (`--groups`).
+pub fn describe_handle_event(ev: &evs_engine::Event) -> String {
+    match ev {
+        evs_engine::Event::Message {
+            sender,
+            sender_handle,
+            groups,
+            ring_id,
+            seq,
+            index,
+            ..
+        } => format!(
+            "message from n{sender} h{sender_handle} to {:?} ring {ring_id} seq {seq}.{index}",
+            groups
+                .iter()
+                .map(|g| String::from_utf8_lossy(g).into_owned())
+                .collect::<Vec<_>>()
+        ),
+        evs_engine::Event::GroupChange {
+            group,
+            members,
+            joined,
+            left,
+        } => format!(
+            "group {:?} members {members:?} joined {joined:?} left {left:?}",
+            String::from_utf8_lossy(group)
+        ),
+        evs_engine::Event::ConfigChange { kind, ring_id, .. } => {
+            format!("config {kind:?} {ring_id}")
+        }
+    }
+}
+
 pub fn describe_event(ev: &Event) -> String {
     match ev {
         Event::Deliver(d) => format!(
