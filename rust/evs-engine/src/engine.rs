@@ -127,6 +127,9 @@ pub struct EngineFaults {
     pub keep_departed: bool,
     /// A group change is reported with the members before it, not after (G3).
     pub stale_report: bool,
+    /// A closed handle's groups are not left: it stays in every view until the node's next
+    /// membership sync (G1, at convergence).
+    pub silent_close: bool,
 }
 
 /// Without the feature: every bug off, and the checks compile away.
@@ -138,6 +141,7 @@ struct EngineFaults {
     ignore_leaves: bool,
     keep_departed: bool,
     stale_report: bool,
+    silent_close: bool,
 }
 
 /// Counters of the engine.
@@ -381,7 +385,11 @@ impl Engine {
             self.out
                 .retain(|o| !matches!(o, Output::Handle(h, _) if *h == id));
         }
-        if let Some(groups) = self.intended.remove(&id) {
+        if let Some(groups) = self
+            .intended
+            .remove(&id)
+            .filter(|_| !self.bugs().silent_close)
+        {
             let groups: Vec<Bytes> = groups.into_iter().collect();
             // A handle holds at most MAX_GROUPS groups, so one leave always encodes.
             let data = groups::encode_membership(false, id, &groups);

@@ -62,6 +62,9 @@ struct Routing {
     ring_id: RingId,
     seq: u64,
     index: u32,
+    /// What every handle must be given: the sender, its handle, the groups, the data and the
+    /// guarantee, as delivered by the processor.
+    message: (NodeId, HandleId, Vec<Bytes>, Bytes, totem::Guarantee),
     expected: BTreeSet<HandleId>,
     got: BTreeSet<HandleId>,
 }
@@ -165,6 +168,22 @@ fn model_apply(view: &mut View, sender: NodeId, m: &RingMsg) {
 }
 
 impl GroupChecker {
+    /// Process `p`'s copy of its engine's view (from its `Output::Group` changes), as
+    /// [`evs_engine::GroupView::snapshot`] gives one.
+    pub fn view_of(&self, p: ProcId) -> Option<BTreeMap<Bytes, Vec<(NodeId, HandleId)>>> {
+        self.procs.get(&p).map(|s| {
+            s.view
+                .iter()
+                .map(|(g, set)| (g.clone(), set.iter().copied().collect()))
+                .collect()
+        })
+    }
+
+    /// Whether process `p` is between a merge and the end of its membership syncs.
+    pub fn in_barrier(&self, p: ProcId) -> bool {
+        self.procs.get(&p).is_some_and(|s| s.barrier.is_some())
+    }
+
     /// A process started: it holds no view and no handle.
     pub fn started(&mut self, p: ProcId) {
         self.procs.insert(p, Proc::default());
@@ -279,7 +298,11 @@ impl GroupChecker {
                     model_apply(&mut s.model, d.sender, m);
                 }
                 match decoded {
-                    Ok(RingMsg::App { groups, .. }) => {
+                    Ok(RingMsg::App {
+                        handle,
+                        groups,
+                        data,
+                    }) => {
                         let me = p.node;
                         let expected: BTreeSet<HandleId> = groups
                             .iter()
@@ -292,6 +315,7 @@ impl GroupChecker {
                             ring_id: d.ring_id,
                             seq: d.seq,
                             index: d.index,
+                            message: (d.sender, handle, groups, data, d.guarantee),
                             expected,
                             got: BTreeSet::new(),
                         });
@@ -341,10 +365,14 @@ impl GroupChecker {
                 }
                 match ev {
                     Event::Message {
+                        sender,
+                        sender_handle,
+                        groups,
+                        data,
                         ring_id,
                         seq,
                         index,
-                        ..
+                        guarantee,
                     } => {
                         let routed = s.routing.as_mut().filter(|r| {
                             (r.ring_id, r.seq, r.index) == (*ring_id, *seq, *index)
@@ -359,6 +387,19 @@ impl GroupChecker {
                                 ),
                             ));
                         };
+                        let given = (*sender, *sender_handle, groups, data, *guarantee);
+                        let (s0, h0, g0, d0, q0) = &r.message;
+                        if given != (*s0, *h0, g0, d0, *q0) {
+                            return Err(violation(
+                                Property::G2Routing,
+                                now,
+                                format!(
+                                    "{p} gave handle {id} the message at {ring_id} seq {seq} index {index} as from n{sender} h{sender_handle} to {groups:?} ({} bytes, {guarantee:?}), but n{s0} h{h0} sent it to {g0:?} ({} bytes, {q0:?})",
+                                    data.len(),
+                                    d0.len()
+                                ),
+                            ));
+                        }
                         if !r.got.insert(*id) {
                             return Err(violation(
                                 Property::G2Routing,
@@ -387,6 +428,20 @@ impl GroupChecker {
                                 now,
                                 format!(
                                     "{p} reported to handle {id} a change of {group:?} that does not concern it or contradicts itself: members {members:?}, joined {joined:?}, left {left:?}"
+                                ),
+                            ));
+                        }
+                        let now_members: Vec<(NodeId, HandleId)> = s
+                            .model
+                            .get(group)
+                            .map(|set| set.iter().copied().collect())
+                            .unwrap_or_default();
+                        if *members != now_members {
+                            return Err(violation(
+                                Property::G3GroupChanges,
+                                now,
+                                format!(
+                                    "{p} reported to handle {id} {group:?} with members {members:?}, but the delivered stream puts {now_members:?} in it"
                                 ),
                             ));
                         }
@@ -516,25 +571,52 @@ mod tests {
 
     #[test]
     fn a_change_reported_with_other_members_elsewhere_is_reported() {
-        let mut c = two(&join(1, 7, b"g"));
-        for n in [1, 2] {
-            c.opened(pid(n), 3);
-        }
-        let change = |members: Vec<(NodeId, HandleId)>| {
+        // At the same point, process 1 delivers a join of its handle 7 and process 2 (a
+        // crafted divergence) one of its handle 5; each reports what its own stream says.
+        let mut c = two(&[]);
+        c.opened(pid(1), 7);
+        c.opened(pid(2), 5);
+        let report = |n: NodeId, h: HandleId| {
             Output::Handle(
-                3,
+                h,
                 Event::GroupChange {
                     group: Bytes::from_static(b"g"),
-                    members,
-                    joined: Vec::new(),
+                    members: vec![(n, h)],
+                    joined: vec![(n, h)],
                     left: Vec::new(),
                 },
             )
         };
-        c.output(pid(1), Instant::ZERO, &change(vec![(1, 3), (1, 7)]))
-            .unwrap();
+        for o in join(1, 7, b"g") {
+            c.output(pid(1), Instant::ZERO, &o).unwrap();
+        }
+        c.output(pid(1), Instant::ZERO, &report(1, 7)).unwrap();
+        for o in join(2, 5, b"g") {
+            c.output(pid(2), Instant::ZERO, &o).unwrap();
+        }
+        let v = c.output(pid(2), Instant::ZERO, &report(2, 5)).unwrap_err();
+        assert_eq!(v.property, Property::G3GroupChanges, "{v}");
+        assert!(v.detail.contains("n1#0"), "{v}");
+    }
+
+    #[test]
+    fn a_change_reported_with_members_the_stream_does_not_give_is_reported() {
+        let mut c = two(&join(1, 7, b"g"));
+        c.opened(pid(1), 3);
         let v = c
-            .output(pid(2), Instant::ZERO, &change(vec![(2, 3), (1, 7)]))
+            .output(
+                pid(1),
+                Instant::ZERO,
+                &Output::Handle(
+                    3,
+                    Event::GroupChange {
+                        group: Bytes::from_static(b"g"),
+                        members: vec![(1, 3), (1, 7)],
+                        joined: vec![(1, 3)],
+                        left: Vec::new(),
+                    },
+                ),
+            )
             .unwrap_err();
         assert_eq!(v.property, Property::G3GroupChanges, "{v}");
     }

@@ -53,7 +53,8 @@ flags that shape a seed's run (part of every replay command):
   --inject BUG         run with a deliberate protocol bug, to test the oracle (repeatable):
                        safe-as-agreed | safe-one-visit | no-install-holdback; with --groups
                        also group-misroute | group-drop-last-target | group-ignore-leaves |
-                       group-keep-departed | group-stale-report
+                       group-keep-departed | group-stale-report |
+                       group-silent-close
 
 other flags:
   --trace              print every step of the run (with --seed)
@@ -180,6 +181,9 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     let mode = mode.ok_or("one of --seed, --seeds or --soak is required")?;
     if opts.minutes.is_some() && !opts.long {
         return Err("--minutes needs --long".into());
+    }
+    if opts.engine_bugs != Default::default() && !opts.groups {
+        return Err("--inject group-...: needs --groups (only engines have those bugs)".into());
     }
     if opts.trace != TraceMode::Off && !matches!(mode, Mode::One(_)) {
         return Err("--trace needs a single --seed".into());

@@ -181,15 +181,19 @@ pub enum Property {
     S2NoReconfiguration,
     /// In a steady window every processor delivers each of its own messages within a bound.
     S3OwnDelivery,
-    /// Groups (`--groups`, checked by [`crate::groups_check`]): processes that deliver the same
-    /// message, neither of them between a merge and the end of its membership syncs, hold the
-    /// same view of every group when they deliver it.
+    /// Groups (`--groups`, checked by [`crate::groups_check`]): each process's view is the one
+    /// its delivered stream defines; processes that deliver the same message in the same
+    /// configuration, neither between a merge and the end of its membership syncs, hold the
+    /// same view when they deliver it; and once the run converges every view holds exactly
+    /// what the live handles joined and did not leave.
     G1ViewAgreement,
     /// A message sent to groups reaches exactly the open local handles that are in one of them
-    /// in the view where it is delivered, once each, and nothing else reaches a handle.
+    /// in the view where it is delivered, once each and as sent, and nothing else reaches a
+    /// handle.
     G2Routing,
-    /// Every group change reported to a handle at a point of the agreed stream is the same
-    /// change (members, joined, left) wherever it is reported there, and concerns the handle.
+    /// Every group change reported to a handle names the members the delivered stream puts
+    /// in the group at that point (the same wherever it is reported there), concerns the
+    /// handle, and its joined and left lists agree with its members.
     G3GroupChanges,
     /// From a regular configuration on, no view holds a handle of a node outside it.
     G4DepartedHandles,

@@ -418,6 +418,7 @@ fn engine_bug<'a>(f: &'a mut EngineFaults, name: &str) -> Option<&'a mut bool> {
         "group-ignore-leaves" => &mut f.ignore_leaves,
         "group-keep-departed" => &mut f.keep_departed,
         "group-stale-report" => &mut f.stale_report,
+        "group-silent-close" => &mut f.silent_close,
         _ => return None,
     })
 }
@@ -435,6 +436,7 @@ pub fn injected_engine_names(f: &EngineFaults) -> Vec<&'static str> {
         (f.ignore_leaves, "group-ignore-leaves"),
         (f.keep_departed, "group-keep-departed"),
         (f.stale_report, "group-stale-report"),
+        (f.silent_close, "group-silent-close"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))

@@ -360,6 +360,9 @@ struct Slot {
     /// With `--groups`: the handles the workload has open, the next handle id, and the
     /// workload's choices of handles and groups.
     handles: Vec<HandleId>,
+    /// The groups each open handle joined and did not leave, as the workload asked (what every
+    /// view must hold for this node once the run converges).
+    intents: BTreeMap<HandleId, BTreeSet<Bytes>>,
     next_handle: HandleId,
     group_rng: Option<Rng>,
     started: bool,
@@ -511,6 +514,7 @@ impl<'p> Sim<'p> {
                 id,
                 proc: None,
                 handles: Vec::new(),
+                intents: BTreeMap::new(),
                 next_handle: 1,
                 group_rng: None,
                 started: false,
@@ -913,6 +917,22 @@ impl<'p> Sim<'p> {
             if let Err(v) = checker.drained(pid, now) {
                 return Err(self.violation(v));
             }
+            // The engine documents that a copy following its group changes is its view
+            // whenever `poll_event` has returned `None`.
+            if let Some(e) = self.slots[i].proc.as_ref() {
+                let copy = checker.view_of(pid).unwrap_or_default();
+                if copy != e.view().snapshot() {
+                    let detail = format!(
+                        "{pid}'s view {:?} is not what its group changes led to: {copy:?}",
+                        e.view().snapshot()
+                    );
+                    return Err(self.violation(Violation {
+                        property: Property::G1ViewAgreement,
+                        at: now,
+                        detail,
+                    }));
+                }
+            }
         } else {
             let mut evs = std::mem::take(&mut self.ev_buf);
             if let Some(e) = self.slots[i].proc.as_mut() {
@@ -998,23 +1018,25 @@ impl<'p> Sim<'p> {
         }
         self.context = format!("oracle.observe({pid})");
         let verdict = self.oracle.observe(pid, now, &ev);
-        if let Some(g) = self.groups.as_mut() {
-            if let Err(v) = g.output(pid, now, &Output::Core(ev.clone())) {
-                return Err(self.violation(v));
-            }
-        }
         if self.opts.record {
             self.events.push(Observed {
                 at: now,
                 proc: pid,
-                event: ev,
+                event: ev.clone(),
             });
         }
+        // (A protocol violation is reported as such, before what it does to the groups.)
         if let Err(v) = verdict {
             return Err(Failure {
                 at: v.at,
                 kind: FailureKind::Violation(v),
             });
+        }
+        if let Some(g) = self.groups.as_mut() {
+            self.context = format!("groups.output({pid})");
+            if let Err(v) = g.output(pid, now, &Output::Core(ev)) {
+                return Err(self.violation(v));
+            }
         }
         self.context = format!("{pid} poll_event");
         Ok(())
@@ -1131,6 +1153,7 @@ impl<'p> Sim<'p> {
         slot.incarnation = inc;
         slot.proc = Some(proc);
         slot.handles.clear();
+        slot.intents.clear();
         slot.next_handle = 1;
         slot.group_rng = self.opts.groups.then(|| {
             Rng::fork(
@@ -1187,6 +1210,8 @@ impl<'p> Sim<'p> {
         slot.own_pending.clear();
         slot.regular = None;
         slot.last_kind = None;
+        slot.handles.clear();
+        slot.intents.clear();
         self.summary.crashes += 1;
         self.context = format!("oracle.crashed({pid})");
         self.oracle.crashed(pid, now);
@@ -1329,7 +1354,12 @@ impl<'p> Sim<'p> {
                 g.opened(pid, id);
             }
             let group = *rng.pick(&GROUPS);
-            let _ = e.join(local, id, [group]);
+            if e.join(local, id, [group]).is_ok() {
+                slot.intents
+                    .entry(id)
+                    .or_default()
+                    .insert(Bytes::from_static(group));
+            }
             line = Some(format!(
                 "h{id} open, join {:?}",
                 String::from_utf8_lossy(group)
@@ -1339,6 +1369,7 @@ impl<'p> Sim<'p> {
             let k = rng.below(slot.handles.len() as u64) as usize;
             let id = slot.handles.swap_remove(k);
             e.close_handle(local, id);
+            slot.intents.remove(&id);
             if let Some(g) = self.groups.as_mut() {
                 g.closed(pid, id);
             }
@@ -1346,12 +1377,21 @@ impl<'p> Sim<'p> {
         } else if roll < 17 {
             let id = *rng.pick(&slot.handles);
             let group = *rng.pick(&GROUPS);
-            if e.intended(id).iter().any(|g| g[..] == group[..]) {
-                let _ = e.leave(local, id, [group]);
+            let set = slot.intents.entry(id).or_default();
+            let g = Bytes::from_static(group);
+            if set.contains(&g) {
+                if e.leave(local, id, [group]).is_ok() {
+                    set.remove(&g);
+                }
                 line = Some(format!("h{id} leave {:?}", String::from_utf8_lossy(group)));
             } else {
-                let _ = e.join(local, id, [group]);
+                if e.join(local, id, [group]).is_ok() {
+                    set.insert(g);
+                }
                 line = Some(format!("h{id} join {:?}", String::from_utf8_lossy(group)));
+            }
+            if set.is_empty() {
+                slot.intents.remove(&id);
             }
         }
         if let Some(l) = line {
@@ -1364,6 +1404,10 @@ impl<'p> Sim<'p> {
     }
 
     fn submit(&mut self, i: usize, data: Bytes, g: Guarantee) -> Result<(), Failure> {
+        if self.groups.is_some() && self.slots[i].handles.is_empty() {
+            // (A scripted submission before the workload opened a handle.)
+            self.group_op(i)?;
+        }
         let now = self.now;
         let slot = &mut self.slots[i];
         let pid = slot.pid();
@@ -1875,6 +1919,9 @@ impl<'p> Sim<'p> {
                 .check_converged(now, &live)
                 .map_err(|v| self.violation(v))?;
             self.converged = Some(ring);
+            if let Err(v) = self.groups_converged(now) {
+                return Err(self.violation(v));
+            }
             if self.tracing() {
                 self.trace_line(format!(
                     "{now} CONVERGED on ring {ring} with {} processes",
@@ -1884,6 +1931,51 @@ impl<'p> Sim<'p> {
         }
         self.context = "oracle.finish".into();
         self.oracle.finish(now).map_err(|v| self.violation(v))
+    }
+
+    /// With `--groups`, once the run converged: no barrier is open anywhere, and every view
+    /// holds exactly what the live handles joined and did not leave (G1).
+    fn groups_converged(&self, now: Instant) -> Result<(), Violation> {
+        let Some(checker) = &self.groups else {
+            return Ok(());
+        };
+        let mut want: BTreeMap<Bytes, Vec<(NodeId, HandleId)>> = BTreeMap::new();
+        for s in self.slots.iter().filter(|s| s.proc.is_some()) {
+            for (&h, groups) in &s.intents {
+                for g in groups {
+                    want.entry(g.clone()).or_default().push((s.id, h));
+                }
+            }
+        }
+        for v in want.values_mut() {
+            v.sort_unstable();
+        }
+        for s in &self.slots {
+            let Some(e) = &s.proc else { continue };
+            let pid = s.pid();
+            if e.in_barrier() || checker.in_barrier(pid) {
+                return Err(Violation {
+                    property: Property::G1ViewAgreement,
+                    at: now,
+                    detail: format!(
+                        "{pid} converged with the barrier after a merge still open (engine: {}, checker: {})",
+                        e.in_barrier(),
+                        checker.in_barrier(pid)
+                    ),
+                });
+            }
+            let have = e.view().snapshot();
+            if have != want {
+                return Err(Violation {
+                    property: Property::G1ViewAgreement,
+                    at: now,
+                    detail: format!(
+                        "{pid} converged with the view {have:?}, but the live handles joined {want:?}"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The convergence bound passed: liveness (D9) failed, in the oracle's words if it finds the

@@ -74,6 +74,11 @@ fn changes_reported_with_the_members_before_them_break_g3() {
 }
 
 #[test]
+fn a_closed_handle_that_never_leaves_breaks_g1_at_convergence() {
+    first_caught("group-silent-close", Property::G1ViewAgreement);
+}
+
+#[test]
 fn group_workload_seeds_pass_and_exercise_the_checker() {
     // A few seeds of each mode, as CI runs hundreds: every one passes, and the checker saw
     // messages routed to handles and group changes reported.
