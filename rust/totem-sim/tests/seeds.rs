@@ -186,26 +186,3 @@ fn long_runs_that_decided_before_the_others_settle() {
         pinned_seed_passes(seed, &opts);
     }
 }
-
-#[test]
-fn long_runs_whose_processors_kept_restarting_their_timers_settle() {
-    // A processor's consensus timer restarts whenever its sets change, and its joins said
-    // "settled" only once that timer had expired in the round. Processors whose sets kept
-    // changing (adoptions, take-backs) so reported no link as known broken for several
-    // periods; the processors that waited for them ran out of `SETTLE_WAIT` and split on
-    // partial evidence: with three overlapping cuts among 5 processors (794) the membership
-    // alternated for the whole fault. A processor now says it is settled once a whole
-    // consensus period has passed since its round began, whatever its timer. With two
-    // non-transitive pairs among 8 processors (139), which settled 0.3 s past the window's
-    // bound after `6a61102`, the rule brings the settling back within it.
-    for seed in [794, 139] {
-        for accelerated in [false, true] {
-            let opts = Options {
-                long: true,
-                accelerated,
-                ..Options::default()
-            };
-            pinned_seed_passes(seed, &opts);
-        }
-    }
-}

@@ -217,7 +217,7 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: false,
             installed: self.installed_any && self.latest_ring == self.installed_ring,
-            settled: self.settled(now),
+            settled: self.settled(),
             probe: false,
             proc_list: sorted(&self.proc_set),
             fail_list: sorted(&self.fail_set),
@@ -426,16 +426,9 @@ impl Processor {
         })
     }
 
-    /// Has a whole consensus period passed since this round began, or the consensus timer
-    /// expired in it? (What our joins' `settled` flag says: whom we have not heard by now, we
-    /// cannot hear.) Not the timer alone: it restarts whenever our sets change, and a
-    /// processor whose sets kept changing reported nothing as settled for several periods,
-    /// while the others, having waited `SETTLE_WAIT` for it, split on partial evidence (long
-    /// seed 794).
-    pub(super) fn settled(&self, now: Instant) -> bool {
+    /// Has the consensus timer expired in this round? (What our joins' `settled` flag says.)
+    pub(super) fn settled(&self) -> bool {
         self.expiries > 0
-            || (self.state() == State::Gather
-                && now >= self.round_start + self.timeouts().consensus)
     }
 
     /// `n`'s latest join in this round.

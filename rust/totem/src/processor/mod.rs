@@ -509,7 +509,7 @@ impl Processor {
     }
 
     /// Leaves the ring: multicasts a leave message and ignores all further input.
-    pub fn leave(&mut self, now: Instant) {
+    pub fn leave(&mut self, _now: Instant) {
         if self.state() == State::Left {
             return;
         }
@@ -529,7 +529,7 @@ impl Processor {
             high_seq: self.ring_seq_high_water(),
             leave: true,
             installed: self.installed_any && self.latest_ring == self.installed_ring,
-            settled: self.settled(now),
+            settled: self.settled(),
             probe: false,
             proc_list,
             fail_list: sorted(&fail),
